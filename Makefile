@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export FLASK_APP := wsgi
+
+.PHONY: run test install install-test system-packages migrate lint format bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Reinstall when the dependency list changes.
+$(VENV)/.installed: setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[test,postgres,redis]'
+	touch $@
+
+install: $(VENV)/.installed
+
+system-packages:
+	@scripts/system-packages.sh
+
+migrate: install
+	mkdir -p instance
+	RESELLER_ENV=development $(VENV)/bin/flask db upgrade
+
+run: migrate
+	RESELLER_ENV=development $(VENV)/bin/flask seed-demo
+	RESELLER_ENV=development $(VENV)/bin/flask run --host 127.0.0.1 --port 5000 --with-threads
+
+test: install system-packages
+	scripts/run-tests.sh $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,190 @@
+"""Configuration: one class per environment, values from environment variables.
+
+`RESELLER_ENV` picks the class (`production` when unset, `development`, `testing`).
+A `.env` file beside this one is read when python-dotenv is installed (it is a dependency).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+
+try:  # optional .env support; real environment variables win
+    from dotenv import load_dotenv
+
+    load_dotenv(BASE_DIR / ".env", override=False)
+except ImportError:  # pragma: no cover
+    pass
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run; the message names the variable."""
+
+
+def normalise_database_url(url: str | None) -> str | None:
+    """Accept Heroku-style `postgres://` and pick the psycopg 3 driver for PostgreSQL."""
+    if not url:
+        return url
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+class Config:
+    """Base settings. Instances read the environment when created, so a test can set
+    variables and build a fresh config."""
+
+    ENV_NAME = "base"
+
+    def __init__(self) -> None:
+        self.SECRET_KEY = _env("SECRET_KEY")
+        self.SQLALCHEMY_DATABASE_URI = normalise_database_url(_env("DATABASE_URL"))
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.SQLALCHEMY_TRACK_MODIFICATIONS = False
+
+        self.SITE_NAME = _env("SITE_NAME", "SMS Reseller")
+        self.CURRENCY = _env("CURRENCY", "USD")
+        self.SUPPORT_CONTACT = _env("SUPPORT_CONTACT", "")
+        self.TOPUP_INSTRUCTIONS = _env(
+            "TOPUP_INSTRUCTIONS",
+            "To top up your balance, contact the operator with your account email.",
+        )
+
+        # Upstream provider: "grizzly" or "sandbox" (the sandbox only when named).
+        self.UPSTREAM = _env("UPSTREAM", "grizzly")
+        self.GRIZZLY_API_KEY = _env("GRIZZLY_API_KEY")
+        self.GRIZZLY_API_URL = _env(
+            "GRIZZLY_API_URL", "https://api.grizzlysms.com/stubs/handler_api.php"
+        )
+        self.UPSTREAM_CONNECT_TIMEOUT = _env_float("UPSTREAM_CONNECT_TIMEOUT", 5.0)
+        self.UPSTREAM_READ_TIMEOUT = _env_float("UPSTREAM_READ_TIMEOUT", 15.0)
+        self.SANDBOX_CODE_DELAY = _env_int("SANDBOX_CODE_DELAY", 10)
+
+        # Pricing and the activation lifecycle (defaults; admin settings override).
+        self.PRICE_MARKUP_PERCENT = _env_float("PRICE_MARKUP_PERCENT", 30.0)
+        self.PRICE_MINIMUM = _env("PRICE_MINIMUM", "0.10")
+        self.PRICE_REFRESH_INTERVAL = _env_int("PRICE_REFRESH_INTERVAL", 600)
+        self.ACTIVATION_LIFETIME = _env_int("ACTIVATION_LIFETIME", 20 * 60)
+        self.EARLY_CANCEL_WINDOW = _env_int("EARLY_CANCEL_WINDOW", 120)
+        self.UPSTREAM_POLL_INTERVAL = _env_int("UPSTREAM_POLL_INTERVAL", 3)
+        self.MAX_ACTIVE_ACTIVATIONS = _env_int("MAX_ACTIVE_ACTIVATIONS", 20)
+        self.LOW_BALANCE_THRESHOLD = _env("LOW_BALANCE_THRESHOLD", "10.00")
+
+        # Rate limits (Flask-Limiter). Use redis://… when several processes or hosts serve.
+        self.RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "memory://")
+        self.RATELIMIT_HEADERS_ENABLED = True
+        self.RATELIMIT_ENABLED = True
+        self.LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per minute")
+        self.API_RATE_LIMIT = _env("API_RATE_LIMIT", "60 per second")
+
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.REMEMBER_COOKIE_HTTPONLY = True
+        self.REMEMBER_COOKIE_SAMESITE = "Lax"
+        self.WTF_CSRF_TIME_LIMIT = None
+
+    def validate(self) -> None:
+        """Raise ConfigError when this configuration cannot run."""
+        if self.UPSTREAM not in ("grizzly", "sandbox"):
+            raise ConfigError(f"UPSTREAM must be 'grizzly' or 'sandbox', got {self.UPSTREAM!r}")
+
+
+class DevelopmentConfig(Config):
+    ENV_NAME = "development"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.DEBUG = True
+        self.SECRET_KEY = self.SECRET_KEY or "dev-secret-key-not-for-production"
+        self.SQLALCHEMY_DATABASE_URI = self.SQLALCHEMY_DATABASE_URI or (
+            "sqlite:///" + str(BASE_DIR / "instance" / "reseller.sqlite")
+        )
+        self.UPSTREAM = _env("UPSTREAM", "sandbox")
+
+
+class TestConfig(Config):
+    ENV_NAME = "testing"
+    __test__ = False  # not a pytest test class
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.TESTING = True
+        self.SECRET_KEY = "test-secret-key"
+        self.SQLALCHEMY_DATABASE_URI = (
+            normalise_database_url(_env("TEST_DATABASE_URL")) or "sqlite://"
+        )
+        self.UPSTREAM = "sandbox"
+        self.SANDBOX_CODE_DELAY = 5
+        self.RATELIMIT_ENABLED = False
+        self.RATELIMIT_STORAGE_URI = "memory://"
+        self.WTF_CSRF_ENABLED = False
+        self.SERVER_NAME = None
+
+
+class ProductionConfig(Config):
+    ENV_NAME = "production"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.SESSION_COOKIE_SECURE = True
+        self.REMEMBER_COOKIE_SECURE = True
+        self.PREFERRED_URL_SCHEME = "https"
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.SECRET_KEY:
+            raise ConfigError("SECRET_KEY is not set: production refuses to start without it")
+        if not self.SQLALCHEMY_DATABASE_URI:
+            raise ConfigError("DATABASE_URL is not set: production refuses to start without it")
+        if self.UPSTREAM != "sandbox" and not self.GRIZZLY_API_KEY:
+            raise ConfigError(
+                "GRIZZLY_API_KEY is not set: production refuses to start without it "
+                "(set UPSTREAM=sandbox to run the sandbox on purpose)"
+            )
+
+
+CONFIGS = {
+    "production": ProductionConfig,
+    "development": DevelopmentConfig,
+    "testing": TestConfig,
+}
+
+
+def config_from_env() -> Config:
+    """A configuration for the environment named by RESELLER_ENV (production when unset)."""
+    name = _env("RESELLER_ENV", "production")
+    try:
+        return CONFIGS[name]()
+    except KeyError:
+        raise ConfigError(
+            f"RESELLER_ENV must be one of {', '.join(CONFIGS)}, got {name!r}"
+        ) from None

@@ -1,0 +1,112 @@
+"""reseller: a self-hosted SMS-activation reseller on top of GrizzlySMS."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template
+
+from .extensions import csrf, db, limiter, login_manager, migrate
+from .models import User
+
+
+def create_app(config=None) -> Flask:
+    """Build the application.
+
+    `config` is a config object (an instance of a class in config.py); by default the one
+    named by RESELLER_ENV. Invalid configurations raise `config.ConfigError`.
+    """
+    from config import config_from_env
+
+    if config is None:
+        config = config_from_env()
+    if hasattr(config, "validate"):
+        config.validate()
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object(config)
+    register_database_dialect_tweaks()
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_context(app)
+    register_commands(app)
+    return app
+
+
+def register_database_dialect_tweaks() -> None:
+    from . import sqlite  # noqa: F401  (installs engine event listeners once)
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, render_as_batch=True, compare_type=True)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to see this page."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "strong"
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    try:
+        return db.session.get(User, int(user_id))
+    except (TypeError, ValueError):
+        return None
+
+
+def register_blueprints(app: Flask) -> None:
+    from .auth import bp as auth_bp
+    from .docs import bp as docs_bp
+    from .main import bp as main_bp
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(docs_bp)
+    # The customer API, dashboard and admin blueprints register here as they land.
+    for name in ("api", "dashboard", "admin"):
+        _register_optional(app, name)
+
+
+def _register_optional(app: Flask, name: str) -> None:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        return
+    app.register_blueprint(module.bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    def render_error(error):
+        code = getattr(error, "code", 500) or 500
+        if code >= 500:
+            db.session.rollback()
+        return render_template("error.html", code=code, error=error), code
+
+    for code in (400, 403, 404, 405, 429, 500):
+        app.register_error_handler(code, render_error)
+
+
+def register_context(app: Flask) -> None:
+    @app.context_processor
+    def inject_site():
+        return {
+            "site_name": app.config["SITE_NAME"],
+            "currency": app.config["CURRENCY"],
+            "sandbox_mode": app.config.get("UPSTREAM") == "sandbox",
+            "url_map_endpoints": app.view_functions.keys(),
+        }
+
+
+def register_commands(app: Flask) -> None:
+    from .commands import register
+
+    register(app)
+    logging.getLogger(__name__).debug("commands registered")

@@ -1,0 +1,152 @@
+"""Operator commands: `flask --app wsgi users …`, `flask ledger verify`, and friends."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from sqlalchemy import select
+
+from .extensions import db
+from .models import User
+from .money import BadAmount, format_amount, parse_amount
+from .services import accounts, wallet
+from .services.ledger import verify_ledger
+
+users_cli = click.Group("users", help="Manage customer and admin accounts.")
+ledger_cli = click.Group("ledger", help="Check the books.")
+
+
+def _user_or_fail(email: str) -> User:
+    user = accounts.user_by_email(email)
+    if user is None:
+        raise click.ClickException(f"no user with email {email!r}")
+    return user
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--password", help="Prompted for when absent.")
+@click.option("--admin", is_flag=True, help="Make the account an administrator.")
+def users_create(email: str, password: str | None, admin: bool) -> None:
+    """Create an account."""
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = accounts.create_user(email, password, is_admin=admin)
+    except accounts.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {'admin' if user.is_admin else 'user'} {user.email} (id {user.id})")
+
+
+@users_cli.command("credit")
+@click.argument("email")
+@click.argument("amount")
+@click.option("--note", default="credit from the command line", show_default=True)
+def users_credit(email: str, amount: str, note: str) -> None:
+    """Credit AMOUNT (currency units, e.g. 10.50; negative for a debit) to EMAIL."""
+    user = _user_or_fail(email)
+    try:
+        units = parse_amount(amount, allow_negative=True)
+    except BadAmount as exc:
+        raise click.ClickException(str(exc)) from None
+    if units == 0:
+        raise click.ClickException("the amount must not be zero")
+    try:
+        entry = wallet.adjust(user.id, units, note=note)
+    except wallet.InsufficientFunds:
+        raise click.ClickException(
+            f"{user.email} has {format_amount(user.balance)}; cannot debit {amount}"
+        ) from None
+    click.echo(
+        f"{user.email}: {'+' if units > 0 else ''}{format_amount(units)} → balance "
+        f"{format_amount(entry.balance_after)} {current_app.config['CURRENCY']}"
+    )
+
+
+@users_cli.command("api-key")
+@click.argument("email")
+def users_api_key(email: str) -> None:
+    """Print the user's API key (alone, for scripts)."""
+    user = _user_or_fail(email)
+    key = accounts.reveal_api_key(user)
+    if key is None:
+        raise click.ClickException("the key cannot be decrypted (SECRET_KEY changed?)")
+    click.echo(key)
+
+
+@users_cli.command("list")
+def users_list() -> None:
+    """List accounts with their balances."""
+    rows = db.session.execute(select(User).order_by(User.id)).scalars()
+    for user in rows:
+        flags = ",".join(
+            f for f, on in (("admin", user.is_admin), ("disabled", not user.active)) if on
+        )
+        click.echo(f"{user.id:>6}  {user.email:<40} {format_amount(user.balance):>12}  {flags}")
+
+
+def _set_active(email: str, active: bool) -> None:
+    from .services import admin as admin_service
+
+    user = _user_or_fail(email)
+    admin_service.set_active(user, active, actor=None)
+    click.echo(f"{user.email} {'enabled' if active else 'disabled'}")
+
+
+@users_cli.command("disable")
+@click.argument("email")
+def users_disable(email: str) -> None:
+    """Disable an account: no login, and its API key answers ACCOUNT_INACTIVE."""
+    _set_active(email, False)
+
+
+@users_cli.command("enable")
+@click.argument("email")
+def users_enable(email: str) -> None:
+    """Enable a disabled account."""
+    _set_active(email, True)
+
+
+@ledger_cli.command("verify")
+def ledger_verify() -> None:
+    """Check that balances, ledger rows and activations agree; non-zero exit on problems."""
+    problems = verify_ledger()
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) found")
+    click.echo("ledger OK")
+
+
+@click.command("seed-demo")
+def seed_demo() -> None:
+    """Create a demo admin and a demo customer when the database has no users."""
+    if accounts.count_users():
+        click.echo("users exist; no demo accounts created")
+        return
+    admin = accounts.create_user("admin@example.com", "admin-password", is_admin=True)
+    customer = accounts.create_user("customer@example.com", "customer-password")
+    wallet.adjust(customer.id, parse_amount("25.00"), note="demo balance")
+    click.echo("Demo accounts (development only):")
+    click.echo(f"  admin     {admin.email} / admin-password")
+    click.echo(f"  customer  {customer.email} / customer-password (balance 25.00)")
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(users_cli)
+    app.cli.add_command(ledger_cli)
+    app.cli.add_command(seed_demo)
+    for module_name in ("worker_commands",):
+        _register_more(app, module_name)
+
+
+def _register_more(app: Flask, module_name: str) -> None:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"{__package__}.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.{module_name}":
+            raise
+        return
+    module.register(app)

@@ -1,0 +1,146 @@
+"""What the API docs page documents: the actions, their parameters and example answers.
+
+The error table is not here: it is rendered from `reseller.api.errors.ERROR_TABLE`, the same
+table the endpoint answers from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ActionDoc:
+    anchor: str
+    title: str
+    action: str
+    summary: str
+    params: dict[str, str] = field(default_factory=dict)
+    json_answer: str | None = None  # format=json
+    classic_answer: str | None = None  # the SMS-Activate plain dialect
+    notes: tuple[str, ...] = ()
+
+
+# The five sections of the product's API page, in its order.
+MAIN_ACTIONS = (
+    ActionDoc(
+        "get-balance",
+        "Get balance",
+        "getBalance",
+        "Your wallet balance.",
+        json_answer='{"balance": 25.40}',
+        classic_answer="ACCESS_BALANCE:25.40",
+    ),
+    ActionDoc(
+        "request-number",
+        "Request number",
+        "getNumber",
+        "Buy a number for a service in a country. The price is taken from your balance at once "
+        "and given back in full if you cancel before any SMS or the number expires without one.",
+        params={
+            "service": "service code, e.g. tg (Telegram), wa (WhatsApp) — see getServicesList",
+            "country": "ISO 3166 alpha-2 code (us, gb, de…) or the numeric country id (12, 16…)",
+            "maxPrice": "optional: the most you accept to pay; a higher price answers "
+            "WRONG_MAX_PRICE with our price",
+        },
+        json_answer='{"status": "ACCESS_NUMBER", "activationId": 12345, "phone": "+15551234567"}',
+        classic_answer="ACCESS_NUMBER:12345:15551234567",
+    ),
+    ActionDoc(
+        "get-status",
+        "Get status",
+        "getStatus",
+        "Whether the code has arrived. Poll every few seconds; we answer from our own records.",
+        params={"id": "the activationId from Request number"},
+        json_answer='{"status": "STATUS_OK", "code": "123456"}',
+        classic_answer="STATUS_OK:123456",
+        notes=(
+            "Waiting: {\"status\": \"STATUS_WAIT_CODE\"} / STATUS_WAIT_CODE.",
+            "After status 3, until the next SMS: STATUS_WAIT_RETRY:<last code>.",
+            "Cancelled or expired: STATUS_CANCEL.",
+        ),
+    ),
+    ActionDoc(
+        "set-status",
+        "Set status",
+        "setStatus",
+        "Tell us what to do with the activation.",
+        params={
+            "id": "the activationId",
+            "status": "1 = number ready (SMS sent) · 3 = request another SMS on the same number · "
+            "6 = complete the activation · 8 = cancel (refund; -1 is accepted too)",
+        },
+        json_answer='{"status": "ACCESS_CANCEL", "activationStatus": "cancelled"}',
+        classic_answer="ACCESS_CANCEL",
+        notes=(
+            "Classic answers: 1 → ACCESS_READY, 3 → ACCESS_RETRY_GET, 6 → ACCESS_ACTIVATION, "
+            "8 → ACCESS_CANCEL.",
+            "Cancel is refused with EARLY_CANCEL_DENIED during the first minutes after purchase, "
+            "and with BAD_STATUS once a code has arrived (finish with 6 instead).",
+        ),
+    ),
+    ActionDoc(
+        "active-activations",
+        "Active activations",
+        "getActiveActivations",
+        "Your activations that are still running.",
+        json_answer='{"activations": [{"id": 12345, "status": "allocated", '
+        '"phone_number": "+15551234567", "service_code": "tg", "country": 12, '
+        '"price": 0.35, "code": null, "expires_at": "2026-11-25 14:50:57"}]}',
+        classic_answer='{"status": "success", "activeActivations": [{"activationId": "12345", '
+        '"serviceCode": "tg", "phoneNumber": "15551234567", "activationCost": 0.35, '
+        '"activationStatus": "4", "smsCode": null, "smsText": null, '
+        '"activationTime": "2026-11-25 14:30:57", "countryCode": "12", "countryName": "USA", '
+        '"canGetAnotherSms": "1", "currency": 840}]}',
+    ),
+)
+
+MORE_ACTIONS = (
+    ActionDoc(
+        "get-number-v2",
+        "Request number (V2)",
+        "getNumberV2",
+        "Like getNumber, with a JSON answer; orderId makes the request idempotent.",
+        params={
+            "service": "service code",
+            "country": "alpha-2 code or numeric id",
+            "maxPrice": "optional",
+            "orderId": "optional: your own unique id; a repeat answers ORDER_ALREADY_EXISTS",
+        },
+        classic_answer='{"activationId": 12345, "phoneNumber": "15551234567", '
+        '"activationCost": 0.35, "currency": 840, "countryCode": "12", '
+        '"canGetAnotherSms": "1", "activationTime": "2026-11-25 14:30:57", '
+        '"activationOperator": "any"}',
+    ),
+    ActionDoc(
+        "get-status-v2",
+        "Get status (V2)",
+        "getStatusV2",
+        "The status as JSON, with the SMS text.",
+        params={"id": "the activationId"},
+        classic_answer='{"verificationType": 0, "sms": {"dateTime": "2026-11-25 14:31:40", '
+        '"code": "123456", "text": "Your code is 123456"}, "call": null}',
+    ),
+    ActionDoc(
+        "get-prices",
+        "Prices",
+        "getPrices",
+        "Our prices and stock, by country id and service (only what can be bought).",
+        params={"service": "optional filter", "country": "optional filter"},
+        classic_answer='{"12": {"tg": {"cost": 0.35, "count": 120}}}',
+    ),
+    ActionDoc(
+        "get-countries",
+        "Countries",
+        "getCountries",
+        "The countries on sale, keyed by numeric id, with the alpha-2 code we accept.",
+        classic_answer='{"12": {"id": 12, "eng": "USA", "iso": "us", "visible": 1}}',
+    ),
+    ActionDoc(
+        "get-services",
+        "Services",
+        "getServicesList",
+        "The services on sale.",
+        classic_answer='{"status": "success", "services": [{"code": "tg", "name": "Telegram"}]}',
+    ),
+)

@@ -1,0 +1,69 @@
+from urllib.parse import urlencode
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from ..auth.forms import PostForm
+from ..services import accounts
+from . import bp
+from .content import MAIN_ACTIONS, MORE_ACTIONS
+
+EXAMPLE_PARAMS = {
+    "getNumber": {"service": "tg", "country": "us"},
+    "getNumberV2": {"service": "tg", "country": "us", "orderId": "my-order-1"},
+    "getStatus": {"id": "12345"},
+    "getStatusV2": {"id": "12345"},
+    "setStatus": {"id": "12345", "status": "8"},
+    "getPrices": {"service": "tg"},
+}
+
+
+def _error_table():
+    try:
+        from ..api.errors import ERROR_TABLE
+    except ImportError:  # the API blueprint not installed
+        return []
+    return ERROR_TABLE
+
+
+def example_url(base: str, path: str, action: str, key: str, json_dialect: bool) -> str:
+    params = {"api_key": key, "action": action, **EXAMPLE_PARAMS.get(action, {})}
+    if json_dialect:
+        params["format"] = "json"
+    return f"{base}{path}?{urlencode(params)}"
+
+
+@bp.get("/docs")
+def index():
+    key = None
+    if current_user.is_authenticated:
+        key = accounts.reveal_api_key(current_user)
+    base = request.host_url.rstrip("/")
+    shown_key = key or "YOUR_API_KEY"
+
+    def url(action: str, json_dialect: bool = True, path: str = "/api/customer") -> str:
+        return example_url(base, path, action, shown_key, json_dialect)
+
+    return render_template(
+        "docs/index.html",
+        api_key=key,
+        base=base,
+        url=url,
+        main_actions=MAIN_ACTIONS,
+        more_actions=MORE_ACTIONS,
+        error_table=_error_table(),
+        regenerate_form=PostForm(),
+    )
+
+
+@bp.post("/docs/api-key/regenerate")
+@login_required
+def regenerate_key():
+    form = PostForm()
+    if form.validate_on_submit():
+        accounts.regenerate_api_key(current_user)
+        flash("A new API key was issued; the old one no longer works.", "success")
+    back = request.form.get("back")
+    if back == "account":
+        return redirect(url_for("dashboard.account"))
+    return redirect(url_for("docs.index") + "#api-key")

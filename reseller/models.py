@@ -1,0 +1,296 @@
+"""The data model. Money columns hold integer money units (see `reseller.money`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC now; every timestamp we store is naive UTC."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("balance >= 0", name="balance_not_negative"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Stored lower-cased and trimmed, so the unique constraint is case-insensitive.
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # HMAC-SHA256 of the key under a key derived from SECRET_KEY: lookups without storing it.
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The key itself, encrypted (Fernet) under another key derived from SECRET_KEY.
+    api_key_encrypted: Mapped[str] = mapped_column(Text)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_activity_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login: a disabled account cannot log in
+        return bool(self.active)
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.email}>"
+
+
+class LedgerKind(str, enum.Enum):
+    TOPUP = "topup"
+    PURCHASE = "purchase"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+
+
+class LedgerEntry(db.Model):
+    """One balance change. Append-only: rows are never updated or deleted."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        # An activation is charged at most once and refunded at most once.
+        UniqueConstraint("activation_id", "kind", name="uq_ledger_entries_activation_kind"),
+        CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
+        CheckConstraint("amount <> 0", name="amount_not_zero"),
+        Index("ix_ledger_entries_user_created", "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=False)
+    amount: Mapped[int] = mapped_column(BigInteger)  # signed: + credit, - debit
+    kind: Mapped[str] = mapped_column(String(20))
+    reference: Mapped[str | None] = mapped_column(String(100))
+    activation_id: Mapped[int | None] = mapped_column(ForeignKey("activations.id"))
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[str | None] = mapped_column(String(500))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    actor: Mapped[User | None] = relationship(foreign_keys=[actor_id])
+
+
+@event.listens_for(LedgerEntry, "before_update")
+def _ledger_is_append_only(mapper, connection, target):  # noqa: ARG001
+    raise RuntimeError("ledger entries are append-only")
+
+
+@event.listens_for(LedgerEntry, "before_delete")
+def _ledger_rows_stay(mapper, connection, target):  # noqa: ARG001
+    raise RuntimeError("ledger entries are append-only")
+
+
+class ActivationStatus(str, enum.Enum):
+    PENDING = "pending"  # money held, upstream purchase in flight
+    UNKNOWN = "unknown"  # purchase answer lost: reconciliation settles it
+    ALLOCATED = "allocated"  # number handed out, waiting for a code
+    CODE_RECEIVED = "code_received"  # a code arrived
+    RETRY_WAIT = "retry_wait"  # customer asked for another SMS
+    COMPLETED = "completed"  # finished (status 6)
+    CANCELLED = "cancelled"  # cancelled before a code, refunded
+    EXPIRED = "expired"  # lifetime over without a code, refunded
+    FAILED = "failed"  # upstream refused the purchase, refunded
+
+
+class Activation(db.Model):
+    __tablename__ = "activations"
+    __table_args__ = (
+        UniqueConstraint("user_id", "order_id", name="uq_activations_user_order"),
+        Index("ix_activations_user_status", "user_id", "status"),
+        Index("ix_activations_status_poll", "status", "next_poll_at"),
+        Index("ix_activations_created", "created_at"),
+        CheckConstraint("price >= 0", name="price_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    service: Mapped[str] = mapped_column(String(40))
+    country_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default=ActivationStatus.PENDING.value)
+    price: Mapped[int] = mapped_column(BigInteger)  # what the customer paid
+    upstream_cost: Mapped[int | None] = mapped_column(BigInteger)  # what we paid, when known
+    upstream_name: Mapped[str] = mapped_column(String(20))
+    upstream_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    order_id: Mapped[str | None] = mapped_column(String(100))
+    code: Mapped[str | None] = mapped_column(String(100))  # the latest code
+    sms_text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    allocated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    code_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # The upstream is asked about this activation no earlier than this (poll cap).
+    next_poll_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # A worker or request that owns a slow operation on this row until then.
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    error: Mapped[str | None] = mapped_column(String(200))
+
+    user: Mapped[User] = relationship()
+    events: Mapped[list[ActivationEvent]] = relationship(
+        back_populates="activation", order_by="ActivationEvent.id"
+    )
+    messages: Mapped[list[SmsMessage]] = relationship(
+        back_populates="activation", order_by="SmsMessage.id"
+    )
+
+
+class ActivationEvent(db.Model):
+    """A state change of an activation: the timeline and the statistics read these."""
+
+    __tablename__ = "activation_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    activation_id: Mapped[int] = mapped_column(ForeignKey("activations.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(String(300))
+    actor: Mapped[str | None] = mapped_column(String(60))  # "customer", "worker", "admin:3"
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    activation: Mapped[Activation] = relationship(back_populates="events")
+
+
+class SmsMessage(db.Model):
+    __tablename__ = "sms_messages"
+    __table_args__ = (UniqueConstraint("activation_id", "seq", name="uq_sms_messages_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    activation_id: Mapped[int] = mapped_column(ForeignKey("activations.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    activation: Mapped[Activation] = relationship(back_populates="messages")
+
+
+class Service(db.Model):
+    """A service the upstream sells (tg, wa, …); the operator may switch one off."""
+
+    __tablename__ = "services"
+
+    code: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+
+
+class Country(db.Model):
+    """A country by the upstream's numeric id; `iso` is our alpha-2 mapping."""
+
+    __tablename__ = "countries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(120))
+    iso: Mapped[str | None] = mapped_column(String(2), index=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+
+
+class UpstreamPrice(db.Model):
+    """The upstream's price list, cached; refreshed by the worker, read per request."""
+
+    __tablename__ = "upstream_prices"
+
+    service: Mapped[str] = mapped_column(String(40), primary_key=True)
+    country_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    cost: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PricingRule(db.Model):
+    """An override: per service, per country, or per (service, country).
+
+    Exactly one of `fixed_price` (money units) or `markup_percent` is set.
+    """
+
+    __tablename__ = "pricing_rules"
+    __table_args__ = (
+        UniqueConstraint("service", "country_id", name="uq_pricing_rules_scope"),
+        CheckConstraint(
+            "(fixed_price IS NULL) <> (markup_percent IS NULL)", name="one_kind_of_rule"
+        ),
+        CheckConstraint("service IS NOT NULL OR country_id IS NOT NULL", name="has_scope"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str | None] = mapped_column(String(40))
+    country_id: Mapped[int | None] = mapped_column(Integer)
+    fixed_price: Mapped[int | None] = mapped_column(BigInteger)
+    markup_percent: Mapped[float | None] = mapped_column(db.Numeric(8, 2))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Setting(db.Model):
+    """Operator settings edited in the console; environment variables give defaults."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(60), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuditLog(db.Model):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    target: Mapped[str | None] = mapped_column(String(120))
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    actor: Mapped[User | None] = relationship()
+
+
+class SandboxActivation(db.Model):
+    """State of the sandbox upstream, shared by every worker process through the database."""
+
+    __tablename__ = "sandbox_activations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(String(40))
+    country_id: Mapped[int] = mapped_column(Integer)
+    phone: Mapped[str] = mapped_column(String(32))
+    cost: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default="waiting")  # waiting/retry/done/cancelled
+    sms_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The next code arrives at this time (None: no SMS expected).
+    code_due_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class JobState(db.Model):
+    """A named periodic job or cached value shared by every process (price refresh, the
+    upstream balance): who may run it until when, when it last ran, what it found."""
+
+    __tablename__ = "job_states"
+
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_run_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    value: Mapped[str | None] = mapped_column(Text)
+

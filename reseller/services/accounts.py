@@ -1,0 +1,144 @@
+"""Accounts: sign-up, credentials and API keys.
+
+API keys are long random tokens. The database holds only an HMAC of the key (for lookup)
+and the key encrypted under a key derived from SECRET_KEY (so its owner can see it again);
+a database dump alone reveals no usable key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from flask import current_app
+from sqlalchemy import func, select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ..extensions import db
+from ..models import User, utcnow
+
+MIN_PASSWORD_LENGTH = 8
+API_KEY_BYTES = 32
+
+
+class AccountError(ValueError):
+    """A request about accounts that cannot be done; the message is for people."""
+
+
+def normalise_email(email: str) -> str:
+    return (email or "").strip().lower()
+
+
+def _derive(purpose: bytes) -> bytes:
+    secret = current_app.config["SECRET_KEY"]
+    if not secret:
+        raise RuntimeError("SECRET_KEY is required for API keys")
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"reseller-api-keys", info=purpose
+    ).derive(secret.encode() if isinstance(secret, str) else secret)
+
+
+def api_key_digest(key: str) -> str:
+    """The lookup hash of an API key (hex HMAC-SHA256)."""
+    return hmac.new(_derive(b"lookup"), key.encode(), hashlib.sha256).hexdigest()
+
+
+def _fernet() -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(_derive(b"encryption")))
+
+
+def new_api_key() -> str:
+    return secrets.token_urlsafe(API_KEY_BYTES)
+
+
+def _store_api_key(user: User, key: str) -> None:
+    user.api_key_hash = api_key_digest(key)
+    user.api_key_encrypted = _fernet().encrypt(key.encode()).decode()
+
+
+def reveal_api_key(user: User) -> str | None:
+    """The user's API key in clear, or None when it cannot be decrypted (SECRET_KEY changed)."""
+    try:
+        return _fernet().decrypt(user.api_key_encrypted.encode()).decode()
+    except (InvalidToken, ValueError):
+        return None
+
+
+def regenerate_api_key(user: User) -> str:
+    """Give the user a new key; the old one stops working at commit. Commits."""
+    key = new_api_key()
+    _store_api_key(user, key)
+    db.session.commit()
+    return key
+
+
+def user_by_api_key(key: str | None) -> User | None:
+    if not key or len(key) > 200:
+        return None
+    return db.session.execute(
+        select(User).where(User.api_key_hash == api_key_digest(key))
+    ).scalar_one_or_none()
+
+
+def user_by_email(email: str) -> User | None:
+    return db.session.execute(
+        select(User).where(User.email == normalise_email(email))
+    ).scalar_one_or_none()
+
+
+def check_password_strength(password: str) -> None:
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"Use at least {MIN_PASSWORD_LENGTH} characters.")
+    if len(password) > 256:
+        raise AccountError("Use at most 256 characters.")
+
+
+def create_user(email: str, password: str, *, is_admin: bool = False) -> User:
+    """Create and commit an account. Raises AccountError for a taken email or weak password."""
+    email = normalise_email(email)
+    if not email or "@" not in email:
+        raise AccountError("Enter a valid email address.")
+    check_password_strength(password)
+    if user_by_email(email) is not None:
+        raise AccountError("An account with this email already exists.")
+    user = User(email=email, password_hash=generate_password_hash(password), is_admin=is_admin)
+    _store_api_key(user, new_api_key())
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The user for these credentials, or None (same answer for every kind of failure)."""
+    user = user_by_email(email)
+    if user is None:
+        # Spend the same time as a real check so response time does not reveal accounts.
+        check_password_hash(_DUMMY_HASH, password or "")
+        return None
+    if not check_password_hash(user.password_hash, password or ""):
+        return None
+    return user
+
+
+def set_password(user: User, password: str) -> None:
+    """Change the password and commit. Raises AccountError for a weak password."""
+    check_password_strength(password)
+    user.password_hash = generate_password_hash(password)
+    db.session.commit()
+
+
+def record_login(user: User) -> None:
+    user.last_login_at = utcnow()
+    db.session.commit()
+
+
+def count_users() -> int:
+    return db.session.execute(select(func.count(User.id))).scalar_one()
+
+
+_DUMMY_HASH = generate_password_hash("not-a-real-password")

@@ -1,0 +1,109 @@
+"""Ledger verification: the books must balance.
+
+Checks that every balance equals the sum of its ledger rows, that each row's running
+balance is consistent, that each activation was charged at most once and refunded at most
+once (the unique constraint makes more impossible; we check anyway), that refunds never
+exceed the charge, and that no refunded activation delivered a code.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from ..extensions import db
+from ..models import Activation, ActivationStatus, LedgerEntry, LedgerKind, User
+
+
+def verify_ledger() -> list[str]:
+    """A list of human-readable problems; empty when the books are right."""
+    problems: list[str] = []
+
+    sums = dict(
+        db.session.execute(
+            select(LedgerEntry.user_id, func.sum(LedgerEntry.amount)).group_by(
+                LedgerEntry.user_id
+            )
+        ).all()
+    )
+    for user_id, email, balance in db.session.execute(
+        select(User.id, User.email, User.balance)
+    ).all():
+        total = sums.get(user_id, 0) or 0
+        if balance != total:
+            problems.append(
+                f"user {user_id} ({email}): balance {balance} != ledger sum {total}"
+            )
+        if balance < 0:
+            problems.append(f"user {user_id} ({email}): negative balance {balance}")
+
+    # Running balances: each row's balance_after = previous balance_after + amount.
+    last: dict[int, int] = {}
+    rows = db.session.execute(
+        select(LedgerEntry.id, LedgerEntry.user_id, LedgerEntry.amount, LedgerEntry.balance_after)
+        .order_by(LedgerEntry.user_id, LedgerEntry.id)
+        .execution_options(yield_per=5000)
+    )
+    for entry_id, user_id, amount, balance_after in rows:
+        expected = last.get(user_id, 0) + amount
+        if balance_after != expected:
+            problems.append(
+                f"ledger row {entry_id} (user {user_id}): balance_after {balance_after} "
+                f"!= {expected}"
+            )
+        last[user_id] = balance_after
+
+    per_kind = db.session.execute(
+        select(LedgerEntry.activation_id, LedgerEntry.kind, func.count(), func.sum(LedgerEntry.amount))
+        .where(LedgerEntry.activation_id.is_not(None))
+        .group_by(LedgerEntry.activation_id, LedgerEntry.kind)
+    ).all()
+    charged: dict[int, int] = {}
+    refunded: dict[int, int] = {}
+    for activation_id, kind, count, total in per_kind:
+        if count > 1:
+            problems.append(f"activation {activation_id}: {count} {kind} rows")
+        if kind == LedgerKind.PURCHASE.value:
+            charged[activation_id] = -total
+        elif kind == LedgerKind.REFUND.value:
+            refunded[activation_id] = total
+    for activation_id, amount in refunded.items():
+        if amount > charged.get(activation_id, 0):
+            problems.append(
+                f"activation {activation_id}: refunded {amount} more than charged "
+                f"{charged.get(activation_id, 0)}"
+            )
+
+    refunded_ids = list(refunded)
+    for chunk_start in range(0, len(refunded_ids), 500):
+        chunk = refunded_ids[chunk_start : chunk_start + 500]
+        for act_id, status, code in db.session.execute(
+            select(Activation.id, Activation.status, Activation.code).where(Activation.id.in_(chunk))
+        ):
+            if code is not None:
+                problems.append(f"activation {act_id}: refunded but delivered a code")
+            if status not in REFUNDED_STATES:
+                problems.append(f"activation {act_id}: refunded but status is {status}")
+
+    # Every closed-with-refund activation has its refund; every charged one its charge.
+    for act_id, status in db.session.execute(
+        select(Activation.id, Activation.status).where(
+            Activation.status.in_([s.value for s in REFUNDED_STATES_ENUM])
+        )
+    ):
+        if act_id in charged and act_id not in refunded:
+            problems.append(f"activation {act_id}: {status} but never refunded")
+    for act_id, amount, price in db.session.execute(
+        select(LedgerEntry.activation_id, LedgerEntry.amount, Activation.price)
+        .join(Activation, Activation.id == LedgerEntry.activation_id)
+        .where(LedgerEntry.kind == LedgerKind.PURCHASE.value, -LedgerEntry.amount != Activation.price)
+    ):
+        problems.append(f"activation {act_id}: charged {-amount} but price is {price}")
+    return problems
+
+
+REFUNDED_STATES_ENUM = (
+    ActivationStatus.CANCELLED,
+    ActivationStatus.EXPIRED,
+    ActivationStatus.FAILED,
+)
+REFUNDED_STATES = {s.value for s in REFUNDED_STATES_ENUM}

@@ -1,0 +1,116 @@
+"""The wallet: the one path through which every balance changes.
+
+Each change is a single conditional UPDATE of the balance plus an append-only ledger row,
+in the caller's transaction. The debit cannot overdraw: `UPDATE … WHERE balance >= amount`
+is checked by its result (row locks are no help on SQLite), and a CHECK constraint backs it.
+Functions here flush but do not commit, so a purchase can commit its hold and its
+activation together; `adjust` is the committed form for operators.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+
+from ..extensions import db
+from ..models import LedgerEntry, LedgerKind, User
+
+
+class WalletError(Exception):
+    """Base for wallet failures."""
+
+
+class InsufficientFunds(WalletError):
+    """The balance does not cover the debit; nothing changed."""
+
+
+class UnknownAccount(WalletError):
+    pass
+
+
+def _apply(
+    user_id: int,
+    amount: int,
+    kind: LedgerKind,
+    *,
+    activation_id: int | None = None,
+    reference: str | None = None,
+    note: str | None = None,
+    actor_id: int | None = None,
+) -> LedgerEntry:
+    if amount == 0:
+        raise ValueError("a ledger entry moves money")
+    stmt = update(User).where(User.id == user_id)
+    if amount < 0:
+        stmt = stmt.where(User.balance >= -amount)
+    stmt = stmt.values(balance=User.balance + amount).returning(User.balance)
+    balance_after = db.session.execute(
+        stmt, execution_options={"synchronize_session": False}
+    ).scalar_one_or_none()
+    if balance_after is None:
+        if db.session.get(User, user_id) is None:
+            raise UnknownAccount(f"no user {user_id}")
+        raise InsufficientFunds("insufficient balance")
+    entry = LedgerEntry(
+        user_id=user_id,
+        amount=amount,
+        kind=kind.value,
+        activation_id=activation_id,
+        reference=reference or (f"activation:{activation_id}" if activation_id else None),
+        balance_after=balance_after,
+        note=note,
+        actor_id=actor_id,
+    )
+    db.session.add(entry)
+    db.session.flush()
+    # Keep an already-loaded User in step with the database.
+    user = db.session.identity_map.get((User, (user_id,), None))
+    if user is not None:
+        db.session.expire(user, ["balance"])
+    return entry
+
+
+def credit(user_id: int, amount: int, kind: LedgerKind = LedgerKind.TOPUP, **details) -> LedgerEntry:
+    """Add `amount` (> 0) money units. Does not commit."""
+    if amount <= 0:
+        raise ValueError("credit amount must be positive")
+    return _apply(user_id, amount, kind, **details)
+
+
+def debit(
+    user_id: int, amount: int, kind: LedgerKind = LedgerKind.PURCHASE, **details
+) -> LedgerEntry:
+    """Take `amount` (> 0) money units. Raises InsufficientFunds (nothing changed). No commit."""
+    if amount <= 0:
+        raise ValueError("debit amount must be positive")
+    return _apply(user_id, -amount, kind, **details)
+
+
+def adjust(
+    user_id: int,
+    amount: int,
+    *,
+    note: str,
+    actor_id: int | None = None,
+    kind: LedgerKind | None = None,
+) -> LedgerEntry:
+    """An operator's credit (amount > 0) or debit (< 0), committed.
+
+    Raises InsufficientFunds when a debit exceeds the balance, ValueError for zero.
+    """
+    if kind is None:
+        kind = LedgerKind.TOPUP if amount > 0 else LedgerKind.ADJUSTMENT
+    try:
+        entry = _apply(user_id, amount, kind, note=note, actor_id=actor_id)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return entry
+
+
+def ledger_sum(user_id: int) -> int:
+    return db.session.execute(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.user_id == user_id
+        )
+    ).scalar_one()

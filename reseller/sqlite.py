@@ -1,0 +1,32 @@
+"""SQLite settings that make the embedded database safe under concurrent writers.
+
+pysqlite starts transactions lazily and a read lock that later wants to write fails
+at once instead of waiting; so every transaction begins IMMEDIATE (takes the write lock up
+front, waits up to the busy timeout) and WAL keeps readers of other connections going.
+"""
+
+import sqlite3
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_on_connect(dbapi_connection, connection_record):  # noqa: ARG001
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:  # pragma: no cover - e.g. read-only media
+        pass
+    cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin_immediate(conn):
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

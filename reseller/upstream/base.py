@@ -1,0 +1,115 @@
+"""The upstream interface and the typed results it returns.
+
+Amounts are `Decimal` in the upstream's currency (GrizzlySMS: USD); converting to our
+integer money units is the caller's business.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+
+
+class UpstreamState(str, Enum):
+    """What the upstream says about one activation (getStatus tokens)."""
+
+    WAIT_CODE = "STATUS_WAIT_CODE"
+    WAIT_RETRY = "STATUS_WAIT_RETRY"  # waiting for another SMS; carries the last code
+    WAIT_RESEND = "STATUS_WAIT_RESEND"
+    CANCELLED = "STATUS_CANCEL"
+    CODE = "STATUS_OK"
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    state: UpstreamState
+    code: str | None = None  # STATUS_OK:<code> / STATUS_WAIT_RETRY:<last code>
+
+
+@dataclass(frozen=True)
+class PurchasedNumber:
+    upstream_id: str  # digits
+    phone: str  # digits, no "+"
+    cost: Decimal | None = None  # what the upstream charged, when it said so
+    country_id: int | None = None
+    activation_time: dt.datetime | None = None
+    activation_end: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class PriceEntry:
+    country_id: int
+    service: str
+    cost: Decimal
+    count: int
+
+
+@dataclass(frozen=True)
+class CountryInfo:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    code: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ActiveActivation:
+    upstream_id: str
+    phone: str | None
+    service: str | None
+    country_id: int | None
+    status: str | None  # the upstream's activationStatus, as sent
+    code: str | None
+
+
+class SetStatusAnswer(str, Enum):
+    READY = "ACCESS_READY"
+    RETRY_GET = "ACCESS_RETRY_GET"
+    ACTIVATION = "ACCESS_ACTIVATION"
+    CANCEL = "ACCESS_CANCEL"
+
+
+class Upstream(abc.ABC):
+    """What the activation service needs from a provider.
+
+    Every method raises `reseller.upstream.errors.UpstreamError` subclasses on failure:
+    a protocol token becomes its own class, an unreachable provider `UpstreamUnavailable`,
+    and a purchase whose answer was lost `UnknownOutcome`.
+    """
+
+    name: str = "upstream"
+
+    @abc.abstractmethod
+    def get_balance(self) -> Decimal: ...
+
+    @abc.abstractmethod
+    def get_prices(
+        self, service: str | None = None, country_id: int | None = None
+    ) -> list[PriceEntry]: ...
+
+    @abc.abstractmethod
+    def get_countries(self) -> list[CountryInfo]: ...
+
+    @abc.abstractmethod
+    def get_services(self) -> list[ServiceInfo]: ...
+
+    @abc.abstractmethod
+    def get_number(
+        self, service: str, country_id: int, max_price: Decimal | None = None
+    ) -> PurchasedNumber: ...
+
+    @abc.abstractmethod
+    def get_status(self, upstream_id: str) -> StatusAnswer: ...
+
+    @abc.abstractmethod
+    def set_status(self, upstream_id: str, status: int) -> SetStatusAnswer: ...
+
+    @abc.abstractmethod
+    def get_active_activations(self) -> list[ActiveActivation]: ...

@@ -1,0 +1,120 @@
+"""Shared fixtures: an app per test on a fresh database (SQLite file, or the PostgreSQL
+server named by TEST_DATABASE_URL), clients, data factories and a network guard."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from sqlalchemy import text
+
+from config import TestConfig
+from reseller import create_app
+from reseller.extensions import db
+from reseller.money import parse_amount
+from reseller.services import accounts, wallet
+
+ON_POSTGRES = bool(TestConfig().SQLALCHEMY_DATABASE_URI.startswith("postgresql"))
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_pg = pytest.mark.skip(reason="PostgreSQL-only test (set TEST_DATABASE_URL)")
+    for item in items:
+        if "postgres_only" in item.keywords and not ON_POSTGRES:
+            item.add_marker(skip_pg)
+
+
+@pytest.fixture(autouse=True)
+def no_external_network(monkeypatch):
+    """Fail any connection to a non-loopback address: GrizzlySMS is never contacted."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not (
+            host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")
+        ):
+            raise RuntimeError(f"test tried to reach the network: {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def make_config(tmp_path, **overrides) -> TestConfig:
+    config = TestConfig()
+    if not ON_POSTGRES:
+        config.SQLALCHEMY_DATABASE_URI = f"sqlite:///{tmp_path / 'test.sqlite'}"
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def reset_database() -> None:
+    """A fresh schema: create on first use, empty every table before each test."""
+    if ON_POSTGRES:
+        db.create_all()
+        names = ", ".join(t.name for t in db.metadata.sorted_tables)
+        db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        db.session.commit()
+    else:
+        db.create_all()
+
+
+@pytest.fixture
+def config_overrides():
+    """Override in a test module to change settings: return a dict."""
+    return {}
+
+
+@pytest.fixture
+def app(tmp_path, config_overrides):
+    app = create_app(make_config(tmp_path, **config_overrides))
+    with app.app_context():
+        reset_database()
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_user(app):
+    counter = iter(range(1, 10_000))
+
+    def factory(email=None, password="password123", balance="0", is_admin=False):
+        user = accounts.create_user(
+            email or f"user{next(counter)}@example.com", password, is_admin=is_admin
+        )
+        units = parse_amount(balance)
+        if units:
+            wallet.adjust(user.id, units, note="test balance")
+        return user
+
+    return factory
+
+
+class AuthActions:
+    def __init__(self, client):
+        self.client = client
+
+    def login(self, email, password="password123", **kwargs):
+        return self.client.post(
+            "/login", data={"email": email, "password": password}, **kwargs
+        )
+
+    def logout(self):
+        return self.client.post("/logout")
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)
