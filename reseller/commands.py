@@ -38,7 +38,7 @@ def users_create(email: str, password: str | None, admin: bool) -> None:
     click.echo(f"created {'admin' if user.is_admin else 'user'} {user.email} (id {user.id})")
 
 
-@users_cli.command("credit")
+@users_cli.command("credit", context_settings={"ignore_unknown_options": True})
 @click.argument("email")
 @click.argument("amount")
 @click.option("--note", default="credit from the command line", show_default=True)

@@ -57,7 +57,7 @@ class User(UserMixin, db.Model):
         return f"<User {self.id} {self.email}>"
 
 
-class LedgerKind(str, enum.Enum):
+class LedgerKind(enum.StrEnum):
     TOPUP = "topup"
     PURCHASE = "purchase"
     REFUND = "refund"
@@ -101,7 +101,7 @@ def _ledger_rows_stay(mapper, connection, target):  # noqa: ARG001
     raise RuntimeError("ledger entries are append-only")
 
 
-class ActivationStatus(str, enum.Enum):
+class ActivationStatus(enum.StrEnum):
     PENDING = "pending"  # money held, upstream purchase in flight
     UNKNOWN = "unknown"  # purchase answer lost: reconciliation settles it
     ALLOCATED = "allocated"  # number handed out, waiting for a code
@@ -276,7 +276,9 @@ class SandboxActivation(db.Model):
     country_id: Mapped[int] = mapped_column(Integer)
     phone: Mapped[str] = mapped_column(String(32))
     cost: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(20), default="waiting")  # waiting/retry/done/cancelled
+    status: Mapped[str] = mapped_column(
+        String(20), default="waiting"
+    )  # waiting/retry/done/cancelled
     sms_count: Mapped[int] = mapped_column(Integer, default=0)
     # The next code arrives at this time (None: no SMS expected).
     code_due_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -293,4 +295,3 @@ class JobState(db.Model):
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
     last_run_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     value: Mapped[str | None] = mapped_column(Text)
-

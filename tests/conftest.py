@@ -107,9 +107,7 @@ class AuthActions:
         self.client = client
 
     def login(self, email, password="password123", **kwargs):
-        return self.client.post(
-            "/login", data={"email": email, "password": password}, **kwargs
-        )
+        return self.client.post("/login", data={"email": email, "password": password}, **kwargs)
 
     def logout(self):
         return self.client.post("/logout")

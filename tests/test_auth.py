@@ -3,7 +3,7 @@ from sqlalchemy import select
 
 from reseller.extensions import db
 from reseller.models import User
-from tests.conftest import make_config
+from tests.conftest import make_config, reset_database
 
 
 def signup(client, email="new@example.com", password="password123", password2=None):
@@ -38,8 +38,10 @@ def test_signup_refuses_duplicate_email_case_insensitively(client, make_user):
     [
         ({"email": "not-an-email", "password": "password123", "password2": "password123"}, "email"),
         ({"email": "a@example.com", "password": "short", "password2": "short"}, "at least 8"),
-        ({"email": "a@example.com", "password": "password123", "password2": "password124"},
-         "do not match"),
+        (
+            {"email": "a@example.com", "password": "password123", "password2": "password124"},
+            "do not match",
+        ),
     ],
 )
 def test_signup_form_errors_are_friendly(client, data, message):
@@ -67,7 +69,9 @@ def test_logout_is_post_only(client, auth, make_user):
     assert client.get("/logout").status_code == 405
 
 
-@pytest.mark.parametrize("email, password", [("me@example.com", "wrong-pass"), ("no@example.com", "password123")])
+@pytest.mark.parametrize(
+    "email, password", [("me@example.com", "wrong-pass"), ("no@example.com", "password123")]
+)
 def test_bad_credentials_get_one_generic_error(client, auth, make_user, email, password):
     make_user(email="me@example.com")
     response = auth.login(email, password)
@@ -98,7 +102,8 @@ def test_disabled_account_cannot_log_in(client, auth, make_user):
 def test_next_only_to_local_paths(client, auth, make_user, target, expected):
     make_user(email="me@example.com")
     response = client.post(
-        "/login", query_string={"next": target},
+        "/login",
+        query_string={"next": target},
         data={"email": "me@example.com", "password": "password123"},
     )
     assert response.status_code == 302
@@ -111,7 +116,7 @@ def csrf_app(tmp_path):
 
     app = create_app(make_config(tmp_path, WTF_CSRF_ENABLED=True))
     with app.app_context():
-        db.create_all()
+        reset_database()
         yield app
         db.session.remove()
         db.engine.dispose()
@@ -123,7 +128,10 @@ def test_csrf_token_required_on_forms(csrf_app):
     accounts.create_user("me@example.com", "password123")
     client = csrf_app.test_client()
     for path, data in (
-        ("/signup", {"email": "x@example.com", "password": "password123", "password2": "password123"}),
+        (
+            "/signup",
+            {"email": "x@example.com", "password": "password123", "password2": "password123"},
+        ),
         ("/login", {"email": "me@example.com", "password": "password123"}),
     ):
         response = client.post(path, data=data)
@@ -133,8 +141,9 @@ def test_csrf_token_required_on_forms(csrf_app):
     # With the token, login works.
     page = client.get("/login").get_data(as_text=True)
     token = page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
-    response = client.post("/login", data={"email": "me@example.com", "password": "password123",
-                                           "csrf_token": token})
+    response = client.post(
+        "/login", data={"email": "me@example.com", "password": "password123", "csrf_token": token}
+    )
     assert response.status_code == 302
     # Logging out without the token does nothing.
     client.post("/logout")
@@ -147,19 +156,25 @@ def test_login_is_rate_limited_per_ip_and_per_email(tmp_path):
 
     app = create_app(make_config(tmp_path, RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="3 per minute"))
     with app.app_context():
-        db.create_all()
+        reset_database()
         limiter.reset()
         client = app.test_client()
         codes = [
-            client.post("/login", data={"email": "a@example.com", "password": "x" * 8},
-                        environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code
+            client.post(
+                "/login",
+                data={"email": "a@example.com", "password": "x" * 8},
+                environ_base={"REMOTE_ADDR": "10.0.0.1"},
+            ).status_code
             for _ in range(4)
         ]
         assert codes == [200, 200, 200, 429]
         # Same email from other addresses: the per-email limit holds.
         codes = [
-            client.post("/login", data={"email": "b@example.com", "password": "x" * 8},
-                        environ_base={"REMOTE_ADDR": f"10.0.1.{i}"}).status_code
+            client.post(
+                "/login",
+                data={"email": "b@example.com", "password": "x" * 8},
+                environ_base={"REMOTE_ADDR": f"10.0.1.{i}"},
+            ).status_code
             for i in range(4)
         ]
         assert codes == [200, 200, 200, 429]

@@ -20,8 +20,14 @@ PROD_ENV = {
 @pytest.fixture
 def clean_env(monkeypatch):
     for name in (
-        "RESELLER_ENV", "SECRET_KEY", "DATABASE_URL", "UPSTREAM", "GRIZZLY_API_KEY",
-        "GRIZZLY_API_URL", "SITE_NAME", "CURRENCY",
+        "RESELLER_ENV",
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "UPSTREAM",
+        "GRIZZLY_API_KEY",
+        "GRIZZLY_API_URL",
+        "SITE_NAME",
+        "CURRENCY",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -93,13 +99,13 @@ def test_development_has_working_defaults(clean_env):
 
 
 def test_site_name_is_shown_on_every_page(tmp_path, clean_env):
-    from tests.conftest import make_config
+    from tests.conftest import make_config, reset_database
 
     app = create_app(make_config(tmp_path, SITE_NAME="Acme Numbers"))
     with app.app_context():
         from reseller.extensions import db
 
-        db.create_all()
+        reset_database()
         client = app.test_client()
         for path in ("/", "/docs", "/login", "/signup"):
             assert b"Acme Numbers" in client.get(path).data, path

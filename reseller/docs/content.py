@@ -55,7 +55,7 @@ MAIN_ACTIONS = (
         json_answer='{"status": "STATUS_OK", "code": "123456"}',
         classic_answer="STATUS_OK:123456",
         notes=(
-            "Waiting: {\"status\": \"STATUS_WAIT_CODE\"} / STATUS_WAIT_CODE.",
+            'Waiting: {"status": "STATUS_WAIT_CODE"} / STATUS_WAIT_CODE.',
             "After status 3, until the next SMS: STATUS_WAIT_RETRY:<last code>.",
             "Cancelled or expired: STATUS_CANCEL.",
         ),

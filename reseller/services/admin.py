@@ -25,6 +25,11 @@ def set_active(user: User, active: bool, actor: User | None) -> None:
     """Enable or disable an account; commits with its audit row."""
     before = user.active
     user.active = active
-    audit(actor, "user.enable" if active else "user.disable", f"user:{user.id}",
-          {"active": before}, {"active": active})
+    audit(
+        actor,
+        "user.enable" if active else "user.disable",
+        f"user:{user.id}",
+        {"active": before},
+        {"active": active},
+    )
     db.session.commit()

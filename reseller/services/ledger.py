@@ -20,9 +20,7 @@ def verify_ledger() -> list[str]:
 
     sums = dict(
         db.session.execute(
-            select(LedgerEntry.user_id, func.sum(LedgerEntry.amount)).group_by(
-                LedgerEntry.user_id
-            )
+            select(LedgerEntry.user_id, func.sum(LedgerEntry.amount)).group_by(LedgerEntry.user_id)
         ).all()
     )
     for user_id, email, balance in db.session.execute(
@@ -30,9 +28,7 @@ def verify_ledger() -> list[str]:
     ).all():
         total = sums.get(user_id, 0) or 0
         if balance != total:
-            problems.append(
-                f"user {user_id} ({email}): balance {balance} != ledger sum {total}"
-            )
+            problems.append(f"user {user_id} ({email}): balance {balance} != ledger sum {total}")
         if balance < 0:
             problems.append(f"user {user_id} ({email}): negative balance {balance}")
 
@@ -53,7 +49,9 @@ def verify_ledger() -> list[str]:
         last[user_id] = balance_after
 
     per_kind = db.session.execute(
-        select(LedgerEntry.activation_id, LedgerEntry.kind, func.count(), func.sum(LedgerEntry.amount))
+        select(
+            LedgerEntry.activation_id, LedgerEntry.kind, func.count(), func.sum(LedgerEntry.amount)
+        )
         .where(LedgerEntry.activation_id.is_not(None))
         .group_by(LedgerEntry.activation_id, LedgerEntry.kind)
     ).all()
@@ -77,7 +75,9 @@ def verify_ledger() -> list[str]:
     for chunk_start in range(0, len(refunded_ids), 500):
         chunk = refunded_ids[chunk_start : chunk_start + 500]
         for act_id, status, code in db.session.execute(
-            select(Activation.id, Activation.status, Activation.code).where(Activation.id.in_(chunk))
+            select(Activation.id, Activation.status, Activation.code).where(
+                Activation.id.in_(chunk)
+            )
         ):
             if code is not None:
                 problems.append(f"activation {act_id}: refunded but delivered a code")
@@ -95,7 +95,9 @@ def verify_ledger() -> list[str]:
     for act_id, amount, price in db.session.execute(
         select(LedgerEntry.activation_id, LedgerEntry.amount, Activation.price)
         .join(Activation, Activation.id == LedgerEntry.activation_id)
-        .where(LedgerEntry.kind == LedgerKind.PURCHASE.value, -LedgerEntry.amount != Activation.price)
+        .where(
+            LedgerEntry.kind == LedgerKind.PURCHASE.value, -LedgerEntry.amount != Activation.price
+        )
     ):
         problems.append(f"activation {act_id}: charged {-amount} but price is {price}")
     return problems

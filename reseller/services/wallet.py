@@ -69,7 +69,9 @@ def _apply(
     return entry
 
 
-def credit(user_id: int, amount: int, kind: LedgerKind = LedgerKind.TOPUP, **details) -> LedgerEntry:
+def credit(
+    user_id: int, amount: int, kind: LedgerKind = LedgerKind.TOPUP, **details
+) -> LedgerEntry:
     """Add `amount` (> 0) money units. Does not commit."""
     if amount <= 0:
         raise ValueError("credit amount must be positive")
@@ -110,7 +112,5 @@ def adjust(
 
 def ledger_sum(user_id: int) -> int:
     return db.session.execute(
-        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-            LedgerEntry.user_id == user_id
-        )
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(LedgerEntry.user_id == user_id)
     ).scalar_one()

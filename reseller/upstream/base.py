@@ -10,10 +10,10 @@ import abc
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 
 
-class UpstreamState(str, Enum):
+class UpstreamState(StrEnum):
     """What the upstream says about one activation (getStatus tokens)."""
 
     WAIT_CODE = "STATUS_WAIT_CODE"
@@ -69,7 +69,7 @@ class ActiveActivation:
     code: str | None
 
 
-class SetStatusAnswer(str, Enum):
+class SetStatusAnswer(StrEnum):
     READY = "ACCESS_READY"
     RETRY_GET = "ACCESS_RETRY_GET"
     ACTIVATION = "ACCESS_ACTIVATION"

@@ -89,11 +89,28 @@ NoActivations = _token_class("NoActivations", "NO_ACTIVATIONS")
 _BY_TOKEN: dict[str, type[UpstreamError]] = {
     cls.token: cls
     for cls in (
-        BadKey, NoKey, BadAction, BadService, BadCountry, BadStatus, NoActivation,
-        WrongActivationId, NoNumbers, NoBalance, ErrorSql, EarlyCancelDenied,
-        OrderAlreadyExists, AccountInactive, ServiceUnavailableRegion, IpNotAllowed,
-        AlreadyCancel, StatusAlreadyChanged, ActionNotAvailable, NoActivations,
-        WrongMaxPrice, Banned,
+        BadKey,
+        NoKey,
+        BadAction,
+        BadService,
+        BadCountry,
+        BadStatus,
+        NoActivation,
+        WrongActivationId,
+        NoNumbers,
+        NoBalance,
+        ErrorSql,
+        EarlyCancelDenied,
+        OrderAlreadyExists,
+        AccountInactive,
+        ServiceUnavailableRegion,
+        IpNotAllowed,
+        AlreadyCancel,
+        StatusAlreadyChanged,
+        ActionNotAvailable,
+        NoActivations,
+        WrongMaxPrice,
+        Banned,
     )
 }
 

@@ -1,0 +1,82 @@
+import re
+
+from reseller.services import accounts
+
+KEY_RE = re.compile(r'id="api-key-value" class="key">([^<]+)<')
+
+
+def shown_key(client):
+    page = client.get("/docs").get_data(as_text=True)
+    match = KEY_RE.search(page)
+    return match.group(1) if match else None, page
+
+
+def test_anonymous_docs_page(client):
+    response = client.get("/docs")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "SMS-Activate compatible style" in page
+    assert "GrizzlySMS" in page
+    assert "Login required" in page
+    assert "log in</a>" in page and "create an account</a>" in page
+    for title in (
+        "Get balance",
+        "Request number",
+        "Get status",
+        "Set status",
+        "Active activations",
+    ):
+        assert title in page
+    for meaning in ("1 = number ready", "3 = request another SMS", "6 = complete", "8 = cancel"):
+        assert meaning in page
+    assert "Error handling" in page
+    assert "api_key=YOUR_API_KEY" in page
+    assert "http://localhost/api/customer?" in page
+    # No asset from outside the server.
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+
+
+def test_home_links_to_docs(client):
+    page = client.get("/").get_data(as_text=True)
+    assert 'href="/docs"' in page
+
+
+def test_logged_in_docs_show_the_users_key_in_examples(client, auth, make_user):
+    user = make_user(email="me@example.com")
+    auth.login("me@example.com")
+    key, page = shown_key(client)
+    assert key
+    assert accounts.user_by_api_key(key).id == user.id
+    assert f"api_key={key}&amp;action=getBalance" in page
+    assert "Copy" in page and "Regenerate key" in page
+
+
+def test_regenerate_invalidates_the_old_key(client, auth, make_user):
+    make_user(email="me@example.com")
+    auth.login("me@example.com")
+    old, _ = shown_key(client)
+    response = client.post("/docs/api-key/regenerate")
+    assert response.status_code == 302
+    new, page = shown_key(client)
+    assert new and new != old
+    assert accounts.user_by_api_key(old) is None
+    assert accounts.user_by_api_key(new).email == "me@example.com"
+
+
+def test_regenerate_requires_login(client):
+    response = client.post("/docs/api-key/regenerate")
+    assert response.status_code == 302
+    assert "/login" in response.location
+
+
+def test_key_is_not_stored_in_clear(make_user):
+    from sqlalchemy import text
+
+    from reseller.extensions import db
+
+    user = make_user()
+    key = accounts.reveal_api_key(user)
+    dump = " ".join(
+        str(v) for row in db.session.execute(text("SELECT * FROM users")).all() for v in row
+    )
+    assert key not in dump
