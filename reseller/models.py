@@ -21,12 +21,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from . import clock
 from .extensions import db
 
 
 def utcnow() -> dt.datetime:
-    """Naive UTC now; every timestamp we store is naive UTC."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    """Naive UTC now from the one clock; every timestamp we store is naive UTC."""
+    return clock.utcnow()
 
 
 class User(UserMixin, db.Model):

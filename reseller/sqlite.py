@@ -5,6 +5,7 @@ at once instead of waiting; so every transaction begins IMMEDIATE (takes the wri
 front, waits up to the busy timeout) and WAL keeps readers of other connections going.
 """
 
+import contextlib
 import sqlite3
 
 from sqlalchemy import event
@@ -19,10 +20,8 @@ def _sqlite_on_connect(dbapi_connection, connection_record):  # noqa: ARG001
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
-    try:
+    with contextlib.suppress(sqlite3.OperationalError):  # e.g. read-only media
         cursor.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError:  # pragma: no cover - e.g. read-only media
-        pass
     cursor.close()
 
 

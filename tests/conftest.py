@@ -116,3 +116,13 @@ class AuthActions:
 @pytest.fixture
 def auth(client):
     return AuthActions(client)
+
+
+@pytest.fixture(autouse=True)
+def clock():
+    """Injected time: `clock.travel(seconds)` moves the app's clock forward."""
+    from reseller import clock as app_clock
+
+    app_clock.reset()
+    yield app_clock
+    app_clock.reset()

@@ -1,0 +1,208 @@
+"""The endpoint. A view parses the request and renders the answer; services decide.
+
+Answers are HTTP 200 in both dialects, errors included (clients treat other statuses as
+outages); only the rate limit answers 429.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Response, current_app, g, request
+
+from ..extensions import csrf, db, limiter
+from ..models import Activation, utcnow
+from ..services import accounts, activations, catalog, pricing
+from ..services import errors as err
+from ..services.activations import PurchaseRequest
+from . import bp
+from .dialects import ClassicDialect, JsonDialect
+from .errors import BY_KIND
+
+log = logging.getLogger(__name__)
+
+PATHS = ("/api/customer", "/stubs/handler_api.php")
+
+
+def _param(name: str) -> str | None:
+    value = request.values.get(name)
+    if value is None:
+        return None
+    return value[:500]
+
+
+def _rate_key() -> str:
+    key = request.values.get("api_key") or ""
+    if key:
+        return "api:" + accounts.api_key_digest(key[:200])[:32]
+    return "api-ip:" + (request.remote_addr or "unknown")
+
+
+def _api_limit() -> str:
+    return current_app.config["API_RATE_LIMIT"]
+
+
+def _dialect():
+    fmt = (request.values.get("format") or "").strip().lower()
+    return JsonDialect() if fmt == "json" else ClassicDialect()
+
+
+def _authenticate():
+    user = accounts.user_by_api_key((request.values.get("api_key") or "").strip())
+    if user is None:
+        raise err.BadKey()
+    if not user.active:
+        raise err.AccountInactive()
+    g.api_user_id = user.id
+    return user
+
+
+def _touch(user) -> None:
+    """Record last activity at most once a minute (saves a write per poll)."""
+    now = utcnow()
+    if user.last_activity_at is None or (now - user.last_activity_at).total_seconds() > 60:
+        user.last_activity_at = now
+        db.session.commit()
+
+
+# --- actions ------------------------------------------------------------------------
+
+
+def get_balance(user, dialect):
+    return dialect.balance(user.balance)
+
+
+def _buy(user):
+    return activations.buy_number(
+        user,
+        PurchaseRequest(
+            service=_param("service") or "",
+            country=_param("country") or "",
+            max_price=_param("maxPrice"),
+            order_id=_param("orderId"),
+        ),
+    )
+
+
+def get_number(user, dialect):
+    return dialect.number(_buy(user))
+
+
+def get_number_v2(user, dialect):
+    activation = _buy(user)
+    return dialect.number_v2(activation)
+
+
+def get_status(user, dialect):
+    activation = activations.get_for_user(user, _param("id"))
+    activation = activations.refresh_status(activation)
+    return dialect.status(activation)
+
+
+def get_status_v2(user, dialect):
+    activation = activations.get_for_user(user, _param("id"))
+    activation = activations.refresh_status(activation)
+    return dialect.status_v2(activation)
+
+
+def set_status(user, dialect):
+    answer, activation = activations.set_status(user, _param("id"), _param("status"))
+    return dialect.set_status(answer, activation)
+
+
+def get_active_activations(user, dialect):
+    rows = activations.active_for_user(user)
+    return dialect.active(rows, _country_names())
+
+
+def _country_names() -> dict[int, str]:
+    return {c.id: c.name for c in catalog.enabled_countries()}
+
+
+def _optional_country() -> int | None:
+    raw = _param("country")
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return catalog.parse_country(raw)
+    except catalog.UnknownCountry:
+        raise err.BadCountry() from None
+
+
+def get_prices(user, dialect):
+    service = (_param("service") or "").strip() or None
+    country_id = _optional_country()
+    quotes = pricing.price_table(service, country_id)
+    return dialect.prices(quotes)
+
+
+def get_countries(user, dialect):
+    return dialect.countries(catalog.enabled_countries())
+
+
+def get_services_list(user, dialect):
+    return dialect.services(catalog.enabled_services())
+
+
+ACTIONS = {
+    "getBalance": get_balance,
+    "getNumber": get_number,
+    "getNumberV2": get_number_v2,
+    "getStatus": get_status,
+    "getStatusV2": get_status_v2,
+    "setStatus": set_status,
+    "getActiveActivations": get_active_activations,
+    "getPrices": get_prices,
+    "getCountries": get_countries,
+    "getServicesList": get_services_list,
+}
+
+
+@bp.route("/api/customer", methods=["GET", "POST"])
+@bp.route("/stubs/handler_api.php", methods=["GET", "POST"])
+@csrf.exempt
+@limiter.limit(_api_limit, key_func=_rate_key)
+def handler() -> Response:
+    dialect = _dialect()
+    try:
+        user = _authenticate()
+        action = ACTIONS.get((request.values.get("action") or "").strip())
+        if action is None:
+            raise err.BadAction()
+        answer = action(user, dialect)
+        _touch(user)
+        return answer
+    except err.ServiceError as exc:
+        db.session.rollback()
+        return dialect.error(BY_KIND[exc.kind], exc)
+    except Exception:
+        db.session.rollback()
+        log.exception("API action %s failed", request.values.get("action", "")[:40])
+        return dialect.error(BY_KIND["SERVICE_UNAVAILABLE"], err.ServiceUnavailable())
+
+
+@bp.errorhandler(429)
+def rate_limited(error):
+    retry_after = None
+    limit = getattr(error, "limit", None)
+    if limit is not None:
+        retry_after = 1
+    body = (
+        json.dumps({"error": "RATE_LIMITED"})
+        if (request.values.get("format") or "").lower() == "json"
+        else "RATE_LIMITED"
+    )
+    response = Response(
+        body,
+        status=429,
+        mimetype="application/json"
+        if (request.values.get("format") or "").lower() == "json"
+        else "text/plain",
+    )
+    if retry_after:
+        response.headers.setdefault("Retry-After", str(retry_after))
+    return response
+
+
+_ = Activation

@@ -1,0 +1,669 @@
+"""The activation lifecycle and its money.
+
+The state table `TRANSITIONS` is the only place that says which status may follow which;
+every change goes through `_transition`, a status-guarded UPDATE that only one caller can
+win, recorded as an `ActivationEvent`. Refunds ride on such a transition in the same
+transaction, and the ledger's unique (activation, kind) makes a second refund impossible.
+
+No upstream call happens inside a database transaction: commit the hold, call out,
+commit the outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..models import Activation, ActivationEvent, LedgerKind, SmsMessage, User, utcnow
+from ..models import ActivationStatus as S
+from ..money import to_decimal, to_units
+from ..upstream import errors as up
+from ..upstream.base import SetStatusAnswer, UpstreamState
+from . import catalog, pricing, settings, wallet
+from . import errors as err
+from .provider import upstream
+
+log = logging.getLogger(__name__)
+
+TRANSITIONS: dict[S, frozenset[S]] = {
+    S.PENDING: frozenset({S.ALLOCATED, S.FAILED, S.UNKNOWN}),
+    S.UNKNOWN: frozenset({S.ALLOCATED, S.FAILED}),
+    S.ALLOCATED: frozenset({S.CODE_RECEIVED, S.CANCELLED, S.EXPIRED}),
+    S.CODE_RECEIVED: frozenset({S.RETRY_WAIT, S.COMPLETED}),
+    S.RETRY_WAIT: frozenset({S.CODE_RECEIVED, S.COMPLETED}),
+    S.COMPLETED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.FAILED: frozenset(),
+}
+REFUNDING_STATES = frozenset({S.CANCELLED, S.EXPIRED, S.FAILED})
+ACTIVE_STATES = frozenset({S.PENDING, S.UNKNOWN, S.ALLOCATED, S.CODE_RECEIVED, S.RETRY_WAIT})
+WAITING_STATES = frozenset({S.ALLOCATED, S.RETRY_WAIT})  # the upstream is polled for these
+HAS_CODE_STATES = frozenset({S.CODE_RECEIVED, S.RETRY_WAIT, S.COMPLETED})
+
+
+def allowed(source: S, target: S) -> bool:
+    return target in TRANSITIONS[source]
+
+
+def _values(states) -> list[str]:
+    return [s.value for s in states]
+
+
+def _transition(
+    activation_id: int, target: S, *, actor: str, note: str | None = None, **values
+) -> bool:
+    """Move the activation to `target` if its current status allows it. No commit.
+
+    Returns False (and changes nothing) when another caller moved it first or the state
+    table forbids the move. A move into a refunding state credits the price back.
+    """
+    sources = [s for s, targets in TRANSITIONS.items() if target in targets]
+    row = db.session.execute(
+        select(Activation.status, Activation.user_id, Activation.price).where(
+            Activation.id == activation_id
+        )
+    ).one_or_none()
+    if row is None or S(row.status) not in sources:
+        return False
+    result = db.session.execute(
+        update(Activation)
+        .where(Activation.id == activation_id, Activation.status == row.status)
+        .values(status=target.value, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    db.session.add(
+        ActivationEvent(
+            activation_id=activation_id,
+            from_status=row.status,
+            to_status=target.value,
+            note=note,
+            actor=actor,
+        )
+    )
+    if target in REFUNDING_STATES and row.price > 0:
+        charged = db.session.execute(
+            select(func.count()).where(wallet_ledger_filter(activation_id, LedgerKind.PURCHASE))
+        ).scalar_one()
+        if charged:
+            wallet.credit(
+                row.user_id,
+                row.price,
+                kind=LedgerKind.REFUND,
+                activation_id=activation_id,
+                note=note,
+            )
+    db.session.flush()
+    existing = db.session.identity_map.get((Activation, (activation_id,), None))
+    if existing is not None:
+        db.session.expire(existing)
+    return True
+
+
+def wallet_ledger_filter(activation_id: int, kind: LedgerKind):
+    from ..models import LedgerEntry
+
+    return (LedgerEntry.activation_id == activation_id) & (LedgerEntry.kind == kind.value)
+
+
+def _commit() -> None:
+    try:
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+# --- customer queries ---------------------------------------------------------------
+
+
+def get_for_user(user: User, raw_id) -> Activation:
+    """The user's activation by our id. Raises ActivationNotFound (also for others' ids)."""
+    text = str(raw_id or "").strip()
+    if not text.isdigit() or len(text) > 18:
+        raise err.ActivationNotFound()
+    activation = db.session.execute(
+        select(Activation).where(Activation.id == int(text), Activation.user_id == user.id)
+    ).scalar_one_or_none()
+    if activation is None:
+        raise err.ActivationNotFound()
+    return activation
+
+
+def active_for_user(user: User) -> list[Activation]:
+    return list(
+        db.session.execute(
+            select(Activation)
+            .where(
+                Activation.user_id == user.id,
+                Activation.status.in_(_values(ACTIVE_STATES - {S.PENDING, S.UNKNOWN})),
+            )
+            .order_by(Activation.id.desc())
+        ).scalars()
+    )
+
+
+# --- purchase -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurchaseRequest:
+    service: str
+    country: str
+    max_price: str | None = None
+    order_id: str | None = None
+
+
+def _parse_max_price(raw: str | None) -> int | None:
+    if raw is None or str(raw).strip() == "":
+        return None
+    try:
+        value = to_units(str(raw).strip())
+    except ValueError:
+        raise err.BadParameter("maxPrice is not a number") from None
+    if value < 0:
+        raise err.BadParameter("maxPrice is negative")
+    return value
+
+
+def buy_number(user: User, request: PurchaseRequest) -> Activation:
+    """Charge the retail price and buy a number upstream.
+
+    Raises BadService, BadCountry, NoNumbers, WrongMaxPrice, NoBalance,
+    TooManyActivations, OrderAlreadyExists, BadParameter and ServiceUnavailable (the
+    latter also when the outcome is unknown: the hold stays until reconciliation).
+    """
+    service_code = (request.service or "").strip()
+    service = catalog.service(service_code)
+    if service is None or not service.enabled:
+        raise err.BadService()
+    try:
+        country_id = catalog.parse_country(request.country)
+    except catalog.UnknownCountry:
+        raise err.BadCountry() from None
+    country = catalog.country(country_id)
+    if country is None or not country.enabled:
+        raise err.BadCountry()
+    max_price = _parse_max_price(request.max_price)
+    order_id = (request.order_id or "").strip() or None
+    if order_id is not None and len(order_id) > 100:
+        raise err.BadParameter("orderId is too long")
+
+    quote = pricing.quote(service_code, country_id)
+    if quote is None or quote.count <= 0:
+        raise err.NoNumbers()
+    if max_price is not None and max_price < quote.price:
+        raise err.WrongMaxPrice(quote.price)
+
+    if order_id is not None:
+        exists = db.session.execute(
+            select(Activation.id).where(
+                Activation.user_id == user.id, Activation.order_id == order_id
+            )
+        ).first()
+        if exists:
+            raise err.OrderAlreadyExists()
+
+    activation_id = _hold(user, service_code, country_id, quote.price, order_id)
+    return _purchase_upstream(activation_id, service_code, country_id, quote.price)
+
+
+def _hold(user: User, service: str, country_id: int, price: int, order_id: str | None) -> int:
+    """Commit the activation as pending with its price debited. Returns its id."""
+    provider = upstream()
+    user_id = user.id
+    try:
+        activation = Activation(
+            user_id=user_id,
+            service=service,
+            country_id=country_id,
+            status=S.PENDING.value,
+            price=price,
+            upstream_name=provider.name,
+            order_id=order_id,
+        )
+        db.session.add(activation)
+        db.session.flush()
+        # The debit locks the user's row (PostgreSQL) or the database (SQLite) until commit,
+        # so the cap below counts consistently under concurrency.
+        if price > 0:
+            wallet.debit(user_id, price, kind=LedgerKind.PURCHASE, activation_id=activation.id)
+        active = db.session.execute(
+            select(func.count(Activation.id)).where(
+                Activation.user_id == user_id,
+                Activation.status.in_(_values(ACTIVE_STATES)),
+            )
+        ).scalar_one()
+        if active > settings.get("max_active_activations"):
+            raise err.TooManyActivations()
+        db.session.add(
+            ActivationEvent(
+                activation_id=activation.id,
+                from_status=None,
+                to_status=S.PENDING.value,
+                note=f"charged {to_decimal(price)}",
+                actor="customer",
+            )
+        )
+        activation_id = activation.id
+        db.session.commit()
+        return activation_id
+    except wallet.InsufficientFunds:
+        db.session.rollback()
+        raise err.NoBalance() from None
+    except IntegrityError:
+        db.session.rollback()
+        if order_id is not None:
+            raise err.OrderAlreadyExists() from None
+        raise
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+_DEFINITE_PURCHASE_ERRORS: dict[type[up.UpstreamError], type[err.ServiceError]] = {
+    up.NoNumbers: err.NoNumbers,
+    up.NoBalance: err.NoNumbers,  # our upstream wallet is empty: to the customer, no numbers
+    up.ServiceUnavailableRegion: err.NoNumbers,
+    up.UpstreamRejected: err.NoNumbers,  # free-text refusal, e.g. "prohibited for sale"
+    up.BadService: err.BadService,
+    up.BadCountry: err.BadCountry,
+    up.Banned: err.ServiceUnavailable,
+    up.BadKey: err.ServiceUnavailable,
+    up.NoKey: err.ServiceUnavailable,
+    up.IpNotAllowed: err.ServiceUnavailable,
+    up.AccountInactive: err.ServiceUnavailable,
+    up.UpstreamUnavailable: err.ServiceUnavailable,  # nothing was sent: nothing bought
+}
+
+
+def _definite_error(exc: up.UpstreamError) -> type[err.ServiceError] | None:
+    for cls in type(exc).__mro__:
+        if cls in _DEFINITE_PURCHASE_ERRORS:
+            return _DEFINITE_PURCHASE_ERRORS[cls]
+    if isinstance(exc, up.UnknownOutcome):
+        return None
+    return err.ServiceUnavailable  # any other protocol token: the purchase was refused
+
+
+def _purchase_upstream(activation_id: int, service: str, country_id: int, price: int) -> Activation:
+    provider = upstream()
+    db.session.commit()  # no transaction may be open while we call out
+    try:
+        number = provider.get_number(service, country_id, max_price=to_decimal(price))
+    except up.WrongMaxPrice as exc:
+        # Upstream's cost rose above what we charge: refund, learn the cost, quote anew.
+        _fail(activation_id, f"upstream price above ours ({exc.min_price})")
+        new_price = _learn_cost(service, country_id, exc.min_price)
+        if new_price is None:
+            raise err.NoNumbers() from None
+        raise err.WrongMaxPrice(new_price) from None
+    except up.UnknownOutcome as exc:
+        log.warning("purchase %s: unknown outcome (%s)", activation_id, exc)
+        if _transition(activation_id, S.UNKNOWN, actor="system", note=str(exc)[:300]):
+            _commit()
+        raise err.ServiceUnavailable() from None
+    except up.UpstreamError as exc:
+        mapped = _definite_error(exc)
+        if mapped is None:  # pragma: no cover - UnknownOutcome handled above
+            raise err.ServiceUnavailable() from None
+        log.info("purchase %s refused upstream: %s", activation_id, exc.token)
+        _fail(activation_id, f"upstream: {exc.token}")
+        raise mapped() from None
+    except Exception:
+        log.exception("purchase %s: unexpected failure; keeping the hold", activation_id)
+        db.session.rollback()
+        if _transition(activation_id, S.UNKNOWN, actor="system", note="unexpected error"):
+            _commit()
+        raise err.ServiceUnavailable() from None
+
+    now = utcnow()
+    lifetime = settings.get("activation_lifetime")
+    cost = to_units(number.cost, round_up=True) if number.cost is not None else None
+    won = _transition(
+        activation_id,
+        S.ALLOCATED,
+        actor="system",
+        note=f"upstream #{number.upstream_id}",
+        upstream_id=number.upstream_id,
+        phone=number.phone,
+        upstream_cost=cost,
+        allocated_at=now,
+        expires_at=now + dt.timedelta(seconds=lifetime),
+        next_poll_at=now,
+    )
+    _commit()
+    if not won:
+        # Reconciliation settled (refunded) this purchase meanwhile: release the number.
+        log.warning("purchase %s settled before its answer arrived; cancelling", activation_id)
+        try:
+            provider.set_status(number.upstream_id, 8)
+        except up.UpstreamError as exc:
+            log.warning("could not cancel orphan %s: %s", number.upstream_id, exc.token)
+        raise err.ServiceUnavailable()
+    return db.session.get(Activation, activation_id)
+
+
+def _fail(activation_id: int, note: str) -> None:
+    if _transition(activation_id, S.FAILED, actor="system", note=note, closed_at=utcnow()):
+        _commit()
+    else:
+        db.session.rollback()
+
+
+def _learn_cost(service: str, country_id: int, min_price: str | None) -> int | None:
+    from ..models import UpstreamPrice
+
+    if not min_price:
+        return None
+    try:
+        cost = to_units(min_price, round_up=True)
+    except ValueError:
+        return None
+    row = db.session.get(UpstreamPrice, (service, country_id))
+    if row is not None and cost > row.cost:
+        row.cost = cost
+        row.updated_at = utcnow()
+        _commit()
+    quote = pricing.quote(service, country_id)
+    return quote.price if quote else None
+
+
+# --- status -------------------------------------------------------------------------
+
+
+def _claim_poll(activation_id: int) -> bool:
+    """Take this activation's upstream poll slot; at most one per poll interval anywhere."""
+    now = utcnow()
+    interval = settings.get("poll_interval")
+    result = db.session.execute(
+        update(Activation)
+        .where(
+            Activation.id == activation_id,
+            Activation.status.in_(_values(WAITING_STATES)),
+            or_(Activation.next_poll_at.is_(None), Activation.next_poll_at <= now),
+        )
+        .values(next_poll_at=now + dt.timedelta(seconds=interval))
+        .execution_options(synchronize_session=False)
+    )
+    _commit()
+    return result.rowcount == 1
+
+
+def refresh_status(activation: Activation, *, actor: str = "customer") -> Activation:
+    """Bring the activation up to date with the upstream when its poll slot is due.
+
+    Answers from the database otherwise. Never raises for upstream trouble.
+    """
+    if S(activation.status) not in WAITING_STATES:
+        return activation
+    activation_id = activation.id
+    if not _claim_poll(activation_id):
+        return db.session.get(Activation, activation_id)
+    current = db.session.get(Activation, activation_id)
+    upstream_id, status, expires_at = current.upstream_id, S(current.status), current.expires_at
+    db.session.commit()  # no transaction is open while we call out
+    try:
+        answer = upstream().get_status(upstream_id)
+    except up.UpstreamError as exc:
+        log.info("poll %s: %s", activation_id, exc.token)
+        answer = None
+    if answer is not None:
+        _apply_status(activation_id, status, answer, actor=actor)
+    if answer is None or answer.state in (UpstreamState.WAIT_CODE, UpstreamState.WAIT_RESEND):
+        if status == S.ALLOCATED and expires_at is not None and utcnow() >= expires_at:
+            expire(activation_id, actor=actor)
+    return db.session.get(Activation, activation_id)
+
+
+def _record_code(activation_id: int, code: str, text: str | None, actor: str) -> bool:
+    now = utcnow()
+    seq = (
+        db.session.execute(
+            select(func.count(SmsMessage.id)).where(SmsMessage.activation_id == activation_id)
+        ).scalar_one()
+        + 1
+    )
+    won = _transition(
+        activation_id,
+        S.CODE_RECEIVED,
+        actor=actor,
+        note=f"code #{seq}",
+        code=code,
+        sms_text=text,
+        code_at=now,
+    )
+    if won:
+        db.session.add(
+            SmsMessage(activation_id=activation_id, seq=seq, code=code, text=text, received_at=now)
+        )
+    return won
+
+
+def _apply_status(activation_id: int, status: S, answer, actor: str) -> None:
+    try:
+        if answer.state == UpstreamState.CODE and answer.code is not None:
+            _record_code(activation_id, answer.code, None, actor)
+        elif answer.state == UpstreamState.CANCELLED and status == S.ALLOCATED:
+            _transition(
+                activation_id,
+                S.EXPIRED,
+                actor=actor,
+                note="upstream reports the activation cancelled",
+                closed_at=utcnow(),
+            )
+        _commit()
+    except IntegrityError:
+        db.session.rollback()  # a concurrent poller recorded the same code first
+
+
+# --- setStatus ------------------------------------------------------------------------
+
+STATUS_READY = 1
+STATUS_RETRY = 3
+STATUS_COMPLETE = 6
+STATUS_CANCEL = 8
+
+
+def parse_status(raw) -> int:
+    text = str(raw if raw is not None else "").strip()
+    if text == "-1":
+        return STATUS_CANCEL
+    if text not in ("1", "3", "6", "8"):
+        raise err.BadStatus()
+    return int(text)
+
+
+def set_status(user: User, raw_id, raw_status) -> tuple[SetStatusAnswer, Activation]:
+    """Apply a customer's setStatus. Raises ActivationNotFound, BadStatus,
+    EarlyCancelDenied, ServiceUnavailable."""
+    status = parse_status(raw_status)
+    activation = get_for_user(user, raw_id)
+    if status == STATUS_READY:
+        if S(activation.status) not in ACTIVE_STATES - {S.PENDING, S.UNKNOWN}:
+            raise err.BadStatus()
+        return SetStatusAnswer.READY, activation
+    if status == STATUS_CANCEL:
+        return SetStatusAnswer.CANCEL, cancel(activation)
+    if status == STATUS_RETRY:
+        return SetStatusAnswer.RETRY_GET, request_another_sms(activation)
+    return SetStatusAnswer.ACTIVATION, complete(activation)
+
+
+def cancel(activation: Activation, *, actor: str = "customer") -> Activation:
+    """Cancel before any code; refund only when the upstream confirms."""
+    activation = refresh_status(activation, actor=actor)
+    status = S(activation.status)
+    if status in (S.CANCELLED, S.EXPIRED):
+        return activation  # already closed and refunded: cancelling again is harmless
+    if status != S.ALLOCATED:
+        raise err.BadStatus()
+    window = settings.get("early_cancel_window")
+    if utcnow() < activation.allocated_at + dt.timedelta(seconds=window):
+        raise err.EarlyCancelDenied()
+    activation_id, upstream_id = activation.id, activation.upstream_id
+    db.session.commit()
+    try:
+        upstream().set_status(upstream_id, STATUS_CANCEL)
+        confirmed = True
+    except (up.AlreadyCancel, up.NoActivation, up.WrongActivationId):
+        confirmed = _upstream_says_cancelled(upstream_id)
+        if not confirmed:
+            raise err.BadStatus() from None
+    except up.EarlyCancelDenied:
+        raise err.EarlyCancelDenied() from None
+    except (up.UpstreamUnavailable, up.UnknownOutcome, up.RateLimited):
+        raise err.ServiceUnavailable() from None
+    except up.UpstreamError as exc:
+        log.info("cancel %s refused upstream: %s", activation_id, exc.token)
+        # Perhaps a code arrived meanwhile: let the next poll find out at once.
+        db.session.execute(
+            update(Activation).where(Activation.id == activation_id).values(next_poll_at=None)
+        )
+        _commit()
+        raise err.BadStatus() from None
+    if confirmed:
+        _transition(activation_id, S.CANCELLED, actor=actor, note="cancelled", closed_at=utcnow())
+        _commit()
+    activation = db.session.get(Activation, activation_id)
+    if S(activation.status) not in (S.CANCELLED, S.EXPIRED):
+        raise err.BadStatus()
+    return activation
+
+
+def _upstream_says_cancelled(upstream_id: str) -> bool:
+    try:
+        answer = upstream().get_status(upstream_id)
+    except (up.NoActivation, up.WrongActivationId):
+        return True  # the upstream no longer holds it
+    except up.UpstreamError:
+        return False
+    return answer.state == UpstreamState.CANCELLED
+
+
+def request_another_sms(activation: Activation, *, actor: str = "customer") -> Activation:
+    status = S(activation.status)
+    if status == S.RETRY_WAIT:
+        return activation
+    if status != S.CODE_RECEIVED:
+        raise err.BadStatus()
+    activation_id, upstream_id = activation.id, activation.upstream_id
+    db.session.commit()
+    try:
+        upstream().set_status(upstream_id, STATUS_RETRY)
+    except (up.UpstreamUnavailable, up.UnknownOutcome):
+        raise err.ServiceUnavailable() from None
+    except up.UpstreamError:
+        raise err.BadStatus() from None
+    if _transition(
+        activation_id,
+        S.RETRY_WAIT,
+        actor=actor,
+        note="another SMS requested",
+        next_poll_at=utcnow(),
+    ):
+        _commit()
+    return db.session.get(Activation, activation_id)
+
+
+def complete(activation: Activation, *, actor: str = "customer") -> Activation:
+    status = S(activation.status)
+    if status == S.COMPLETED:
+        return activation
+    if status not in (S.CODE_RECEIVED, S.RETRY_WAIT):
+        raise err.BadStatus()
+    activation_id, upstream_id = activation.id, activation.upstream_id
+    db.session.commit()
+    _finish_upstream(upstream_id)
+    if _transition(activation_id, S.COMPLETED, actor=actor, note="completed", closed_at=utcnow()):
+        _commit()
+    return db.session.get(Activation, activation_id)
+
+
+def _finish_upstream(upstream_id: str | None) -> None:
+    """Tell the upstream we are done (best effort: the money is final once a code came)."""
+    if not upstream_id:
+        return
+    try:
+        upstream().set_status(upstream_id, STATUS_COMPLETE)
+    except up.UpstreamError as exc:
+        log.info("finish %s upstream: %s (ignored)", upstream_id, exc.token)
+
+
+# --- expiry ---------------------------------------------------------------------------
+
+
+def expire(activation_id: int, *, actor: str = "worker") -> bool:
+    """Close an overdue activation. Without a code: cancel upstream, refund once on the
+    upstream's confirmation. With a code: complete. Returns True when it closed."""
+    activation = db.session.get(Activation, activation_id)
+    if activation is None or activation.expires_at is None or utcnow() < activation.expires_at:
+        return False
+    status = S(activation.status)
+    upstream_id = activation.upstream_id
+    db.session.commit()
+    if status in (S.CODE_RECEIVED, S.RETRY_WAIT):
+        _finish_upstream(upstream_id)
+        done = _transition(
+            activation_id, S.COMPLETED, actor=actor, note="lifetime over", closed_at=utcnow()
+        )
+        _commit()
+        return done
+    if status != S.ALLOCATED:
+        return False
+    # Last look: a code may have arrived at the last moment.
+    try:
+        answer = upstream().get_status(upstream_id)
+    except (up.NoActivation, up.WrongActivationId):
+        answer = None
+    except up.UpstreamError:
+        return False
+    if answer is not None and answer.state == UpstreamState.CODE:
+        _apply_status(activation_id, status, answer, actor)
+        return False
+    if answer is None or answer.state != UpstreamState.CANCELLED:
+        try:
+            upstream().set_status(upstream_id, STATUS_CANCEL)
+        except (up.AlreadyCancel, up.NoActivation, up.WrongActivationId):
+            if not _upstream_says_cancelled(upstream_id):
+                return False
+        except up.UpstreamError as exc:
+            log.info("expire %s: upstream refused cancel (%s)", activation_id, exc.token)
+            db.session.execute(
+                update(Activation).where(Activation.id == activation_id).values(next_poll_at=None)
+            )
+            _commit()
+            return False
+    done = _transition(
+        activation_id,
+        S.EXPIRED,
+        actor=actor,
+        note="lifetime over without a code",
+        closed_at=utcnow(),
+    )
+    _commit()
+    return done
+
+
+def lifetime_left(activation: Activation) -> int:
+    if activation.expires_at is None:
+        return 0
+    return max(0, int((activation.expires_at - utcnow()).total_seconds()))
+
+
+def cancel_available_at(activation: Activation) -> dt.datetime | None:
+    if activation.allocated_at is None:
+        return None
+    return activation.allocated_at + dt.timedelta(seconds=settings.get("early_cancel_window"))
+
+
+def currency_code() -> str:
+    return current_app.config["CURRENCY"]

@@ -1,0 +1,196 @@
+"""Operator settings: stored in the database, defaults from the configuration.
+
+Read once per application context (a request, a worker pass) and cached there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app, g
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import Setting
+from ..money import BadAmount, parse_amount
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    key: str
+    label: str
+    config_key: str
+    kind: str  # "text", "int", "money", "percent"
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+SPECS: tuple[SettingSpec, ...] = (
+    SettingSpec("site_name", "Site name", "SITE_NAME", "text", "Shown on every page."),
+    SettingSpec(
+        "support_contact",
+        "Support contact",
+        "SUPPORT_CONTACT",
+        "text",
+        "An email address or link shown to customers.",
+    ),
+    SettingSpec(
+        "topup_instructions",
+        "Top-up instructions",
+        "TOPUP_INSTRUCTIONS",
+        "text",
+        "Shown on the dashboard: how customers add funds.",
+    ),
+    SettingSpec(
+        "markup_percent",
+        "Global markup (%)",
+        "PRICE_MARKUP_PERCENT",
+        "percent",
+        "Added to the upstream cost unless a pricing rule says otherwise.",
+        0,
+        10000,
+    ),
+    SettingSpec(
+        "minimum_price",
+        "Minimum price",
+        "PRICE_MINIMUM",
+        "money",
+        "No number sells for less.",
+        0,
+        1000,
+    ),
+    SettingSpec(
+        "activation_lifetime",
+        "Activation lifetime (s)",
+        "ACTIVATION_LIFETIME",
+        "int",
+        "A number without a code is closed and refunded after this.",
+        60,
+        86400,
+    ),
+    SettingSpec(
+        "early_cancel_window",
+        "Early-cancel window (s)",
+        "EARLY_CANCEL_WINDOW",
+        "int",
+        "Cancelling is refused this long after purchase.",
+        0,
+        3600,
+    ),
+    SettingSpec(
+        "max_active_activations",
+        "Active activations per customer",
+        "MAX_ACTIVE_ACTIVATIONS",
+        "int",
+        "At most this many at once.",
+        1,
+        10000,
+    ),
+    SettingSpec(
+        "poll_interval",
+        "Upstream poll interval (s)",
+        "UPSTREAM_POLL_INTERVAL",
+        "int",
+        "The upstream is asked about an activation at most this often.",
+        1,
+        600,
+    ),
+    SettingSpec(
+        "low_balance_threshold",
+        "Low upstream balance warning",
+        "LOW_BALANCE_THRESHOLD",
+        "money",
+        "Admin pages warn below this upstream balance.",
+        0,
+        1_000_000,
+    ),
+)
+BY_KEY = {spec.key: spec for spec in SPECS}
+
+
+class SettingError(ValueError):
+    pass
+
+
+def parse(spec: SettingSpec, raw: Any) -> Any:
+    """The typed value of `raw` for this setting; raises SettingError with a readable text."""
+    text = "" if raw is None else str(raw).strip()
+    if spec.kind == "text":
+        if len(text) > 2000:
+            raise SettingError(f"{spec.label}: at most 2000 characters")
+        return text
+    try:
+        if spec.kind == "int":
+            value: Any = int(text)
+            number = value
+        elif spec.kind == "percent":
+            value = round(float(text), 2)
+            number = value
+        else:  # money
+            value = parse_amount(text)
+            number = value / 10_000
+    except (ValueError, BadAmount):
+        raise SettingError(f"{spec.label}: {text!r} is not a valid value") from None
+    if spec.minimum is not None and number < spec.minimum:
+        raise SettingError(f"{spec.label}: at least {spec.minimum:g}")
+    if spec.maximum is not None and number > spec.maximum:
+        raise SettingError(f"{spec.label}: at most {spec.maximum:g}")
+    return value
+
+
+def _load() -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        values[spec.key] = parse(spec, current_app.config.get(spec.config_key))
+    stored = db.session.execute(select(Setting.key, Setting.value)).all()
+    for key, raw in stored:
+        spec = BY_KEY.get(key)
+        if spec is None:
+            continue
+        try:
+            values[key] = parse(spec, raw)
+        except SettingError:
+            current_app.logger.warning("ignoring invalid stored setting %s", key)
+    return values
+
+
+def all_settings() -> dict[str, Any]:
+    if "reseller_settings" not in g:
+        g.reseller_settings = _load()
+    return g.reseller_settings
+
+
+def get(key: str) -> Any:
+    return all_settings()[key]
+
+
+def forget() -> None:
+    """Drop the per-context cache (after a change)."""
+    g.pop("reseller_settings", None)
+
+
+def raw_value(key: str) -> str:
+    """The stored text, or the default, for editing forms."""
+    spec = BY_KEY[key]
+    row = db.session.get(Setting, key)
+    if row is not None:
+        return row.value
+    value = current_app.config.get(spec.config_key)
+    return "" if value is None else str(value)
+
+
+def store(key: str, raw: str) -> tuple[str | None, str]:
+    """Validate and store one setting (no commit). Returns (before, after) texts."""
+    spec = BY_KEY[key]
+    parse(spec, raw)
+    row = db.session.get(Setting, key)
+    before = row.value if row else None
+    if row is None:
+        row = Setting(key=key, value=str(raw).strip())
+        db.session.add(row)
+    else:
+        row.value = str(raw).strip()
+    forget()
+    return before, row.value

@@ -1,0 +1,275 @@
+"""The background pass: poll, expire, settle, refresh prices.
+
+Run by `flask worker` (a loop) or `flask worker --once` (cron). Several workers may run at
+once, on several hosts: rows are claimed in the database (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL, status- and time-guarded UPDATEs everywhere) so none is processed twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+
+from flask import current_app
+from sqlalchemy import or_, select, update
+
+from ..extensions import db
+from ..models import Activation, JobState, utcnow
+from ..models import ActivationStatus as S
+from ..upstream import errors as up
+from . import activations, catalog, settings
+from .provider import upstream
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+
+
+@dataclass
+class PassReport:
+    polled: int = 0
+    expired: int = 0
+    settled: int = 0
+    orphans_cancelled: int = 0
+    prices_refreshed: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"polled {self.polled}, expired {self.expired}, settled {self.settled}, "
+            f"orphans cancelled {self.orphans_cancelled}, "
+            f"prices {'refreshed' if self.prices_refreshed else 'fresh'}"
+            + (f", errors: {'; '.join(self.errors)}" if self.errors else "")
+        )
+
+
+def settle_after() -> int:
+    """Seconds after which a pending purchase cannot still be waiting for its answer."""
+    config = current_app.config
+    return int(config["UPSTREAM_CONNECT_TIMEOUT"] + config["UPSTREAM_READ_TIMEOUT"]) + 30
+
+
+def _claim_ids(stmt, claim_seconds: int) -> list[int]:
+    """Select candidate ids (skipping rows locked by another worker) and claim them."""
+    now = utcnow()
+    ids = list(
+        db.session.execute(
+            stmt.where(or_(Activation.claimed_until.is_(None), Activation.claimed_until <= now))
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    claimed = []
+    for activation_id in ids:
+        result = db.session.execute(
+            update(Activation)
+            .where(
+                Activation.id == activation_id,
+                or_(Activation.claimed_until.is_(None), Activation.claimed_until <= now),
+            )
+            .values(claimed_until=now + dt.timedelta(seconds=claim_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            claimed.append(activation_id)
+    db.session.commit()
+    return claimed
+
+
+def _release(activation_id: int) -> None:
+    db.session.execute(
+        update(Activation)
+        .where(Activation.id == activation_id)
+        .values(claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def poll_due(report: PassReport) -> None:
+    now = utcnow()
+    ids = _claim_ids(
+        select(Activation.id).where(
+            Activation.status.in_([S.ALLOCATED.value, S.RETRY_WAIT.value]),
+            or_(Activation.next_poll_at.is_(None), Activation.next_poll_at <= now),
+        ),
+        claim_seconds=60,
+    )
+    for activation_id in ids:
+        try:
+            activation = db.session.get(Activation, activation_id)
+            before = activation.next_poll_at
+            activation = activations.refresh_status(activation, actor="worker")
+            if activation.next_poll_at != before:
+                report.polled += 1
+        except Exception as exc:  # keep going; one bad row must not stop the pass
+            db.session.rollback()
+            log.exception("poll %s failed", activation_id)
+            report.errors.append(f"poll {activation_id}: {type(exc).__name__}")
+        finally:
+            _release(activation_id)
+
+
+def expire_overdue(report: PassReport) -> None:
+    now = utcnow()
+    ids = _claim_ids(
+        select(Activation.id).where(
+            Activation.status.in_([S.ALLOCATED.value, S.CODE_RECEIVED.value, S.RETRY_WAIT.value]),
+            Activation.expires_at <= now,
+        ),
+        claim_seconds=120,
+    )
+    for activation_id in ids:
+        try:
+            if activations.expire(activation_id, actor="worker"):
+                report.expired += 1
+        except Exception as exc:
+            db.session.rollback()
+            log.exception("expire %s failed", activation_id)
+            report.errors.append(f"expire {activation_id}: {type(exc).__name__}")
+        finally:
+            _release(activation_id)
+
+
+def _job(name: str) -> JobState:
+    job = db.session.get(JobState, name)
+    if job is None:
+        db.session.add(JobState(name=name))
+        try:
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+        job = db.session.get(JobState, name)
+    return job
+
+
+def claim_job(name: str, every: int, hold: int = 300) -> bool:
+    """Take the named periodic job if it is due and nobody holds it."""
+    _job(name)
+    now = utcnow()
+    result = db.session.execute(
+        update(JobState)
+        .where(
+            JobState.name == name,
+            or_(JobState.locked_until.is_(None), JobState.locked_until <= now),
+            or_(
+                JobState.last_run_at.is_(None),
+                JobState.last_run_at <= now - dt.timedelta(seconds=every),
+            ),
+        )
+        .values(locked_until=now + dt.timedelta(seconds=hold))
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def finish_job(name: str, value: str | None = None, *, ran: bool = True) -> None:
+    values: dict = {"locked_until": None}
+    if ran:
+        values["last_run_at"] = utcnow()
+    if value is not None:
+        values["value"] = value
+    db.session.execute(update(JobState).where(JobState.name == name).values(**values))
+    db.session.commit()
+
+
+def settle_purchases(report: PassReport) -> None:
+    """Settle purchases whose answer never came, against the upstream's active list.
+
+    A pending/unknown purchase older than `settle_after()` is refunded (FAILED). A number
+    the upstream sold us that no activation of ours holds (an orphan) is cancelled at the
+    upstream once it has been seen for `settle_after()` seconds, so that an answer still
+    on its way is never raced.
+    """
+    if not claim_job("settle", every=0, hold=300):
+        return
+    try:
+        cutoff = utcnow() - dt.timedelta(seconds=settle_after())
+        stale = list(
+            db.session.execute(
+                select(Activation.id).where(
+                    Activation.status.in_([S.PENDING.value, S.UNKNOWN.value]),
+                    Activation.created_at <= cutoff,
+                )
+            ).scalars()
+        )
+        try:
+            active = upstream().get_active_activations()
+        except up.UpstreamError as exc:
+            report.errors.append(f"active activations: {exc.token}")
+            finish_job("settle", ran=False)
+            return
+        known = (
+            set(
+                db.session.execute(
+                    select(Activation.upstream_id).where(
+                        Activation.upstream_id.in_([a.upstream_id for a in active])
+                    )
+                ).scalars()
+            )
+            if active
+            else set()
+        )
+        job = db.session.get(JobState, "settle")
+        seen: dict[str, str] = json.loads(job.value) if job and job.value else {}
+        now = utcnow()
+        still: dict[str, str] = {}
+        for item in active:
+            if item.upstream_id in known:
+                continue
+            first = seen.get(item.upstream_id, now.isoformat())
+            if dt.datetime.fromisoformat(first) <= cutoff:
+                try:
+                    upstream().set_status(item.upstream_id, activations.STATUS_CANCEL)
+                    report.orphans_cancelled += 1
+                    log.warning("cancelled orphan upstream activation %s", item.upstream_id)
+                    continue
+                except up.UpstreamError as exc:
+                    log.info("orphan %s cancel: %s", item.upstream_id, exc.token)
+            still[item.upstream_id] = first
+        db.session.commit()
+        for activation_id in stale:
+            if activations._transition(
+                activation_id,
+                S.FAILED,
+                actor="worker",
+                note="purchase answer never arrived; refunded",
+                closed_at=utcnow(),
+            ):
+                report.settled += 1
+            db.session.commit()
+        finish_job("settle", value=json.dumps(still))
+    except Exception:
+        db.session.rollback()
+        finish_job("settle", ran=False)
+        raise
+
+
+def refresh_prices(report: PassReport, *, force: bool = False) -> None:
+    every = current_app.config["PRICE_REFRESH_INTERVAL"]
+    if not claim_job("prices", every=0 if force else every, hold=600):
+        return
+    try:
+        counts = catalog.refresh(upstream())
+        report.prices_refreshed = True
+        finish_job("prices", value=json.dumps(counts))
+    except up.UpstreamError as exc:
+        db.session.rollback()
+        report.errors.append(f"prices: {exc.token}")
+        finish_job("prices", ran=False)
+
+
+def run_once() -> PassReport:
+    report = PassReport()
+    settings.forget()
+    for step in (refresh_prices, poll_due, expire_overdue, settle_purchases):
+        try:
+            step(report)
+        except Exception as exc:
+            db.session.rollback()
+            log.exception("worker step %s failed", step.__name__)
+            report.errors.append(f"{step.__name__}: {type(exc).__name__}")
+    return report
