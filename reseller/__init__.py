@@ -95,10 +95,17 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_context(app: Flask) -> None:
+    from .services import settings
+
     @app.context_processor
     def inject_site():
+        try:
+            site_name = settings.get("site_name") or app.config["SITE_NAME"]
+        except Exception:  # no database yet (e.g. before migrations): fall back to config
+            db.session.rollback()
+            site_name = app.config["SITE_NAME"]
         return {
-            "site_name": app.config["SITE_NAME"],
+            "site_name": site_name,
             "currency": app.config["CURRENCY"],
             "sandbox_mode": app.config.get("UPSTREAM") == "sandbox",
             "url_map_endpoints": app.view_functions.keys(),

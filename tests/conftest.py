@@ -126,3 +126,56 @@ def clock():
     app_clock.reset()
     yield app_clock
     app_clock.reset()
+
+
+@pytest.fixture
+def stocked(app):
+    """The catalog (services, countries, prices) filled from the app's upstream (sandbox)."""
+    from reseller.services import catalog
+    from reseller.services.provider import upstream
+
+    catalog.refresh(upstream())
+    return app
+
+
+def api_key_of(user) -> str:
+    return accounts.reveal_api_key(user)
+
+
+class Api:
+    """Calls the customer API like a client program would."""
+
+    def __init__(self, client, key, path="/stubs/handler_api.php"):
+        self.client, self.key, self.path = client, key, path
+
+    def __call__(self, action, method="GET", fmt=None, **params):
+        params = {"api_key": self.key, "action": action, **params}
+        if fmt:
+            params["format"] = fmt
+        if method == "GET":
+            response = self.client.get(self.path, query_string=params)
+        elif method == "POST-QUERY":
+            response = self.client.post(self.path, query_string=params)
+        else:
+            response = self.client.post(self.path, data=params)
+        assert response.status_code == 200, response.status_code
+        return response
+
+    def text(self, action, **params):
+        return self(action, **params).get_data(as_text=True)
+
+    def json(self, action, **params):
+        response = self(action, fmt="json", **params)
+        assert response.mimetype == "application/json"
+        return response.get_json()
+
+
+@pytest.fixture
+def customer(stocked, make_user):
+    """A customer with 10.00 and the API client for their key."""
+    return make_user(email="customer@example.com", balance="10.00")
+
+
+@pytest.fixture
+def api(client, customer):
+    return Api(client, api_key_of(customer))
