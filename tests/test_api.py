@@ -1,0 +1,360 @@
+"""The customer API: every action in both dialects and on both paths, every error token."""
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from reseller.extensions import db
+from reseller.models import Activation, LedgerEntry, Service, User
+from reseller.services import settings
+from reseller.services.ledger import verify_ledger
+from tests.conftest import Api, api_key_of
+
+PATHS = ["/stubs/handler_api.php", "/api/customer"]
+METHODS = ["GET", "POST-QUERY", "POST-FORM"]
+
+
+def balance(user_id):
+    db.session.expire_all()
+    return db.session.get(User, user_id).balance
+
+
+def ledger_rows():
+    return db.session.execute(select(func.count(LedgerEntry.id))).scalar_one()
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("method", METHODS)
+def test_get_balance_every_path_and_method(client, customer, path, method):
+    api = Api(client, api_key_of(customer), path)
+    response = api("getBalance", method=method)
+    assert response.mimetype == "text/plain"
+    assert response.get_data(as_text=True) == "ACCESS_BALANCE:10.00"
+    response = api("getBalance", method=method, fmt="json")
+    assert response.mimetype == "application/json"
+    assert response.get_json() == {"balance": 10.0}
+
+
+def test_unknown_parameters_are_ignored(api):
+    body = api.text(
+        "getBalance", ref="abc", ref_id="1", json="1", lang="en", start="0", limit="10",
+        operator="any", forward="0", phoneException="7999", activationType="0",
+    )
+    assert body == "ACCESS_BALANCE:10.00"
+
+
+def test_balance_always_has_a_decimal_point(client, make_user, stocked):
+    user = make_user(email="round@example.com", balance="100")
+    api = Api(client, api_key_of(user))
+    assert api.text("getBalance") == "ACCESS_BALANCE:100.00"
+
+
+@pytest.mark.parametrize("fmt", [None, "json"])
+def test_bad_key(client, stocked, fmt):
+    for key in (None, "", "wrong-key", "x" * 5000):
+        params = {"action": "getBalance"}
+        if key is not None:
+            params["api_key"] = key
+        if fmt:
+            params["format"] = fmt
+        response = client.get("/stubs/handler_api.php", query_string=params)
+        assert response.status_code == 200
+        if fmt:
+            assert response.get_json() == {"error": "BAD_KEY"}
+        else:
+            assert response.get_data(as_text=True) == "BAD_KEY"
+
+
+def test_disabled_account_answers_account_inactive(api, customer):
+    customer.active = False
+    db.session.commit()
+    assert api.text("getBalance") == "ACCOUNT_INACTIVE"
+    assert api.json("getBalance") == {"error": "ACCOUNT_INACTIVE"}
+    assert api.text("getNumber", service="tg", country="us") == "ACCOUNT_INACTIVE"
+    assert balance(customer.id) == 100_000
+
+
+@pytest.mark.parametrize("action", ["", "getEverything", "GETBALANCE", "<script>"])
+def test_bad_action(api, action):
+    assert api.text(action) == "BAD_ACTION"
+    assert api.json(action) == {"error": "BAD_ACTION"}
+
+
+def test_get_number_classic(api, customer):
+    body = api.text("getNumber", service="tg", country="us")
+    match = re.fullmatch(r"ACCESS_NUMBER:(\d+):(\d+)", body)
+    assert match, body
+    activation = db.session.get(Activation, int(match.group(1)))
+    assert activation.user_id == customer.id
+    assert activation.phone == match.group(2)
+    assert activation.status == "allocated"
+    assert activation.country_id == 187
+    assert activation.price == 16_900  # 1.30 upstream + 30 % = 1.69
+    assert balance(customer.id) == 100_000 - 16_900
+    assert verify_ledger() == []
+
+
+@pytest.mark.parametrize("country, expected", [("US", 187), ("us", 187), ("187", 187), ("12", 12), ("gb", 16), ("UK", 16)])
+def test_country_formats(api, country, expected):
+    data = api.json("getNumber", service="tg", country=country)
+    assert data["status"] == "ACCESS_NUMBER"
+    assert db.session.get(Activation, data["activationId"]).country_id == expected
+
+
+def test_get_number_json(api):
+    data = api.json("getNumber", service="tg", country="12")
+    assert data["status"] == "ACCESS_NUMBER"
+    assert isinstance(data["activationId"], int)
+    assert re.fullmatch(r"\+\d+", data["phone"])
+
+
+@pytest.mark.parametrize(
+    "params, classic, json_error",
+    [
+        ({"service": "zz", "country": "us"}, "BAD_SERVICE", "BAD_SERVICE"),
+        ({"service": "", "country": "us"}, "BAD_SERVICE", "BAD_SERVICE"),
+        ({"service": "tg", "country": "zz"}, "BAD_COUNTRY", "BAD_COUNTRY"),
+        ({"service": "tg", "country": "999"}, "BAD_COUNTRY", "BAD_COUNTRY"),
+        ({"service": "tg"}, "BAD_COUNTRY", "BAD_COUNTRY"),
+        ({"service": "dr", "country": "12"}, "NO_NUMBERS", "NO_NUMBERS"),  # stock 0
+        ({"service": "ds", "country": "16"}, "NO_NUMBERS", "NO_NUMBERS"),  # not sold there
+        ({"service": "tg", "country": "us", "maxPrice": "1.00"}, "WRONG_MAX_PRICE:1.69", "WRONG_MAX_PRICE"),
+        ({"service": "tg", "country": "us", "maxPrice": "abc"}, "BAD_PARAMETER", "BAD_PARAMETER"),
+        ({"service": "tg", "country": "us", "maxPrice": "-1"}, "BAD_PARAMETER", "BAD_PARAMETER"),
+    ],
+)
+def test_get_number_refusals_change_nothing(api, customer, params, classic, json_error):
+    rows = ledger_rows()
+    assert api.text("getNumber", **params) == classic
+    data = api.json("getNumber", **params)
+    assert data["error"] == json_error
+    if json_error == "WRONG_MAX_PRICE":
+        assert data["minPrice"] == 1.69
+    assert balance(customer.id) == 100_000
+    assert ledger_rows() == rows
+    assert db.session.execute(select(func.count(Activation.id))).scalar_one() == 0
+
+
+def test_max_price_at_or_above_our_price_buys(api):
+    assert api.text("getNumber", service="tg", country="us", maxPrice="1.69").startswith("ACCESS_NUMBER:")
+
+
+def test_no_balance(client, make_user, stocked):
+    poor = make_user(email="poor@example.com", balance="1.00")
+    api = Api(client, api_key_of(poor))
+    assert api.text("getNumber", service="tg", country="us") == "NO_BALANCE"
+    assert api.json("getNumber", service="tg", country="us") == {"error": "NO_BALANCE"}
+    assert balance(poor.id) == 10_000
+    assert db.session.execute(select(func.count(Activation.id))).scalar_one() == 0
+
+
+def test_disabled_service_is_bad_service(api, customer):
+    db.session.get(Service, "tg").enabled = False
+    db.session.commit()
+    assert api.text("getNumber", service="tg", country="us") == "BAD_SERVICE"
+    assert balance(customer.id) == 100_000
+
+
+def test_active_activation_cap(api, customer):
+    settings.store("max_active_activations", "2")
+    db.session.commit()
+    assert api.text("getNumber", service="ot", country="12").startswith("ACCESS_NUMBER")
+    assert api.text("getNumber", service="ot", country="12").startswith("ACCESS_NUMBER")
+    before = balance(customer.id)
+    assert api.text("getNumber", service="ot", country="12") == "TOO_MANY_ACTIVATIONS"
+    assert api.json("getNumber", service="ot", country="12") == {"error": "TOO_MANY_ACTIVATIONS"}
+    assert balance(customer.id) == before
+    assert verify_ledger() == []
+
+
+def test_get_number_v2_types_and_order_id(api, customer):
+    response = api("getNumberV2", service="tg", country="12", orderId="order-1")
+    assert response.mimetype == "application/json"
+    data = response.get_json()
+    assert isinstance(data["activationId"], int)
+    assert isinstance(data["phoneNumber"], str) and data["phoneNumber"].isdigit()
+    assert data["activationCost"] == 0.33
+    assert data["currency"] == 840
+    assert data["countryCode"] == "12"
+    assert data["canGetAnotherSms"] == "1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", data["activationTime"])
+    after_first = balance(customer.id)
+    assert api.text("getNumberV2", service="tg", country="12", orderId="order-1") == "ORDER_ALREADY_EXISTS"
+    assert api.json("getNumberV2", service="tg", country="12", orderId="order-1") == {
+        "error": "ORDER_ALREADY_EXISTS"
+    }
+    assert balance(customer.id) == after_first
+    # Another order id buys again.
+    assert "activationId" in api.json("getNumberV2", service="tg", country="12", orderId="order-2")
+
+
+def test_order_ids_are_per_customer(client, api, make_user):
+    api.json("getNumberV2", service="tg", country="12", orderId="same")
+    other = make_user(email="other@example.com", balance="5.00")
+    other_api = Api(client, api_key_of(other))
+    assert "activationId" in other_api.json("getNumberV2", service="tg", country="12", orderId="same")
+
+
+def test_status_flow_classic(api, clock):
+    body = api.text("getNumber", service="tg", country="12")
+    activation_id = body.split(":")[1]
+    assert api.text("getStatus", id=activation_id) == "STATUS_WAIT_CODE"
+    assert api.json("getStatus", id=activation_id) == {"status": "STATUS_WAIT_CODE"}
+    v2 = api("getStatusV2", id=activation_id).get_json()
+    assert v2 == {"verificationType": 0, "sms": None, "call": None}
+    clock.travel(6)
+    body = api.text("getStatus", id=activation_id)
+    assert re.fullmatch(r"STATUS_OK:\d{6}", body)
+    code = body.split(":", 1)[1]
+    assert api.json("getStatus", id=activation_id) == {"status": "STATUS_OK", "code": code}
+    v2 = api("getStatusV2", id=activation_id).get_json()
+    assert v2["sms"]["code"] == code and v2["call"] is None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", v2["sms"]["dateTime"])
+    # Another SMS: the last code is shown while waiting, then the new one.
+    assert api.text("setStatus", id=activation_id, status="3") == "ACCESS_RETRY_GET"
+    assert api.text("getStatus", id=activation_id) == f"STATUS_WAIT_RETRY:{code}"
+    clock.travel(6)
+    new = api.text("getStatus", id=activation_id)
+    assert new.startswith("STATUS_OK:") and new != f"STATUS_OK:{code}"
+    assert api.text("setStatus", id=activation_id, status="6") == "ACCESS_ACTIVATION"
+    assert api.text("getStatus", id=activation_id) == new
+    assert verify_ledger() == []
+
+
+def test_codes_keep_leading_zeros(api, clock):
+    # The sandbox's first activation's first code starts with a zero.
+    activation_id = api.text("getNumber", service="tg", country="12").split(":")[1]
+    clock.travel(6)
+    body = api.text("getStatus", id=activation_id)
+    assert body.startswith("STATUS_OK:0"), body
+    assert api.json("getStatus", id=activation_id)["code"].startswith("0")
+
+
+def test_set_status_json_answers(api, clock):
+    activation_id = api.json("getNumber", service="ot", country="12")["activationId"]
+    assert api.json("setStatus", id=activation_id, status="1") == {
+        "status": "ACCESS_READY", "activationStatus": "ready"
+    }
+    assert api.json("setStatus", id=activation_id, status="8") == {"error": "EARLY_CANCEL_DENIED"}
+    clock.travel(121)
+    assert api.json("setStatus", id=activation_id, status="8") == {
+        "status": "ACCESS_CANCEL", "activationStatus": "cancelled"
+    }
+    assert api.json("getStatus", id=activation_id) == {"status": "STATUS_CANCEL"}
+    assert api.text("getStatusV2", id=activation_id) == "STATUS_CANCEL"
+
+
+@pytest.mark.parametrize("status", ["", "2", "9", "abc", "8.0", "-2"])
+def test_bad_status_values(api, status):
+    activation_id = api.json("getNumber", service="ot", country="12")["activationId"]
+    assert api.text("setStatus", id=activation_id, status=status) == "BAD_STATUS"
+    assert api.json("setStatus", id=activation_id, status=status) == {"error": "BAD_STATUS"}
+
+
+@pytest.mark.parametrize("raw_id", ["", "abc", "-1", "0", "99999", "1 OR 1=1", "9" * 40])
+def test_unknown_or_malformed_ids(api, raw_id):
+    assert api.text("getStatus", id=raw_id) == "NO_ACTIVATION"
+    assert api.json("getStatus", id=raw_id) == {"error": "ACTIVATION_NOT_FOUND"}
+    assert api.text("setStatus", id=raw_id, status="8") == "NO_ACTIVATION"
+    assert api.text("getStatusV2", id=raw_id) == "NO_ACTIVATION"
+
+
+def test_another_customers_activation_is_not_found(client, api, make_user, clock):
+    activation_id = api.json("getNumber", service="ot", country="12")["activationId"]
+    clock.travel(121)
+    intruder = make_user(email="intruder@example.com", balance="5.00")
+    other = Api(client, api_key_of(intruder))
+    for action, params in (
+        ("getStatus", {"id": activation_id}),
+        ("getStatusV2", {"id": activation_id}),
+        ("setStatus", {"id": activation_id, "status": "8"}),
+        ("setStatus", {"id": activation_id, "status": "6"}),
+    ):
+        assert other.text(action, **params) == "NO_ACTIVATION"
+        assert other.json(action, **params) == {"error": "ACTIVATION_NOT_FOUND"}
+    assert other.json("getActiveActivations") == {"activations": []}
+    assert db.session.get(Activation, activation_id).status == "allocated"
+    assert balance(intruder.id) == 50_000
+
+
+def test_active_activations(api, clock):
+    assert api("getActiveActivations").get_json() == {"status": "error", "error": "NO_ACTIVATIONS"}
+    assert api.json("getActiveActivations") == {"activations": []}
+    first = api.json("getNumber", service="tg", country="12")["activationId"]
+    api.json("getNumber", service="ot", country="12")
+    clock.travel(6)
+    api.text("getStatus", id=first)
+    data = api("getActiveActivations").get_json()
+    assert data["status"] == "success"
+    rows = {row["activationId"]: row for row in data["activeActivations"]}
+    row = rows[str(first)]
+    assert row["serviceCode"] == "tg"
+    assert isinstance(row["activationStatus"], str)
+    assert isinstance(row["canGetAnotherSms"], str)
+    assert isinstance(row["smsCode"], str)
+    assert row["countryCode"] == "12" and row["currency"] == 840
+    assert row["phoneNumber"].isdigit()
+    json_rows = api.json("getActiveActivations")["activations"]
+    assert {r["id"] for r in json_rows} == {first, first + 1}
+    sample = next(r for r in json_rows if r["id"] == first)
+    assert sample["status"] == "code_received"
+    assert sample["phone_number"].startswith("+")
+    assert sample["service_code"] == "tg"
+
+
+def test_get_prices_only_buyable(api):
+    data = api("getPrices").get_json()
+    assert data["12"]["tg"] == {"cost": 0.33, "count": 120}
+    assert "dr" not in data["12"]  # out of stock
+    assert api.json("getPrices") == data
+    assert set(api("getPrices", service="tg").get_json()["187"]) == {"tg"}
+    assert list(api("getPrices", country="us").get_json()) == ["187"]
+    assert api("getPrices", service="tg", country="gb").get_json() == {"16": {"tg": {"cost": 1.17, "count": 44}}}
+    assert api.text("getPrices", country="zz") == "BAD_COUNTRY"
+    db.session.get(Service, "tg").enabled = False
+    db.session.commit()
+    assert "tg" not in api("getPrices").get_json()["12"]
+
+
+def test_get_countries_and_services(api):
+    countries = api("getCountries").get_json()
+    assert countries["187"]["eng"] == "USA" and countries["187"]["iso"] == "us"
+    assert countries["12"]["id"] == 12
+    services = api("getServicesList").get_json()
+    assert services["status"] == "success"
+    assert {"code": "tg", "name": "Telegram"} in services["services"]
+    assert api.json("getServicesList") == services
+
+
+def test_sub_cent_upstream_costs_round_up_to_the_cent(api):
+    # ds in country 12 costs 0.0545 upstream: +30 % = 0.07085 → 0.10 (minimum price).
+    assert api("getPrices", service="ds", country="12").get_json()["12"]["ds"]["cost"] == 0.10
+
+
+def test_api_rate_limit_answers_429_with_retry_after(tmp_path, make_user, stocked):
+    from reseller import create_app
+    from reseller.extensions import limiter
+    from tests.conftest import make_config
+
+    app = create_app(make_config(tmp_path, RATELIMIT_ENABLED=True, API_RATE_LIMIT="3 per minute"))
+    with app.app_context():
+        limiter.reset()
+        user = make_user(email="fast@example.com")
+        key = api_key_of(user)
+        client = app.test_client()
+        codes = [
+            client.get("/stubs/handler_api.php", query_string={"api_key": key, "action": "getBalance"})
+            for _ in range(4)
+        ]
+        assert [r.status_code for r in codes] == [200, 200, 200, 429]
+        assert codes[-1].headers.get("Retry-After")
+        # The limit is per key: another key is not affected.
+        other = make_user(email="slow@example.com")
+        response = client.get(
+            "/stubs/handler_api.php",
+            query_string={"api_key": api_key_of(other), "action": "getBalance"},
+        )
+        assert response.status_code == 200
+        limiter.reset()
+        db.session.remove()
