@@ -38,8 +38,17 @@ def test_get_balance_every_path_and_method(client, customer, path, method):
 
 def test_unknown_parameters_are_ignored(api):
     body = api.text(
-        "getBalance", ref="abc", ref_id="1", json="1", lang="en", start="0", limit="10",
-        operator="any", forward="0", phoneException="7999", activationType="0",
+        "getBalance",
+        ref="abc",
+        ref_id="1",
+        json="1",
+        lang="en",
+        start="0",
+        limit="10",
+        operator="any",
+        forward="0",
+        phoneException="7999",
+        activationType="0",
     )
     assert body == "ACCESS_BALANCE:10.00"
 
@@ -95,7 +104,10 @@ def test_get_number_classic(api, customer):
     assert verify_ledger() == []
 
 
-@pytest.mark.parametrize("country, expected", [("US", 187), ("us", 187), ("187", 187), ("12", 12), ("gb", 16), ("UK", 16)])
+@pytest.mark.parametrize(
+    "country, expected",
+    [("US", 187), ("us", 187), ("187", 187), ("12", 12), ("gb", 16), ("UK", 16)],
+)
 def test_country_formats(api, country, expected):
     data = api.json("getNumber", service="tg", country=country)
     assert data["status"] == "ACCESS_NUMBER"
@@ -119,7 +131,11 @@ def test_get_number_json(api):
         ({"service": "tg"}, "BAD_COUNTRY", "BAD_COUNTRY"),
         ({"service": "dr", "country": "12"}, "NO_NUMBERS", "NO_NUMBERS"),  # stock 0
         ({"service": "ds", "country": "16"}, "NO_NUMBERS", "NO_NUMBERS"),  # not sold there
-        ({"service": "tg", "country": "us", "maxPrice": "1.00"}, "WRONG_MAX_PRICE:1.69", "WRONG_MAX_PRICE"),
+        (
+            {"service": "tg", "country": "us", "maxPrice": "1.00"},
+            "WRONG_MAX_PRICE:1.69",
+            "WRONG_MAX_PRICE",
+        ),
         ({"service": "tg", "country": "us", "maxPrice": "abc"}, "BAD_PARAMETER", "BAD_PARAMETER"),
         ({"service": "tg", "country": "us", "maxPrice": "-1"}, "BAD_PARAMETER", "BAD_PARAMETER"),
     ],
@@ -137,7 +153,9 @@ def test_get_number_refusals_change_nothing(api, customer, params, classic, json
 
 
 def test_max_price_at_or_above_our_price_buys(api):
-    assert api.text("getNumber", service="tg", country="us", maxPrice="1.69").startswith("ACCESS_NUMBER:")
+    assert api.text("getNumber", service="tg", country="us", maxPrice="1.69").startswith(
+        "ACCESS_NUMBER:"
+    )
 
 
 def test_no_balance(client, make_user, stocked):
@@ -180,7 +198,10 @@ def test_get_number_v2_types_and_order_id(api, customer):
     assert data["canGetAnotherSms"] == "1"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", data["activationTime"])
     after_first = balance(customer.id)
-    assert api.text("getNumberV2", service="tg", country="12", orderId="order-1") == "ORDER_ALREADY_EXISTS"
+    assert (
+        api.text("getNumberV2", service="tg", country="12", orderId="order-1")
+        == "ORDER_ALREADY_EXISTS"
+    )
     assert api.json("getNumberV2", service="tg", country="12", orderId="order-1") == {
         "error": "ORDER_ALREADY_EXISTS"
     }
@@ -193,7 +214,9 @@ def test_order_ids_are_per_customer(client, api, make_user):
     api.json("getNumberV2", service="tg", country="12", orderId="same")
     other = make_user(email="other@example.com", balance="5.00")
     other_api = Api(client, api_key_of(other))
-    assert "activationId" in other_api.json("getNumberV2", service="tg", country="12", orderId="same")
+    assert "activationId" in other_api.json(
+        "getNumberV2", service="tg", country="12", orderId="same"
+    )
 
 
 def test_status_flow_classic(api, clock):
@@ -234,12 +257,14 @@ def test_codes_keep_leading_zeros(api, clock):
 def test_set_status_json_answers(api, clock):
     activation_id = api.json("getNumber", service="ot", country="12")["activationId"]
     assert api.json("setStatus", id=activation_id, status="1") == {
-        "status": "ACCESS_READY", "activationStatus": "ready"
+        "status": "ACCESS_READY",
+        "activationStatus": "ready",
     }
     assert api.json("setStatus", id=activation_id, status="8") == {"error": "EARLY_CANCEL_DENIED"}
     clock.travel(121)
     assert api.json("setStatus", id=activation_id, status="8") == {
-        "status": "ACCESS_CANCEL", "activationStatus": "cancelled"
+        "status": "ACCESS_CANCEL",
+        "activationStatus": "cancelled",
     }
     assert api.json("getStatus", id=activation_id) == {"status": "STATUS_CANCEL"}
     assert api.text("getStatusV2", id=activation_id) == "STATUS_CANCEL"
@@ -310,7 +335,9 @@ def test_get_prices_only_buyable(api):
     assert api.json("getPrices") == data
     assert set(api("getPrices", service="tg").get_json()["187"]) == {"tg"}
     assert list(api("getPrices", country="us").get_json()) == ["187"]
-    assert api("getPrices", service="tg", country="gb").get_json() == {"16": {"tg": {"cost": 1.17, "count": 44}}}
+    assert api("getPrices", service="tg", country="gb").get_json() == {
+        "16": {"tg": {"cost": 1.17, "count": 44}}
+    }
     assert api.text("getPrices", country="zz") == "BAD_COUNTRY"
     db.session.get(Service, "tg").enabled = False
     db.session.commit()
@@ -344,7 +371,9 @@ def test_api_rate_limit_answers_429_with_retry_after(tmp_path, make_user, stocke
         key = api_key_of(user)
         client = app.test_client()
         codes = [
-            client.get("/stubs/handler_api.php", query_string={"api_key": key, "action": "getBalance"})
+            client.get(
+                "/stubs/handler_api.php", query_string={"api_key": key, "action": "getBalance"}
+            )
             for _ in range(4)
         ]
         assert [r.status_code for r in codes] == [200, 200, 200, 429]

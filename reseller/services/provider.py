@@ -64,7 +64,20 @@ def raw_upstream() -> Upstream:
 
 def upstream() -> OutsideTransaction:
     """The current app's upstream (tests may replace it with `use_upstream`)."""
-    return OutsideTransaction(raw_upstream())
+    provider = raw_upstream()
+    if provider.name == "sandbox":
+        _follow_settings(provider)
+    return OutsideTransaction(provider)
+
+
+def _follow_settings(sandbox) -> None:
+    """The sandbox plays by the operator's current lifetime and early-cancel settings."""
+    import datetime as dt
+
+    from . import settings
+
+    sandbox.lifetime = dt.timedelta(seconds=settings.get("activation_lifetime"))
+    sandbox.early_cancel = dt.timedelta(seconds=settings.get("early_cancel_window"))
 
 
 def use_upstream(app: Flask, provider: Upstream) -> None:

@@ -265,7 +265,7 @@ def refresh_prices(report: PassReport, *, force: bool = False) -> None:
 def run_once() -> PassReport:
     report = PassReport()
     settings.forget()
-    for step in (refresh_prices, poll_due, expire_overdue, settle_purchases):
+    for step in (refresh_prices, expire_overdue, poll_due, settle_purchases):
         try:
             step(report)
         except Exception as exc:

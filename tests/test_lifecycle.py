@@ -1,0 +1,569 @@
+"""The activation lifecycle: the state matrix, money on every path, upstream faults,
+expiry and early cancel with injected time, the poll cap, and concurrency."""
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from reseller.extensions import db
+from reseller.models import Activation, ActivationEvent, LedgerEntry, User
+from reseller.models import ActivationStatus as S
+from reseller.services import activations, catalog
+from reseller.services.activations import TRANSITIONS
+from reseller.services.ledger import verify_ledger
+from reseller.services.provider import use_upstream
+from reseller.upstream.grizzly import GrizzlyClient
+from tests.conftest import Api, api_key_of
+from tests.fake_grizzly import Fault, FakeGrizzly, Reply
+
+
+def balance(user_id):
+    db.session.expire_all()
+    return db.session.get(User, user_id).balance
+
+
+def refunds(activation_id=None):
+    stmt = select(func.count(LedgerEntry.id)).where(LedgerEntry.kind == "refund")
+    if activation_id is not None:
+        stmt = stmt.where(LedgerEntry.activation_id == activation_id)
+    return db.session.execute(stmt).scalar_one()
+
+
+def status_of(activation_id):
+    db.session.expire_all()
+    return db.session.get(Activation, activation_id).status
+
+
+# --- the state table, as a whole matrix ---------------------------------------------
+
+
+def _activation_in(user, state: S) -> int:
+    from reseller.services import wallet
+    from reseller.models import LedgerKind
+
+    activation = Activation(
+        user_id=user.id,
+        service="tg",
+        country_id=12,
+        status=state.value,
+        price=5000,
+        upstream_name="sandbox",
+        upstream_id="1",
+        phone="15550000000",
+    )
+    db.session.add(activation)
+    db.session.flush()
+    wallet.debit(user.id, 5000, kind=LedgerKind.PURCHASE, activation_id=activation.id)
+    if state in activations.REFUNDING_STATES:  # a closed-with-refund row has its refund
+        wallet.credit(user.id, 5000, kind=LedgerKind.REFUND, activation_id=activation.id)
+    db.session.commit()
+    return activation.id
+
+
+@pytest.mark.parametrize("source", list(S))
+@pytest.mark.parametrize("target", list(S))
+def test_transition_matrix(make_user, source, target):
+    user = make_user(balance="1.00")
+    activation_id = _activation_in(user, source)
+    before = balance(user.id)
+    moved = activations._transition(activation_id, target, actor="test")
+    db.session.commit()
+    assert moved == (target in TRANSITIONS[source])
+    assert status_of(activation_id) == (target.value if moved else source.value)
+    refunded = moved and target in activations.REFUNDING_STATES
+    already = 1 if source in activations.REFUNDING_STATES else 0
+    assert refunds(activation_id) == (1 if refunded else already)
+    assert balance(user.id) == before + (5000 if refunded else 0)
+    events = db.session.execute(
+        select(func.count(ActivationEvent.id)).where(ActivationEvent.activation_id == activation_id)
+    ).scalar_one()
+    assert events == (1 if moved else 0)
+    # A second attempt at the same move never succeeds twice, so never refunds twice.
+    assert (
+        activations._transition(activation_id, target, actor="test") is False
+        or target in TRANSITIONS[target]
+    )
+    db.session.commit()
+    assert refunds(activation_id) == (1 if refunded else already)
+    assert verify_ledger() == []
+
+
+def test_terminal_states_are_terminal():
+    for state in (S.COMPLETED, S.CANCELLED, S.EXPIRED, S.FAILED):
+        assert TRANSITIONS[state] == frozenset()
+
+
+# --- the customer-visible matrix: every setStatus in every state --------------------
+
+
+def _make_state(api, clock, state):
+    """Drive a sandbox activation into `state` through the API; returns its id."""
+    if state in ("allocated_early", "allocated_late", "cancelled", "expired"):
+        activation_id = api.json("getNumber", service="ot", country="12")["activationId"]
+        if state == "allocated_late":
+            clock.travel(121)
+        elif state == "cancelled":
+            clock.travel(121)
+            assert api.text("setStatus", id=activation_id, status="8") == "ACCESS_CANCEL"
+        elif state == "expired":
+            clock.travel(1201)
+            assert api.text("getStatus", id=activation_id) == "STATUS_CANCEL"
+        return activation_id
+    activation_id = api.json("getNumber", service="tg", country="12")["activationId"]
+    clock.travel(6)
+    assert api.text("getStatus", id=activation_id).startswith("STATUS_OK:")
+    if state == "retry_wait":
+        assert api.text("setStatus", id=activation_id, status="3") == "ACCESS_RETRY_GET"
+    elif state == "completed":
+        assert api.text("setStatus", id=activation_id, status="6") == "ACCESS_ACTIVATION"
+    return activation_id
+
+
+SET_STATUS_MATRIX = {
+    # state: {status: expected classic answer}
+    "allocated_early": {
+        "1": "ACCESS_READY",
+        "3": "BAD_STATUS",
+        "6": "BAD_STATUS",
+        "8": "EARLY_CANCEL_DENIED",
+        "-1": "EARLY_CANCEL_DENIED",
+    },
+    "allocated_late": {
+        "1": "ACCESS_READY",
+        "3": "BAD_STATUS",
+        "6": "BAD_STATUS",
+        "8": "ACCESS_CANCEL",
+        "-1": "ACCESS_CANCEL",
+    },
+    "code_received": {
+        "1": "ACCESS_READY",
+        "3": "ACCESS_RETRY_GET",
+        "6": "ACCESS_ACTIVATION",
+        "8": "BAD_STATUS",
+        "-1": "BAD_STATUS",
+    },
+    "retry_wait": {
+        "1": "ACCESS_READY",
+        "3": "ACCESS_RETRY_GET",
+        "6": "ACCESS_ACTIVATION",
+        "8": "BAD_STATUS",
+        "-1": "BAD_STATUS",
+    },
+    "completed": {
+        "1": "BAD_STATUS",
+        "3": "BAD_STATUS",
+        "6": "ACCESS_ACTIVATION",
+        "8": "BAD_STATUS",
+        "-1": "BAD_STATUS",
+    },
+    "cancelled": {
+        "1": "BAD_STATUS",
+        "3": "BAD_STATUS",
+        "6": "BAD_STATUS",
+        "8": "ACCESS_CANCEL",
+        "-1": "ACCESS_CANCEL",
+    },
+    "expired": {
+        "1": "BAD_STATUS",
+        "3": "BAD_STATUS",
+        "6": "BAD_STATUS",
+        "8": "ACCESS_CANCEL",
+        "-1": "ACCESS_CANCEL",
+    },
+}
+
+
+@pytest.mark.parametrize("state", list(SET_STATUS_MATRIX))
+@pytest.mark.parametrize("status", ["1", "3", "6", "8", "-1"])
+def test_set_status_matrix(api, customer, clock, state, status):
+    activation_id = _make_state(api, clock, state)
+    refunds_before = refunds(activation_id)
+    balance_before = balance(customer.id)
+    answer = api.text("setStatus", id=activation_id, status=status)
+    assert answer == SET_STATUS_MATRIX[state][status]
+    newly_refunded = state == "allocated_late" and status in ("8", "-1")
+    assert refunds(activation_id) == refunds_before + (1 if newly_refunded else 0)
+    assert refunds(activation_id) <= 1
+    price = db.session.get(Activation, activation_id).price
+    assert balance(customer.id) == balance_before + (price if newly_refunded else 0)
+    assert verify_ledger() == []
+
+
+def test_early_cancel_window_is_configurable(api, clock):
+    from reseller.services import settings
+
+    settings.store("early_cancel_window", "10")
+    db.session.commit()
+    activation_id = api.json("getNumber", service="ot", country="12")["activationId"]
+    assert api.text("setStatus", id=activation_id, status="8") == "EARLY_CANCEL_DENIED"
+    clock.travel(11)
+    assert api.text("setStatus", id=activation_id, status="8") == "ACCESS_CANCEL"
+
+
+def test_expiry_refunds_once_through_the_worker(api, customer, clock, runner):
+    activation_id = api.json("getNumber", service="ot", country="12")["activationId"]
+    charged = balance(customer.id)
+    clock.travel(1201)
+    result = runner.invoke(args=["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "expired 1" in result.output
+    assert status_of(activation_id) == "expired"
+    assert balance(customer.id) == charged + db.session.get(Activation, activation_id).price
+    runner.invoke(args=["worker", "--once"])
+    assert api.text("getStatus", id=activation_id) == "STATUS_CANCEL"
+    assert refunds(activation_id) == 1
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+
+
+def test_expiry_with_a_code_completes_without_refund(api, clock, runner):
+    activation_id = api.json("getNumber", service="tg", country="12")["activationId"]
+    clock.travel(6)
+    api.text("getStatus", id=activation_id)
+    clock.travel(1300)
+    runner.invoke(args=["worker", "--once"])
+    assert status_of(activation_id) == "completed"
+    assert refunds(activation_id) == 0
+
+
+# --- the GrizzlySMS client against the fake upstream --------------------------------
+
+
+@pytest.fixture
+def fake():
+    with FakeGrizzly(early_cancel_seconds=0) as server:
+        yield server
+    assert not server.errors
+
+
+@pytest.fixture
+def grizzly(app, fake):
+    client = GrizzlyClient(
+        "test-key", url=fake.url, connect_timeout=0.5, read_timeout=0.5, retries=1, backoff=0
+    )
+    client._sleep = lambda seconds: None
+    use_upstream(app, client)
+    catalog.refresh(client)
+    return client
+
+
+@pytest.fixture
+def gapi(client, grizzly, make_user):
+    user = make_user(email="buyer@example.com", balance="10.00")
+    api = Api(client, api_key_of(user))
+    api.user_id = user.id
+    return api
+
+
+def test_purchase_through_grizzly_sends_our_price_as_max_price(gapi, fake):
+    body = gapi.text("getNumber", service="tg", country="12")
+    assert body.startswith("ACCESS_NUMBER:")
+    call = [c for c in fake.calls if c.action == "getNumberV2"][-1]
+    activation = db.session.get(Activation, int(body.split(":")[1]))
+    assert call.params["maxPrice"] == "0.39"  # 0.30 + 30 % — we never pay more than we charge
+    assert activation.upstream_cost == 3000
+    assert activation.upstream_id.isdigit()
+    assert activation.upstream_id != str(activation.id)
+
+
+@pytest.mark.parametrize(
+    "answer, classic",
+    [
+        ("NO_NUMBERS", "NO_NUMBERS"),
+        ("NO_BALANCE", "NO_NUMBERS"),
+        ("BAD_SERVICE", "BAD_SERVICE"),
+        (Fault.PROHIBITED, "NO_NUMBERS"),
+        ("BANNED:'2026-11-25 10-00-00'", "ERROR_SQL"),
+        ("USERS_IP_IS_NOT_ALLOWED", "ERROR_SQL"),
+    ],
+)
+def test_definite_purchase_failures_refund_at_once(gapi, fake, answer, classic):
+    fake.script("getNumberV2", answer)
+    assert gapi.text("getNumber", service="tg", country="12") == classic
+    activation = db.session.execute(select(Activation)).scalar_one()
+    assert activation.status == "failed"
+    assert balance(gapi.user_id) == 100_000
+    assert refunds(activation.id) == 1
+    assert verify_ledger() == []
+
+
+def test_upstream_price_rise_answers_wrong_max_price_and_refunds(gapi, fake):
+    fake.script("getNumberV2", "WRONG_MAX_PRICE:0.50")
+    assert gapi.text("getNumber", service="tg", country="12") == "WRONG_MAX_PRICE:0.65"
+    assert balance(gapi.user_id) == 100_000
+    # The cache learnt the new cost: the next purchase is quoted at the new price.
+    body = gapi.text("getNumber", service="tg", country="12", maxPrice="0.65")
+    assert body.startswith("ACCESS_NUMBER:")
+    assert verify_ledger() == []
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.SLOW, Fault.HTTP_500, Fault.GARBAGE, Fault.TRUNCATED_JSON, Fault.DROP]
+)
+def test_unknown_purchase_outcome_keeps_the_hold_until_settled(gapi, fake, clock, runner, fault):
+    fake.code_delay = None
+    fake.script("getNumberV2", fault, process=True)
+    assert gapi.text("getNumber", service="tg", country="12") == "ERROR_SQL"
+    activation = db.session.execute(select(Activation)).scalar_one()
+    assert activation.status == "unknown"
+    assert balance(gapi.user_id) == 100_000 - activation.price  # held, not refunded
+    assert verify_ledger() == []
+    # The upstream did sell a number that nobody holds: the worker settles both sides.
+    upstream_active = [
+        a for a in fake.activations.values() if a.state not in ("cancelled", "finished")
+    ]
+    assert len(upstream_active) == 1
+    clock.travel(120)
+    # First pass: the purchase is refunded; the orphan is noted, not yet cancelled, in
+    # case a late answer is still on its way to a web worker.
+    result = runner.invoke(args=["worker", "--once"])
+    assert "settled 1" in result.output and "orphans cancelled 0" in result.output, result.output
+    clock.travel(120)
+    result = runner.invoke(args=["worker", "--once"])
+    assert "settled 0" in result.output and "orphans cancelled 1" in result.output, result.output
+    assert status_of(activation.id) == "failed"
+    assert balance(gapi.user_id) == 100_000
+    assert all(a.state == "cancelled" for a in fake.activations.values())
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+
+
+def test_unknown_outcome_when_nothing_was_bought(gapi, fake, clock, runner):
+    fake.script("getNumberV2", Fault.HTTP_500, process=False)
+    assert gapi.text("getNumber", service="tg", country="12") == "ERROR_SQL"
+    assert fake.activations == {}
+    clock.travel(200)
+    result = runner.invoke(args=["worker", "--once"])
+    assert "settled 1" in result.output and "orphans cancelled 0" in result.output
+    assert balance(gapi.user_id) == 100_000
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+
+
+def test_connection_refused_refunds_at_once(app, client, make_user):
+    from tests.conftest import Api
+
+    dead = GrizzlyClient(
+        "k",
+        url="http://127.0.0.1:9/stubs/handler_api.php",
+        connect_timeout=0.3,
+        read_timeout=0.3,
+        retries=0,
+    )
+    with FakeGrizzly() as fake:
+        live = GrizzlyClient("test-key", url=fake.url)
+        catalog.refresh(live)
+    use_upstream(app, dead)
+    user = make_user(balance="10.00")
+    api = Api(client, api_key_of(user))
+    assert api.text("getNumber", service="tg", country="12") == "ERROR_SQL"
+    assert db.session.execute(select(Activation.status)).scalar_one() == "failed"
+    assert balance(user.id) == 100_000
+
+
+def test_poll_faults_change_nothing(gapi, fake, clock):
+    fake.code_delay = None
+    activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
+    for fault, tries in (
+        (Fault.SLOW, 2),
+        (Fault.HTTP_500, 2),
+        (Fault.DROP, 2),  # transport: retried once
+        (Fault.GARBAGE, 1),
+        (Fault.PROHIBITED, 1),
+    ):
+        fake.script("getStatus", *[fault] * tries)
+        clock.travel(4)
+        assert gapi.text("getStatus", id=activation_id) == "STATUS_WAIT_CODE"
+        assert status_of(activation_id) == "allocated"
+    fake.deliver_code(db.session.get(Activation, activation_id).upstream_id, "0042")
+    clock.travel(4)
+    assert gapi.text("getStatus", id=activation_id) == "STATUS_OK:0042"
+    assert verify_ledger() == []
+
+
+def test_cancel_refused_upstream_means_no_refund(gapi, fake, clock):
+    fake.code_delay = None
+    activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
+    clock.travel(121)
+    for answer, expected in (
+        ("EARLY_CANCEL_DENIED", "EARLY_CANCEL_DENIED"),
+        ("STATUS_ALREADY_CHANGED", "BAD_STATUS"),
+        (Fault.PROHIBITED, "BAD_STATUS"),
+        (Fault.HTTP_500, "ERROR_SQL"),
+        (Fault.SLOW, "ERROR_SQL"),
+        (Fault.GARBAGE, "BAD_STATUS"),
+    ):
+        fake.script("setStatus", answer)
+        assert gapi.text("setStatus", id=activation_id, status="8") == expected, answer
+        assert status_of(activation_id) == "allocated"
+        assert refunds(activation_id) == 0
+    assert gapi.text("setStatus", id=activation_id, status="8") == "ACCESS_CANCEL"
+    assert refunds(activation_id) == 1
+    assert verify_ledger() == []
+
+
+def test_cancel_when_upstream_already_cancelled(gapi, fake, clock):
+    fake.code_delay = None
+    activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
+    upstream_id = db.session.get(Activation, activation_id).upstream_id
+    fake._cancel(fake.activations[int(upstream_id)])
+    clock.travel(121)
+    fake.script("setStatus", "ALREADY_CANCEL")
+    assert gapi.text("setStatus", id=activation_id, status="8") == "ACCESS_CANCEL"
+    assert refunds(activation_id) == 1
+
+
+def test_code_arriving_at_cancel_time_wins_over_the_refund(gapi, fake, clock):
+    fake.code_delay = None
+    activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
+    upstream_id = db.session.get(Activation, activation_id).upstream_id
+    clock.travel(121)
+    fake.deliver_code(upstream_id, "777111")
+    assert gapi.text("setStatus", id=activation_id, status="8") == "BAD_STATUS"
+    assert gapi.text("getStatus", id=activation_id) == "STATUS_OK:777111"
+    assert refunds(activation_id) == 0
+
+
+def test_code_after_our_expiry_is_delivered_not_refunded(gapi, fake, clock, runner):
+    fake.code_delay = None
+    activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
+    upstream_id = db.session.get(Activation, activation_id).upstream_id
+    clock.travel(1201)
+    fake.deliver_code(upstream_id, "123456")  # the upstream delivers at minute 21
+    runner.invoke(args=["worker", "--once"])
+    assert status_of(activation_id) in ("code_received", "completed")
+    assert refunds(activation_id) == 0
+    assert gapi.text("getStatus", id=activation_id) == "STATUS_OK:123456"
+
+
+def test_expiry_waits_for_the_upstream_to_confirm(gapi, fake, clock, runner):
+    fake.code_delay = None
+    activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
+    clock.travel(1201)
+    fake.script("getStatus", *[Fault.HTTP_500] * 8)  # the upstream cannot be asked
+    runner.invoke(args=["worker", "--once"])
+    assert status_of(activation_id) == "allocated"
+    assert refunds(activation_id) == 0
+    fake.script("setStatus", "BAD_STATUS")
+    clock.travel(5)
+    runner.invoke(args=["worker", "--once"])
+    assert refunds(activation_id) == 0
+    clock.travel(5)
+    runner.invoke(args=["worker", "--once"])
+    assert status_of(activation_id) == "expired"
+    assert refunds(activation_id) == 1
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+
+
+def test_poll_cap_many_polls_few_upstream_calls(gapi, fake, clock):
+    fake.code_delay = None
+    activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
+    upstream_id = db.session.get(Activation, activation_id).upstream_id
+    for _ in range(50):
+        assert gapi.text("getStatus", id=activation_id) == "STATUS_WAIT_CODE"
+    assert fake.count("getStatus", activation_id=upstream_id) == 1
+    clock.travel(3)
+    for _ in range(50):
+        gapi.text("getStatus", id=activation_id)
+    assert fake.count("getStatus", activation_id=upstream_id) == 2
+    fake.deliver_code(upstream_id, "5555")
+    clock.travel(3)
+    assert gapi.text("getStatus", id=activation_id) == "STATUS_OK:5555"
+    clock.travel(30)
+    for _ in range(20):
+        gapi.text("getStatus", id=activation_id)
+    assert fake.count("getStatus", activation_id=upstream_id) == 3  # never again once in
+
+
+# --- concurrency ----------------------------------------------------------------------
+
+
+def _run_threads(n, target):
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def run(i):
+        barrier.wait()
+        results[i] = target(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
+def test_parallel_purchases_never_overdraw(app, make_user, stocked):
+    user = make_user(email="rush@example.com", balance="0.80")  # ot/12 sells at 0.16: 5 fit
+    key, user_id = api_key_of(user), user.id
+    db.session.remove()
+
+    def buy(i):
+        client = app.test_client()
+        return client.get(
+            "/stubs/handler_api.php",
+            query_string={"api_key": key, "action": "getNumber", "service": "ot", "country": "12"},
+        ).get_data(as_text=True)
+
+    results = _run_threads(20, buy)
+    assert sum(r.startswith("ACCESS_NUMBER:") for r in results) == 5, results
+    assert results.count("NO_BALANCE") == 15
+    assert balance(user_id) == 0
+    assert verify_ledger() == []
+
+
+def test_parallel_cancels_refund_once(app, make_user, stocked, clock):
+    user = make_user(email="twice@example.com", balance="1.00")
+    key, user_id = api_key_of(user), user.id
+    api = Api(app.test_client(), key)
+    activation_id = api.json("getNumber", service="ot", country="12")["activationId"]
+    clock.travel(121)
+    db.session.remove()
+
+    def cancel(i):
+        return (
+            app.test_client()
+            .get(
+                "/stubs/handler_api.php",
+                query_string={
+                    "api_key": key,
+                    "action": "setStatus",
+                    "id": activation_id,
+                    "status": "8",
+                },
+            )
+            .get_data(as_text=True)
+        )
+
+    results = _run_threads(8, cancel)
+    assert all(r == "ACCESS_CANCEL" for r in results), results
+    assert refunds(activation_id) == 1
+    assert balance(user_id) == 10_000
+    assert verify_ledger() == []
+
+
+def test_two_workers_do_not_double_process(app, make_user, stocked, clock):
+    from reseller.services import worker
+
+    user = make_user(email="w@example.com", balance="5.00")
+    user_id = user.id
+    api = Api(app.test_client(), api_key_of(user))
+    ids = [api.json("getNumber", service="ot", country="12")["activationId"] for _ in range(6)]
+    clock.travel(1201)
+    db.session.remove()
+
+    def run(i):
+        with app.app_context():
+            try:
+                return worker.run_once().expired
+            finally:
+                db.session.remove()
+
+    expired = _run_threads(2, run)
+    assert sum(expired) == 6
+    for activation_id in ids:
+        assert refunds(activation_id) == 1
+    assert balance(user_id) == 50_000
+    assert verify_ledger() == []
+
+
+_ = Reply
