@@ -31,7 +31,18 @@ def create_app(config=None) -> Flask:
     register_errorhandlers(app)
     register_context(app)
     register_commands(app)
+    register_operations(app)
     return app
+
+
+def register_operations(app: Flask) -> None:
+    from .observability import configure_logging, register_health, register_request_id
+    from .security import register_security_headers
+
+    configure_logging(app)
+    register_request_id(app)
+    register_security_headers(app)
+    register_health(app)
 
 
 def register_database_dialect_tweaks() -> None:

@@ -1,0 +1,103 @@
+"""Logs and health: structured logs with a request id, and `/healthz` for load balancers.
+
+Log lines never carry API keys, passwords or cookies: query strings are not logged by us,
+and a filter blanks `api_key=…`, `password=…` and session cookies in any message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+
+from flask import Flask, g, has_request_context, jsonify, request
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SECRET_PATTERNS = (
+    re.compile(r"(api_key=)[^&\s\"']+", re.IGNORECASE),
+    re.compile(r"(password\w*=)[^&\s\"']+", re.IGNORECASE),
+    re.compile(r"(session=)[^;\s\"']+", re.IGNORECASE),
+    re.compile(r"(remember_token=)[^;\s\"']+", re.IGNORECASE),
+)
+
+
+def redact(message: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        message = pattern.sub(r"\1***", message)
+    return message
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if has_request_context():
+            record.request_id = getattr(g, "request_id", None)
+        elif not hasattr(record, "request_id"):
+            record.request_id = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if getattr(record, "request_id", None):
+            data["request_id"] = record.request_id
+        if record.exc_info:
+            data["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(data, ensure_ascii=False)
+
+
+def configure_logging(app: Flask) -> None:
+    """JSON lines to stdout outside tests and debug runs (gunicorn collects stdout)."""
+    root = logging.getLogger()
+    if not any(isinstance(f, RedactingFilter) for f in root.filters):
+        root.addFilter(RedactingFilter())
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+    if app.testing or app.debug or app.config.get("LOG_FORMAT") == "plain":
+        return
+    if any(getattr(h, "_reseller", False) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler._reseller = True  # type: ignore[attr-defined]
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(app.config.get("LOG_LEVEL", "INFO"))
+
+
+def register_request_id(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id():
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = incoming if re.fullmatch(r"[\w\-]{8,64}", incoming) else uuid.uuid4().hex
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def echo_request_id(response):
+        request_id = getattr(g, "request_id", None)
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+def register_health(app: Flask) -> None:
+    @app.get("/healthz")
+    def healthz():
+        """Database reachable (checked now); upstream reachable and balance (cached)."""
+        from .services import health
+
+        report = health.check()
+        return jsonify(report), 200 if report["database"] == "ok" else 503
