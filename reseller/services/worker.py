@@ -48,6 +48,8 @@ class PassReport:
 def settle_after() -> int:
     """Seconds after which a pending purchase cannot still be waiting for its answer."""
     config = current_app.config
+    if config.get("SETTLE_AFTER"):
+        return int(config["SETTLE_AFTER"])
     return int(config["UPSTREAM_CONNECT_TIMEOUT"] + config["UPSTREAM_READ_TIMEOUT"]) + 30
 
 

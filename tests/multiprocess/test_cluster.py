@@ -1,0 +1,446 @@
+"""Two gunicorn instances (4 workers each) on one PostgreSQL, a fake GrizzlySMS process and
+a Redis for shared rate-limit counters: money and data stay right under real concurrency,
+and a worker killed in the middle of a purchase loses nothing."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from config import TestConfig
+from tests.conftest import ON_POSTGRES
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.postgres_only, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SECRET = "cluster-secret-key"
+CUSTOMERS = 10
+PURCHASES_EACH = 25  # attempts; the balance allows exactly ALLOWED
+ALLOWED = 10
+PRICE = "0.39"  # tg in country 12: 0.30 upstream + 30 %
+POLL_INTERVAL = 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout=30.0, interval=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: S110 - not up yet
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Cluster:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.processes: list[subprocess.Popen] = []
+        base = make_url(TestConfig().SQLALCHEMY_DATABASE_URI)
+        self.db_name = f"cluster_{os.getpid()}"
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}"'))
+            conn.execute(text(f'CREATE DATABASE "{self.db_name}"'))
+        admin.dispose()
+        self.admin_url = base
+        self.db_url = base.set(database=self.db_name).render_as_string(hide_password=False)
+        self.engine = create_engine(self.db_url)
+
+    # -- processes ----------------------------------------------------------------------
+
+    def spawn(self, name: str, args: list[str], env=None) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        process.log_path = self.tmp / f"{name}.log"
+        self.processes.append(process)
+        return process
+
+    def start(self) -> None:
+        redis_server = shutil.which("redis-server")
+        if redis_server is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server missing (scripts/system-packages.sh installs it)")
+            pytest.skip("redis-server is not installed")
+        self.redis_port = free_port()
+        self.spawn(
+            "redis",
+            [
+                redis_server,
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        )
+        import redis
+
+        self.redis = redis.Redis(port=self.redis_port)
+        wait_until(self.redis.ping, what="redis")
+
+        fake_port = free_port()
+        self.fake = self.spawn(
+            "fake",
+            [
+                sys.executable,
+                "tests/fake_grizzly.py",
+                "--port",
+                str(fake_port),
+                "--code-delay",
+                "-1",
+                "--early-cancel-seconds",
+                "0",
+                "--balance",
+                "100000.00",
+            ],
+        )
+        self.fake_url = f"http://127.0.0.1:{fake_port}"
+        wait_until(lambda: requests.get(self.fake_url + "/_fake/state", timeout=1).ok, what="fake")
+
+        self.env = {
+            **os.environ,
+            "RESELLER_ENV": "production",
+            "SECRET_KEY": SECRET,
+            "DATABASE_URL": self.db_url,
+            "UPSTREAM": "grizzly",
+            "GRIZZLY_API_KEY": "test-key",
+            "GRIZZLY_API_URL": self.fake_url + "/stubs/handler_api.php",
+            "UPSTREAM_CONNECT_TIMEOUT": "1",
+            "UPSTREAM_READ_TIMEOUT": "3",
+            "UPSTREAM_POLL_INTERVAL": str(POLL_INTERVAL),
+            "EARLY_CANCEL_WINDOW": "0",
+            "RATELIMIT_STORAGE_URI": f"redis://127.0.0.1:{self.redis_port}",
+            "API_RATE_LIMIT": "100000 per hour",
+            "SETTLE_AFTER": "3",
+            "LOG_LEVEL": "WARNING",
+        }
+        self.flask("db", "upgrade")
+        self.flask("prices", "sync")
+        self.web = []
+        for name in ("web-a", "web-b"):
+            port = free_port()
+            master = self.spawn(
+                name,
+                [
+                    str(BIN / "gunicorn"),
+                    "--workers",
+                    "4",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--timeout",
+                    "60",
+                    "--graceful-timeout",
+                    "5",
+                    "wsgi:app",
+                ],
+                env=self.env,
+            )
+            url = f"http://127.0.0.1:{port}"
+            self.web.append((url, master))
+        for url, _ in self.web:
+            wait_until(
+                lambda u=url: requests.get(u + "/healthz", timeout=2).status_code == 200,
+                timeout=60,
+                what=url,
+            )
+
+    def flask(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [str(BIN / "flask"), "--app", "wsgi", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.engine.dispose()
+        admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+        admin.dispose()
+
+    # -- data ---------------------------------------------------------------------------
+
+    def create_customers(self, count: int, balance: str) -> list[dict]:
+        """Accounts made in this process through the same services the CLI uses."""
+        from reseller import create_app
+        from reseller.extensions import db
+        from reseller.money import parse_amount
+        from reseller.services import accounts, wallet
+
+        config = TestConfig()
+        config.SECRET_KEY = SECRET
+        config.SQLALCHEMY_DATABASE_URI = self.db_url
+        app = create_app(config)
+        customers = []
+        with app.app_context():
+            for i in range(count):
+                email = f"c{i}-{random.randrange(10**6)}@example.com"
+                user = accounts.create_user(email, "password123")
+                wallet.adjust(user.id, parse_amount(balance), note="cluster test")
+                customers.append({"email": email, "key": accounts.reveal_api_key(user)})
+            db.session.remove()
+            db.engine.dispose()
+        return customers
+
+    def query(self, sql: str, **params):
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql), params).all()
+
+    def fake_calls(self) -> list:
+        return requests.get(self.fake_url + "/_fake/calls", timeout=5).json()
+
+    def worker_pids(self, master: subprocess.Popen) -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                if ppid == master.pid:
+                    pids.append(int(entry.name))
+        return pids
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if not ON_POSTGRES:
+        pytest.skip("needs PostgreSQL")
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    except BaseException:
+        for process in cluster.processes:
+            if process.log_path.exists():
+                tail = process.log_path.read_bytes()[-3000:].decode(errors="replace")
+                print(f"--- {process.log_path.name} ---\n{tail}")
+        raise
+    finally:
+        cluster.stop()
+
+
+def call(session: requests.Session, base: str, key: str, **params) -> str:
+    response = session.get(
+        base + "/stubs/handler_api.php", params={"api_key": key, **params}, timeout=30
+    )
+    assert response.status_code == 200, (response.status_code, response.text[:200])
+    return response.text
+
+
+def test_storm_through_two_instances(cluster):
+    customers = cluster.create_customers(CUSTOMERS, f"{float(PRICE) * ALLOWED:.2f}")
+    bases = [url for url, _ in cluster.web]
+    local = threading.local()
+    requests_by_key: Counter = Counter()
+    lock = threading.Lock()
+
+    def session() -> requests.Session:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return local.session
+
+    def api(key: str, **params) -> str:
+        with lock:
+            requests_by_key[key] += 1
+        return call(session(), random.choice(bases), key, **params)
+
+    # Phase 1: 250 purchases interleaved with polls, through both instances at once.
+    bought: dict[str, list[str]] = defaultdict(list)
+    answers: dict[str, Counter] = defaultdict(Counter)
+
+    def purchase(customer: dict) -> None:
+        body = api(customer["key"], action="getNumber", service="tg", country="12")
+        if body.startswith("ACCESS_NUMBER:"):
+            activation_id = body.split(":")[1]
+            with lock:
+                bought[customer["email"]].append(activation_id)
+            assert api(customer["key"], action="getStatus", id=activation_id) == "STATUS_WAIT_CODE"
+            answers[customer["email"]]["ACCESS_NUMBER"] += 1
+        else:
+            answers[customer["email"]][body] += 1
+
+    jobs = [c for c in customers for _ in range(PURCHASES_EACH)]
+    random.shuffle(jobs)
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        list(pool.map(purchase, jobs))
+    for customer in customers:
+        got = answers[customer["email"]]
+        expected = {"ACCESS_NUMBER": ALLOWED, "NO_BALANCE": PURCHASES_EACH - ALLOWED}
+        assert got == Counter(expected), got
+    negative = cluster.query("SELECT count(*) FROM users WHERE balance < 0")[0][0]
+    assert negative == 0
+
+    # Phase 2: 50 clients poll every activation as fast as they can.
+    all_ids = [(c["key"], i) for c in customers for i in bought[c["email"]]]
+    calls_before = Counter(
+        params.get("id") for action, params in cluster.fake_calls() if action == "getStatus"
+    )
+    started = time.monotonic()
+    stop_at = started + 5
+
+    def poller(_):
+        count = 0
+        while time.monotonic() < stop_at:
+            key, activation_id = random.choice(all_ids)
+            assert api(key, action="getStatus", id=activation_id) == "STATUS_WAIT_CODE"
+            count += 1
+        return count
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        polls = sum(pool.map(poller, range(50)))
+    elapsed = time.monotonic() - started
+    calls_after = Counter(
+        params.get("id") for action, params in cluster.fake_calls() if action == "getStatus"
+    )
+    upstream_ids = dict(cluster.query("SELECT upstream_id, id FROM activations"))
+    cap = int(elapsed / POLL_INTERVAL) + 2
+    worst = max(calls_after[u] - calls_before[u] for u in upstream_ids)
+    print(f"{polls} polls in {elapsed:.1f}s; at most {worst} upstream getStatus per activation")
+    assert polls > len(all_ids)  # far more customer polls than upstream calls
+    assert worst <= cap, (worst, cap)
+
+    # Phase 3: every activation cancelled three times at once, through both instances.
+    def cancel(item) -> str:
+        key, activation_id = item
+        return api(key, action="setStatus", id=activation_id, status="8")
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(cancel, all_ids * 3))
+    assert set(results) == {"ACCESS_CANCEL"}, Counter(results)
+    refunds = cluster.query(
+        "SELECT activation_id, count(*) FROM ledger_entries WHERE kind = 'refund' "
+        "GROUP BY activation_id"
+    )
+    assert len(refunds) == CUSTOMERS * ALLOWED
+    assert all(count == 1 for _, count in refunds)
+    balances = cluster.query(
+        "SELECT balance FROM users WHERE email = ANY(:emails)",
+        emails=[c["email"] for c in customers],
+    )
+    assert {b for (b,) in balances} == {int(float(PRICE) * ALLOWED * 10_000)}
+
+    # The books balance, checked by the operator command.
+    result = cluster.flask("ledger", "verify")
+    assert "ledger OK" in result.stdout
+
+    # Rate-limit counters live in Redis, shared by both instances: each customer's hits
+    # there add up to every request it made, whichever instance served it.
+    from reseller import create_app
+    from reseller.services import accounts
+
+    config = TestConfig()
+    config.SECRET_KEY = SECRET
+    with create_app(config).app_context():
+        for customer in customers[:3]:
+            digest = accounts.api_key_digest(customer["key"])[:32]
+            keys = cluster.redis.keys(f"*{digest}*")
+            assert keys, "no rate-limit counter in redis"
+            hits = sum(int(cluster.redis.get(k) or 0) for k in keys)
+            assert hits == requests_by_key[customer["key"]]
+
+
+def test_worker_killed_mid_purchase_loses_nothing(cluster):
+    (customer,) = cluster.create_customers(1, "1.00")
+    url, master = cluster.web[0]
+    requests.post(
+        cluster.fake_url + "/_fake/script",
+        json={"action": "getNumberV2", "answers": ["slow"], "process": True},
+        timeout=5,
+    )
+    outcome: dict = {}
+
+    def buy():
+        try:
+            outcome["body"] = call(
+                requests.Session(),
+                url,
+                customer["key"],
+                action="getNumber",
+                service="tg",
+                country="12",
+            )
+        except requests.RequestException as exc:
+            outcome["error"] = type(exc).__name__
+
+    thread = threading.Thread(target=buy)
+    thread.start()
+    user_id = cluster.query("SELECT id FROM users WHERE email = :e", e=customer["email"])[0][0]
+
+    def held():
+        rows = cluster.query("SELECT status FROM activations WHERE user_id = :u", u=user_id)
+        return rows and rows[0][0] == "pending"
+
+    wait_until(held, timeout=10, interval=0.05, what="the hold")
+    # The hold is committed and the upstream is holding its answer: kill the workers.
+    for pid in cluster.worker_pids(master):
+        os.kill(pid, signal.SIGKILL)
+    thread.join(30)
+    assert "error" in outcome or outcome.get("body") != "", outcome
+    # The master starts new workers; the instance serves again without a restart by hand.
+    wait_until(
+        lambda: requests.get(url + "/healthz", timeout=2).status_code == 200,
+        timeout=60,
+        what="restarted workers",
+    )
+    balance = cluster.query("SELECT balance FROM users WHERE id = :u", u=user_id)[0][0]
+    assert balance == 10_000 - 3_900  # still held: the outcome is unknown
+    status = cluster.query("SELECT status FROM activations WHERE user_id = :u", u=user_id)[0][0]
+    assert status == "pending"
+
+    # The worker settles it: refund now, then release the number bought upstream.
+    time.sleep(3.5)
+    first = cluster.flask("worker", "--once", check=False)
+    assert "settled 1" in first.stdout, first.stdout + first.stderr
+    time.sleep(3.5)
+    second = cluster.flask("worker", "--once", check=False)
+    assert "orphans cancelled 1" in second.stdout, second.stdout + second.stderr
+    balance = cluster.query("SELECT balance FROM users WHERE id = :u", u=user_id)[0][0]
+    assert balance == 10_000
+    state = requests.get(cluster.fake_url + "/_fake/state", timeout=5).json()
+    assert all(a["state"] == "cancelled" for a in state["activations"].values())
+    assert "ledger OK" in cluster.flask("ledger", "verify").stdout
