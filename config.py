@@ -88,6 +88,8 @@ class Config:
         self.UPSTREAM_CONNECT_TIMEOUT = _env_float("UPSTREAM_CONNECT_TIMEOUT", 5.0)
         self.UPSTREAM_READ_TIMEOUT = _env_float("UPSTREAM_READ_TIMEOUT", 15.0)
         self.SANDBOX_CODE_DELAY = _env_int("SANDBOX_CODE_DELAY", 10)
+        # Seconds after which an unanswered purchase is settled (0: timeouts + 30 s).
+        self.SETTLE_AFTER = _env_int("SETTLE_AFTER", 0)
 
         # Pricing and the activation lifecycle (defaults; admin settings override).
         self.PRICE_MARKUP_PERCENT = _env_float("PRICE_MARKUP_PERCENT", 30.0)
@@ -105,6 +107,10 @@ class Config:
         self.RATELIMIT_ENABLED = True
         self.LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per minute")
         self.API_RATE_LIMIT = _env("API_RATE_LIMIT", "60 per second")
+
+        # Reverse proxies in front of the app (nginx, a load balancer): how many hops of
+        # X-Forwarded-For/-Proto to believe, so rate limits see the client's address.
+        self.TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
 
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
