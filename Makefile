@@ -26,6 +26,7 @@ migrate: install
 
 run: migrate
 	RESELLER_ENV=development $(VENV)/bin/flask seed-demo
+	RESELLER_ENV=development $(VENV)/bin/flask prices sync
 	RESELLER_ENV=development $(VENV)/bin/flask run --host 127.0.0.1 --port 5000 --with-threads
 
 test: install system-packages
