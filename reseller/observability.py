@@ -61,8 +61,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(app: Flask) -> None:
     """JSON lines to stdout outside tests and debug runs (gunicorn collects stdout)."""
     root = logging.getLogger()
-    if not any(isinstance(f, RedactingFilter) for f in root.filters):
-        root.addFilter(RedactingFilter())
+    for logger in (root, logging.getLogger("werkzeug"), logging.getLogger("gunicorn.access")):
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
     for handler in root.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
