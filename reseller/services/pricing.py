@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
-from sqlalchemy import select
+from sqlalchemy import and_, case, func, or_, select, tuple_
 
 from ..extensions import db
 from ..models import Country, PricingRule, Service, UpstreamPrice
@@ -107,3 +107,72 @@ def price_table(
         price, label = retail_price(row.cost, row.service, row.country_id, rules)
         quotes.append(Quote(row.service, row.country_id, row.cost, row.count, price, label))
     return quotes
+
+
+@dataclass(frozen=True)
+class ServiceOffer:
+    """A service on sale: its cheapest retail price over all countries, and its stock."""
+
+    service: str
+    name: str
+    from_price: int  # money units
+    count: int  # numbers in stock, all countries together
+    countries: int  # countries with stock
+
+
+def service_offers() -> list[ServiceOffer]:
+    """Every enabled service with stock in an enabled country, sorted by name.
+
+    Exact without pricing every cached row (there can be tens of thousands): under one rule
+    the retail price never falls as the cost rises, so the database finds each service's
+    cheapest row among those priced by its service rule or the global markup, and only rows
+    under a (service, country) or country rule are priced one by one.
+    """
+    rules = _rules()
+    # Rows whose price has a rule of its own (the precedence of `retail_price`): a
+    # (service, country) rule, or a country rule where the service has no rule.
+    pairs = [key for key in rules if key[0] is not None and key[1] is not None]
+    service_rules = [s for s, c in rules if s is not None and c is None]
+    country_rules = [c for s, c in rules if s is None and c is not None]
+    own_rule = or_(
+        tuple_(UpstreamPrice.service, UpstreamPrice.country_id).in_(pairs),
+        and_(
+            UpstreamPrice.country_id.in_(country_rules),
+            UpstreamPrice.service.not_in(service_rules),
+        ),
+    )
+    on_sale = (
+        select()
+        .select_from(UpstreamPrice)
+        .join(Service, Service.code == UpstreamPrice.service)
+        .join(Country, Country.id == UpstreamPrice.country_id)
+        .where(Service.enabled.is_(True), Country.enabled.is_(True), UpstreamPrice.count > 0)
+    )
+    offers: dict[str, list] = {}  # code → [name, cheapest price, stock, countries]
+    for code, name, cheapest, country_id, stock, countries in db.session.execute(
+        on_sale.add_columns(
+            UpstreamPrice.service,
+            func.min(Service.name),
+            func.min(case((own_rule, None), else_=UpstreamPrice.cost)),
+            func.min(case((own_rule, None), else_=UpstreamPrice.country_id)),
+            func.sum(UpstreamPrice.count),
+            func.count(),
+        ).group_by(UpstreamPrice.service)
+    ):
+        # Any country of the group has the same rule, so any prices the cheapest cost.
+        price = retail_price(cheapest, code, country_id, rules)[0] if cheapest is not None else None
+        offers[code] = [name, price, int(stock), countries]
+    if pairs or country_rules:
+        for code, country_id, cost in db.session.execute(
+            on_sale.add_columns(
+                UpstreamPrice.service, UpstreamPrice.country_id, UpstreamPrice.cost
+            ).where(own_rule)
+        ):
+            price = retail_price(cost, code, country_id, rules)[0]
+            entry = offers[code]
+            entry[1] = price if entry[1] is None else min(entry[1], price)
+    result = [
+        ServiceOffer(code, name, price, stock, countries)
+        for code, (name, price, stock, countries) in offers.items()
+    ]
+    return sorted(result, key=lambda offer: (offer.name.lower(), offer.service))

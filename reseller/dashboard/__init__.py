@@ -1,0 +1,7 @@
+"""The customer dashboard: buy numbers, watch codes arrive, history, balance and account."""
+
+from flask import Blueprint
+
+bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
+
+from . import routes  # noqa: E402,F401

@@ -1,0 +1,48 @@
+from flask_wtf import FlaskForm
+from wtforms import Form, HiddenField, PasswordField, SelectField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length
+
+from ..services.accounts import MIN_PASSWORD_LENGTH
+
+
+class BuyForm(FlaskForm):
+    """One offer's Buy button: the service, the country and the price the customer saw."""
+
+    service = HiddenField(validators=[DataRequired(), Length(max=40)])
+    country = HiddenField(validators=[DataRequired(), Length(max=10)])
+    max_price = HiddenField(validators=[DataRequired(), Length(max=20)])
+    # A fresh key per page: the same form sent twice buys once (API orderId semantics).
+    order_id = HiddenField(validators=[Length(max=100)])
+    submit = SubmitField("Buy")
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField(
+        "Current password", validators=[DataRequired(), Length(max=256)]
+    )
+    new_password = PasswordField(
+        "New password",
+        validators=[
+            DataRequired(),
+            Length(
+                min=MIN_PASSWORD_LENGTH,
+                max=256,
+                message=f"Use at least {MIN_PASSWORD_LENGTH} characters.",
+            ),
+        ],
+    )
+    new_password2 = PasswordField(
+        "Repeat the new password",
+        validators=[
+            DataRequired(),
+            EqualTo("new_password", message="The new passwords do not match."),
+        ],
+    )
+    submit = SubmitField("Change password")
+
+
+class HistoryFilterForm(Form):
+    """The history filters, read from the query string (a GET form: no CSRF token)."""
+
+    status = SelectField("Status", default="")
+    service = SelectField("Service", default="")

@@ -1,0 +1,240 @@
+// Dashboard enhancements: live codes, countdowns, list filters, single submits.
+// Every page works without this file; a reload shows the same state.
+(function () {
+  "use strict";
+
+  // Same wording as reseller/dashboard/cards.py:duration.
+  function duration(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    if (seconds < 60) return seconds + " s";
+    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min " + pad(seconds % 60) + " s";
+    return Math.floor(seconds / 3600) + " h " + pad(Math.floor((seconds % 3600) / 60)) + " min";
+  }
+
+  function setHidden(element, hidden) {
+    if (element) element.hidden = hidden;
+  }
+
+  // --- filters: a search box over a <select> or over table rows --------------------
+
+  function matches(text, query) {
+    return text.toLowerCase().indexOf(query.toLowerCase()) !== -1;
+  }
+
+  function filterSelect(input) {
+    var select = document.querySelector(input.getAttribute("data-filter-select"));
+    if (!select) return;
+    // Hidden <option>s are not honoured everywhere: keep every option and re-add matches.
+    if (!select._allOptions) select._allOptions = Array.prototype.slice.call(select.options);
+    var query = input.value.trim();
+    var shown = 0;
+    while (select.options.length) select.remove(0);
+    select._allOptions.forEach(function (option) {
+      var text = option.getAttribute("data-filter-text") || option.textContent;
+      if (!query || matches(text, query) || option.selected) {
+        select.add(option);
+        shown += 1;
+      }
+    });
+    var count = input.parentNode.querySelector("[data-filter-count]");
+    if (count) count.textContent = shown + " of " + select._allOptions.length + " services";
+  }
+
+  function filterRows(input) {
+    var body = document.querySelector(input.getAttribute("data-filter-rows"));
+    if (!body) return;
+    var query = input.value.trim();
+    Array.prototype.forEach.call(body.rows, function (row) {
+      var text = row.getAttribute("data-filter-text") || row.textContent;
+      row.hidden = Boolean(query) && !matches(text, query);
+    });
+  }
+
+  document.addEventListener("input", function (event) {
+    var input = event.target;
+    if (input.hasAttribute("data-filter-select")) filterSelect(input);
+    if (input.hasAttribute("data-filter-rows")) filterRows(input);
+  });
+
+  // Pick a service by double click or Enter in the list, like a button press.
+  function pick(event) {
+    var select = event.target.closest && event.target.closest("select.listbox");
+    if (!select || !select.form || !select.value) return;
+    if (event.type === "keydown" && event.key !== "Enter") return;
+    event.preventDefault();
+    select.form.requestSubmit();
+  }
+  document.addEventListener("dblclick", pick);
+  document.addEventListener("keydown", pick);
+
+  // --- one submit per form: a double click must not buy twice -----------------------
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (event.defaultPrevented || !form.hasAttribute("data-once")) return;
+    if (form._sent) {
+      event.preventDefault();
+      return;
+    }
+    form._sent = true;
+    var button = form.querySelector("button[type=submit]");
+    if (button) button.setAttribute("aria-disabled", "true");
+  });
+
+  // Back/forward cache: a page shown again may be sent again.
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-once]"), function (f) {
+      f._sent = false;
+      var button = f.querySelector("button[type=submit]");
+      if (button) button.removeAttribute("aria-disabled");
+    });
+  });
+
+  // --- live activations ----------------------------------------------------------------
+
+  var root = document.querySelector("[data-live-activations]");
+  if (!root) return;
+  var feedUrl = root.getAttribute("data-feed-url");
+  var interval = Math.max(1, parseInt(root.getAttribute("data-poll-interval"), 10) || 3) * 1000;
+  var baseTitle = document.title;
+  var timer = null;
+
+  function cards() {
+    return Array.prototype.slice.call(root.querySelectorAll("[data-activation]"));
+  }
+
+  function openCards() {
+    return cards().filter(function (card) { return !card.classList.contains("closed"); });
+  }
+
+  function field(card, name) {
+    return card.querySelector("[data-field='" + name + "']");
+  }
+
+  function when(card, name) {
+    return card.querySelector("[data-when='" + name + "']");
+  }
+
+  function form(card, action) {
+    return card.querySelector("form[data-action='" + action + "']");
+  }
+
+  function setCountdown(card, name, seconds) {
+    var element = card.querySelector("[data-countdown='" + name + "']");
+    if (!element) return;
+    element.setAttribute("data-seconds", String(seconds));
+    element.textContent = duration(seconds);
+  }
+
+  // The cancel button is disabled, and explained, while the early-cancel window lasts.
+  function setCancelWait(cancel, seconds) {
+    var button = cancel.querySelector("button");
+    var note = cancel.querySelector("[data-cancel-note]");
+    button.disabled = seconds > 0;
+    if (seconds > 0) button.setAttribute("aria-describedby", note.id);
+    else button.removeAttribute("aria-describedby");
+    setHidden(note, seconds <= 0);
+  }
+
+  function updateCard(card, a) {
+    var label = field(card, "status_label");
+    label.textContent = a.status_label;
+    label.className = "badge " + (a.tone || "");
+
+    var code = field(card, "code");
+    if (a.code && code.textContent !== a.code) {
+      code.textContent = a.code;
+      if (document.hidden) document.title = "Code received · " + baseTitle;
+    }
+    setHidden(when(card, "code"), !a.code);
+    setHidden(when(card, "no-code"), Boolean(a.code) || !a.open);
+    field(card, "sms_text").textContent = a.sms_text || "";
+    setHidden(when(card, "sms-text"), !a.sms_text);
+    setCountdown(card, "lifetime", a.lifetime_left);
+
+    var cancel = form(card, "cancel");
+    setHidden(cancel, !a.can_cancel);
+    setCancelWait(cancel, a.cancel_in);
+    setCountdown(card, "cancel", a.cancel_in);
+    setHidden(form(card, "retry"), !a.can_retry);
+    setHidden(form(card, "complete"), !a.can_complete);
+
+    if (!a.open) {
+      card.classList.add("closed");
+      setHidden(when(card, "closed"), false);
+      setHidden(when(card, "open"), true);
+    }
+  }
+
+  function apply(data) {
+    var balance = root.ownerDocument.querySelector("[data-balance]");
+    if (balance) balance.textContent = data.balance + " " + data.currency;
+    var elsewhere = false;
+    data.activations.forEach(function (a) {
+      var card = document.getElementById("activation-" + a.id);
+      if (card) updateCard(card, a);
+      else if (a.open) elsewhere = true;
+    });
+    setHidden(root.querySelector("[data-elsewhere]"), !elsewhere);
+    setHidden(root.querySelector("[data-live-error]"), true);
+  }
+
+  function showError(text) {
+    var element = root.querySelector("[data-live-error]");
+    element.textContent = text;
+    element.hidden = false;
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    timer = setTimeout(poll, interval);
+  }
+
+  // Background tabs keep polling (browsers slow their timers down): the tab title tells
+  // someone busy in another tab that the code is here.
+  function poll() {
+    var ids = cards().map(function (card) { return card.getAttribute("data-activation"); });
+    fetch(feedUrl + "?ids=" + encodeURIComponent(ids.join(",")), {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { Accept: "application/json" }
+    }).then(function (response) {
+      if (response.status === 401) {
+        showError("You are logged out. Log in again to see your codes.");
+        return "stop";
+      }
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      return response.json().then(apply);
+    }).then(function (outcome) {
+      if (outcome !== "stop") schedule();
+    }, function () {
+      showError("Live updates are paused: the server did not answer. Retrying…");
+      schedule();
+    });
+  }
+
+  // Countdowns tick locally between polls; the next poll corrects any drift.
+  setInterval(function () {
+    openCards().forEach(function (card) {
+      Array.prototype.forEach.call(card.querySelectorAll("[data-countdown]"), function (element) {
+        var left = Math.max(0, (parseInt(element.getAttribute("data-seconds"), 10) || 0) - 1);
+        element.setAttribute("data-seconds", String(left));
+        element.textContent = duration(left);
+        if (element.getAttribute("data-countdown") === "cancel" && left === 0) {
+          setCancelWait(form(card, "cancel"), 0);
+        }
+      });
+    });
+  }, 1000);
+
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) {
+      document.title = baseTitle;
+      poll();
+    }
+  });
+
+  poll();
+})();
