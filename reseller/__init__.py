@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, render_template
+from werkzeug.routing import IntegerConverter
 
 from .extensions import csrf, db, limiter, login_manager, migrate
 from .models import User
@@ -27,6 +28,7 @@ def create_app(config=None) -> Flask:
     app.config.from_object(config)
     register_database_dialect_tweaks()
     register_extensions(app)
+    register_url_converters(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_context(app)
@@ -40,9 +42,20 @@ def register_operations(app: Flask) -> None:
     from .security import register_security_headers
 
     configure_logging(app)
+    register_proxy_fix(app)
     register_request_id(app)
     register_security_headers(app)
     register_health(app)
+
+
+def register_proxy_fix(app: Flask) -> None:
+    """Behind TRUSTED_PROXIES reverse proxies, take the client's address and scheme from
+    their X-Forwarded-For/-Proto headers (the proxies must overwrite, not pass on, these)."""
+    hops = app.config.get("TRUSTED_PROXIES", 0)
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
 
 def register_database_dialect_tweaks() -> None:
@@ -67,6 +80,19 @@ def load_user(user_id: str) -> User | None:
         return db.session.get(User, int(user_id))
     except (TypeError, ValueError):
         return None
+
+
+class IdConverter(IntegerConverter):
+    """`<int:…>` in our URLs is a database id: past a 32-bit INTEGER it is no id of ours, and
+    passed on it would be a database error (SQLite: OverflowError; PostgreSQL: out of range)
+    instead of a 404."""
+
+    def __init__(self, map, *args, max=2**31 - 1, **kwargs):
+        super().__init__(map, *args, max=max, **kwargs)
+
+
+def register_url_converters(app: Flask) -> None:
+    app.url_map.converters["int"] = IdConverter  # before any route is added
 
 
 def register_blueprints(app: Flask) -> None:
@@ -107,6 +133,10 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_context(app: Flask) -> None:
     from .services import settings
+
+    @app.before_request
+    def fresh_settings():
+        settings.forget()  # settings are read once per request, never carried over
 
     @app.context_processor
     def inject_site():

@@ -128,7 +128,7 @@ def _commit() -> None:
 def get_for_user(user: User, raw_id) -> Activation:
     """The user's activation by our id. Raises ActivationNotFound (also for others' ids)."""
     text = str(raw_id or "").strip()
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # not '²' or '١٢'
         raise err.ActivationNotFound()
     activation = db.session.execute(
         select(Activation).where(Activation.id == int(text), Activation.user_id == user.id)
@@ -550,6 +550,7 @@ def _upstream_says_cancelled(upstream_id: str) -> bool:
 
 
 def request_another_sms(activation: Activation, *, actor: str = "customer") -> Activation:
+    activation = refresh_status(activation, actor=actor)  # the code may be in upstream only
     status = S(activation.status)
     if status == S.RETRY_WAIT:
         return activation
@@ -575,6 +576,7 @@ def request_another_sms(activation: Activation, *, actor: str = "customer") -> A
 
 
 def complete(activation: Activation, *, actor: str = "customer") -> Activation:
+    activation = refresh_status(activation, actor=actor)  # the code may be in upstream only
     status = S(activation.status)
     if status == S.COMPLETED:
         return activation
