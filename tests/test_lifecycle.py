@@ -567,3 +567,12 @@ def test_two_workers_do_not_double_process(app, make_user, stocked, clock):
 
 
 _ = Reply
+
+
+@pytest.mark.parametrize("status, answer", [("6", "ACCESS_ACTIVATION"), ("3", "ACCESS_RETRY_GET")])
+def test_set_status_right_after_the_code_without_a_poll(api, clock, status, answer):
+    """A client that gets the code elsewhere (e.g. a webhook) may finish without polling."""
+    activation_id = api.json("getNumber", service="tg", country="12")["activationId"]
+    clock.travel(6)
+    assert api.text("setStatus", id=activation_id, status=status) == answer
+    assert refunds(activation_id) == 0
