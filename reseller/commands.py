@@ -136,7 +136,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(ledger_cli)
     app.cli.add_command(seed_demo)
-    for module_name in ("worker_commands",):
+    for module_name in ("worker_commands", "admin_commands"):
         _register_more(app, module_name)
 
 

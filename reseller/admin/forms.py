@@ -1,0 +1,124 @@
+"""Console forms. Amounts, markups and scopes are parsed by the admin service, which
+owns their rules; these forms only require and trim."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+
+from ..models import ActivationStatus
+from ..services import catalog, settings
+
+
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+class CreditForm(FlaskForm):
+    amount = StringField(
+        "Amount",
+        filters=[_strip],
+        validators=[DataRequired(message="Enter an amount, like 10.50 or -3.00.")],
+        description="Currency units; negative for a debit.",
+    )
+    note = StringField(
+        "Note",
+        filters=[_strip],
+        validators=[DataRequired(message="A note is required."), Length(max=500)],
+        description="Why: shown in the customer's ledger.",
+    )
+    submit = SubmitField("Apply")
+
+
+RULE_KINDS = [SelectChoice("markup", "Markup (%)"), SelectChoice("fixed", "Fixed price")]
+
+
+class RuleValueForm(FlaskForm):
+    kind = SelectField("Kind", choices=RULE_KINDS)
+    value = StringField(
+        "Value",
+        filters=[_strip],
+        validators=[DataRequired(message="Enter a markup percentage or a price.")],
+    )
+    submit = SubmitField("Save rule")
+
+
+class RuleForm(RuleValueForm):
+    service = StringField(
+        "Service",
+        filters=[_strip],
+        validators=[Length(max=40)],
+        description="A service code, or * (empty) for every service.",
+    )
+    country = StringField(
+        "Country",
+        filters=[_strip],
+        validators=[Length(max=10)],
+        description="An alpha-2 code or numeric id, or * (empty) for every country.",
+    )
+
+
+# Settings whose text runs over several lines.
+MULTILINE_SETTINGS = frozenset({"topup_instructions"})
+
+
+def settings_form_class(keys: list[str]) -> type[FlaskForm]:
+    """A form with one field per setting in `keys` (validated by the settings service)."""
+
+    class SettingsForm(FlaskForm):
+        submit = SubmitField("Save settings")
+
+    for key in keys:
+        spec = settings.BY_KEY[key]
+        field_class = TextAreaField if key in MULTILINE_SETTINGS else StringField
+        setattr(SettingsForm, key, field_class(spec.label, description=spec.help))
+    return SettingsForm
+
+
+class _SearchForm(FlaskForm):
+    """A GET form: it changes nothing, so it carries no CSRF token."""
+
+    class Meta:
+        csrf = False
+
+    country_id: int | None = None
+
+    def validate_country(self, field):
+        """Accept `us`, `GB`, `187`; the id is left in `country_id`."""
+        self.country_id = None
+        if field.data:
+            try:
+                self.country_id = catalog.parse_country(field.data)
+            except catalog.UnknownCountry:
+                raise ValidationError("Unknown country: use an alpha-2 code or an id.") from None
+
+
+class CustomerSearchForm(_SearchForm):
+    q = StringField("Email contains", filters=[_strip], validators=[Length(max=254)])
+
+
+class ActivationFilterForm(_SearchForm):
+    status = SelectField(
+        "Status",
+        choices=[SelectChoice("", "any")]
+        + [SelectChoice(s.value, s.value.replace("_", " ")) for s in ActivationStatus],
+        validators=[Optional()],
+    )
+    service = StringField("Service", filters=[_strip], validators=[Length(max=40)])
+    country = StringField("Country", filters=[_strip], validators=[Length(max=10)])
+    email = StringField("Customer email", filters=[_strip], validators=[Length(max=254)])
+    created_from = DateField("From", validators=[Optional()])
+    created_to = DateField("To", validators=[Optional()])
+
+
+class AuditFilterForm(_SearchForm):
+    # Choices are filled by the view from the log itself.
+    action = SelectField("Action", choices=[SelectChoice("", "any")], validators=[Optional()])
+    actor = SelectField("Admin", choices=[SelectChoice("", "anyone")], validators=[Optional()])
+
+
+class PriceFilterForm(_SearchForm):
+    service = StringField("Service", filters=[_strip], validators=[Length(max=40)])
+    country = StringField("Country", filters=[_strip], validators=[Length(max=10)])

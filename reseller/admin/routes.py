@@ -1,0 +1,482 @@
+"""Console views. Each parses the request, calls the admin/stats services and renders;
+every state change is a POST with a CSRF token and leaves an audit row (in the service)."""
+
+from __future__ import annotations
+
+import functools
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
+
+from ..auth.forms import PostForm
+from ..extensions import db
+from ..models import (
+    Activation,
+    Country,
+    JobState,
+    PricingRule,
+    Service,
+    User,
+)
+from ..money import format_amount, format_cost
+from ..services import admin, catalog, pricing, settings, stats
+from . import bp
+from .chart import money_chart
+from .forms import (
+    ActivationFilterForm,
+    AuditFilterForm,
+    CreditForm,
+    CustomerSearchForm,
+    PriceFilterForm,
+    RuleForm,
+    RuleValueForm,
+    settings_form_class,
+)
+
+PER_PAGE = 50
+PRICE_ROWS_PER_PAGE = 100
+GLOBAL_PRICING_KEYS = ["markup_percent", "minimum_price"]
+
+
+def admin_required(view):
+    """Anonymous: to the login page. Logged in but not an admin: 403.
+
+    A disabled account counts as anonymous (Flask-Login's `is_authenticated` follows
+    `is_active`), so an admin disabled mid-session is sent to the login page.
+    """
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if not current_user.is_authenticated:
+            return current_app.login_manager.unauthorized()
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+@bp.context_processor
+def inject_console():
+    # `upstream_balance` is a callable, so that only the pages that show it ask for it.
+    return {
+        "upstream_balance": stats.upstream_balance,
+        "periods": stats.PERIODS,
+        "money": format_amount,
+        "cost": format_cost,
+        "setting": settings.get,
+    }
+
+
+def _page() -> int:
+    # Bounded: a huge page number is a huge OFFSET, which the database refuses (a 500).
+    return min(max(request.args.get("page", 1, type=int), 1), 100_000)
+
+
+def _id_arg(name: str) -> int | None:
+    """An id from the query string; None when absent or no id of ours (out of range)."""
+    value = request.args.get(name, type=int)
+    return value if value is not None and 0 < value <= 2**31 - 1 else None
+
+
+def _back_to_customer(user: User):
+    return redirect(url_for(".customer", user_id=user.id))
+
+
+# --- overview -----------------------------------------------------------------------------
+
+
+@bp.get("", strict_slashes=False)
+@admin_required
+def index():
+    period_keys = [key for key, _label, _days in stats.PERIODS]
+    top = request.args.get("top", "30d")
+    if top not in period_keys:
+        top = "30d"
+    data = stats.overview()
+    names = {
+        "services": {s.code: s.name for s in admin.services()},
+        "countries": {c.id: c.name for c in admin.countries()},
+    }
+    return render_template(
+        "admin/overview.html",
+        data=data,
+        top=top,
+        names=names,
+        chart=money_chart(data.days, data.daily),
+        reading=stats.upstream_balance(),
+    )
+
+
+# --- customers ----------------------------------------------------------------------------
+
+
+@bp.get("/customers")
+@admin_required
+def customers():
+    form = CustomerSearchForm(formdata=request.args)
+    search = form.q.data if form.validate() else None
+    page = db.paginate(
+        admin.customers_query(search), page=_page(), per_page=PER_PAGE, error_out=False
+    )
+    return render_template("admin/customers.html", form=form, page=page, search=search)
+
+
+def _render_customer(user: User, credit_form: CreditForm, status: int = 200):
+    ledger = db.paginate(
+        admin.ledger_query(user.id), page=_page(), per_page=PER_PAGE, error_out=False
+    )
+    return (
+        render_template(
+            "admin/customer.html",
+            user=user,
+            credit_form=credit_form,
+            action_form=PostForm(),
+            ledger=ledger,
+            activations=admin.recent_activations(user.id),
+        ),
+        status,
+    )
+
+
+@bp.get("/customers/<int:user_id>")
+@admin_required
+def customer(user_id: int):
+    return _render_customer(db.get_or_404(User, user_id), CreditForm())
+
+
+@bp.post("/customers/<int:user_id>/credit")
+@admin_required
+def customer_credit(user_id: int):
+    user = db.get_or_404(User, user_id)
+    form = CreditForm()
+    if form.validate_on_submit():
+        try:
+            amount = admin.parse_adjustment(form.amount.data)
+            entry = admin.adjust_balance(user, amount, form.note.data, current_user)
+        except admin.AdminError as exc:
+            form.amount.errors.append(str(exc))
+        else:
+            word = "Credited" if amount > 0 else "Debited"
+            flash(
+                f"{word} {_money(abs(amount))}; the balance is now {_money(entry.balance_after)}.",
+                "success",
+            )
+            return _back_to_customer(user)
+    return _render_customer(user, form, 400)
+
+
+def _customer_action(user_id: int, action) -> object:
+    user = db.get_or_404(User, user_id)
+    if PostForm().validate_on_submit():
+        try:
+            message = action(user)
+        except admin.AdminError as exc:
+            flash(str(exc), "error")
+        else:
+            flash(message, "success")
+    return _back_to_customer(user)
+
+
+@bp.post("/customers/<int:user_id>/<any(enable, disable):state>")
+@admin_required
+def customer_active(user_id: int, state: str):
+    def act(user):
+        admin.set_active(user, state == "enable", current_user)
+        return f"{user.email} is {state}d."
+
+    return _customer_action(user_id, act)
+
+
+@bp.post("/customers/<int:user_id>/<any('grant-admin', 'revoke-admin'):change>")
+@admin_required
+def customer_admin(user_id: int, change: str):
+    def act(user):
+        granted = change == "grant-admin"
+        admin.set_admin(user, granted, current_user)
+        return f"{user.email} {'is now an admin' if granted else 'is no longer an admin'}."
+
+    return _customer_action(user_id, act)
+
+
+@bp.post("/customers/<int:user_id>/regenerate-key")
+@admin_required
+def customer_regenerate_key(user_id: int):
+    def act(user):
+        admin.regenerate_api_key(user, current_user)
+        return f"{user.email} has a new API key; the old one no longer works."
+
+    return _customer_action(user_id, act)
+
+
+# --- activations --------------------------------------------------------------------------
+
+
+@bp.get("/activations")
+@admin_required
+def activations():
+    form = ActivationFilterForm(formdata=request.args)
+    user_id = _id_arg("user")
+    page = None  # nothing is listed for a filter with errors
+    if form.validate():
+        query_filter = admin.ActivationFilter(
+            status=form.status.data or None,
+            service=form.service.data or None,
+            country_id=form.country_id,
+            email=form.email.data or None,
+            created_from=form.created_from.data,
+            created_to=form.created_to.data,
+            user_id=user_id,
+        )
+        page = db.paginate(
+            admin.activations_query(query_filter),
+            page=_page(),
+            per_page=PER_PAGE,
+            error_out=False,
+        )
+    args = {k: v for k, v in request.args.items() if k != "page"}
+    return render_template(
+        "admin/activations.html",
+        form=form,
+        page=page,
+        args=args,
+        filtered_user=db.session.get(User, user_id) if user_id else None,
+    )
+
+
+@bp.get("/activations/<int:activation_id>")
+@admin_required
+def activation(activation_id: int):
+    item = db.get_or_404(Activation, activation_id)
+    return render_template(
+        "admin/activation.html",
+        item=item,
+        ledger=admin.activation_ledger(item.id),
+        service=catalog.service(item.service),
+        country=catalog.country(item.country_id),
+    )
+
+
+# --- pricing ------------------------------------------------------------------------------
+
+
+def _global_pricing_form(*, submitted: bool = False):
+    form_class = settings_form_class(GLOBAL_PRICING_KEYS)
+    if submitted:
+        return form_class()
+    return form_class(
+        formdata=None, data={key: settings.raw_value(key) for key in GLOBAL_PRICING_KEYS}
+    )
+
+
+def _render_pricing(global_form=None, rule_form=None, status: int = 200):
+    filter_form = PriceFilterForm(formdata=request.args)
+    quotes = []  # nothing is listed for a filter with errors
+    if filter_form.validate():
+        quotes = pricing.price_table(
+            filter_form.service.data or None, filter_form.country_id, only_buyable=False
+        )
+    page = _page()
+    pages = max(1, -(-len(quotes) // PRICE_ROWS_PER_PAGE))
+    page = min(page, pages)
+    shown = quotes[(page - 1) * PRICE_ROWS_PER_PAGE : page * PRICE_ROWS_PER_PAGE]
+    services, countries = admin.services(), admin.countries()
+    args = {k: v for k, v in request.args.items() if k != "page"}
+    return (
+        render_template(
+            "admin/pricing.html",
+            global_form=global_form or _global_pricing_form(),
+            rule_form=rule_form or RuleForm(formdata=None),
+            action_form=PostForm(),
+            filter_form=filter_form,
+            rules=admin.rules(),
+            quotes=shown,
+            quote_count=len(quotes),
+            page=page,
+            pages=pages,
+            args=args,
+            services=services,
+            countries=countries,
+            service_by_code={s.code: s for s in services},
+            country_by_id={c.id: c for c in countries},
+            prices_job=db.session.get(JobState, "prices"),
+        ),
+        status,
+    )
+
+
+@bp.get("/pricing")
+@admin_required
+def pricing_page():
+    return _render_pricing()
+
+
+@bp.post("/pricing/global")
+@admin_required
+def pricing_global():
+    form = _global_pricing_form(submitted=True)
+    if form.validate_on_submit():
+        errors = admin.update_settings(
+            {key: form[key].data for key in GLOBAL_PRICING_KEYS}, current_user
+        )
+        if not errors:
+            flash("Global pricing saved; it applies to the next quote.", "success")
+            return redirect(url_for(".pricing_page"))
+        for key, message in errors.items():
+            form[key].errors.append(message)
+    return _render_pricing(global_form=form, status=400)
+
+
+def _rule_values(form: RuleValueForm) -> dict:
+    """The fixed price or markup a rule form asks for. Raises AdminError."""
+    if form.kind.data == "fixed":
+        return {"fixed_price": admin.parse_fixed_price(form.value.data)}
+    return {"markup_percent": admin.parse_markup(form.value.data)}
+
+
+@bp.post("/pricing/rules")
+@admin_required
+def rule_create():
+    form = RuleForm()
+    if form.validate_on_submit():
+        try:
+            scope = admin.parse_scope(form.service.data, form.country.data)
+            existed = admin.rule_for(scope) is not None
+            admin.set_rule(scope, **_rule_values(form), actor=current_user)
+        except admin.AdminError as exc:
+            form.value.errors.append(str(exc))
+        else:
+            flash(
+                f"Rule for {scope.label} {'replaced' if existed else 'added'}; "
+                "it applies to the next quote.",
+                "success",
+            )
+            return redirect(url_for(".pricing_page"))
+    return _render_pricing(rule_form=form, status=400)
+
+
+@bp.route("/pricing/rules/<int:rule_id>", methods=["GET", "POST"])
+@admin_required
+def rule_edit(rule_id: int):
+    rule = db.get_or_404(PricingRule, rule_id)
+    form = RuleValueForm(
+        data={
+            "kind": "fixed" if rule.fixed_price is not None else "markup",
+            "value": format_amount(rule.fixed_price)
+            if rule.fixed_price is not None
+            else str(rule.markup_percent),
+        }
+        if request.method == "GET"
+        else None
+    )
+    if form.validate_on_submit():
+        try:
+            admin.set_rule(
+                admin.RuleScope(rule.service, rule.country_id),
+                **_rule_values(form),
+                actor=current_user,
+            )
+        except admin.AdminError as exc:
+            form.value.errors.append(str(exc))
+        else:
+            flash("Rule saved; it applies to the next quote.", "success")
+            return redirect(url_for(".pricing_page"))
+    status = 400 if request.method == "POST" else 200
+    return render_template("admin/rule.html", rule=rule, form=form, action_form=PostForm()), status
+
+
+@bp.post("/pricing/rules/<int:rule_id>/delete")
+@admin_required
+def rule_delete(rule_id: int):
+    rule = db.get_or_404(PricingRule, rule_id)
+    if PostForm().validate_on_submit():
+        admin.delete_rule(rule, current_user)
+        flash("Rule deleted.", "success")
+    return redirect(url_for(".pricing_page"))
+
+
+@bp.post("/pricing/services/<code>/<any(enable, disable):state>")
+@admin_required
+def service_switch(code: str, state: str):
+    service = db.get_or_404(Service, code)
+    if PostForm().validate_on_submit():
+        admin.set_service_enabled(service, state == "enable", current_user)
+        flash(f"Service {service.name} ({service.code}) {state}d.", "success")
+    return redirect(url_for(".pricing_page", _anchor="switches"))
+
+
+@bp.post("/pricing/countries/<int:country_id>/<any(enable, disable):state>")
+@admin_required
+def country_switch(country_id: int, state: str):
+    country = db.get_or_404(Country, country_id)
+    if PostForm().validate_on_submit():
+        admin.set_country_enabled(country, state == "enable", current_user)
+        flash(f"Country {country.name} ({country.id}) {state}d.", "success")
+    return redirect(url_for(".pricing_page", _anchor="switches"))
+
+
+@bp.post("/pricing/refresh")
+@admin_required
+def pricing_refresh():
+    if PostForm().validate_on_submit():
+        report = admin.refresh_prices(current_user)
+        if report.errors:
+            flash("The upstream did not answer: " + "; ".join(report.errors), "error")
+        elif report.prices_refreshed:
+            flash("Catalog and prices refreshed from the upstream.", "success")
+        else:
+            flash("A refresh is already running; try again in a moment.", "warning")
+    return redirect(url_for(".pricing_page"))
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@admin_required
+def settings_page():
+    keys = [spec.key for spec in settings.SPECS]
+    form_class = settings_form_class(keys)
+    if request.method == "GET":
+        form = form_class(data={key: settings.raw_value(key) for key in keys})
+    else:
+        form = form_class()
+    if form.validate_on_submit():
+        errors = admin.update_settings({key: form[key].data for key in keys}, current_user)
+        if not errors:
+            flash("Settings saved.", "success")
+            return redirect(url_for(".settings_page"))
+        for key, message in errors.items():
+            form[key].errors.append(message)
+    status = 400 if request.method == "POST" else 200
+    return render_template("admin/settings.html", form=form, specs=settings.SPECS), status
+
+
+# --- audit log ----------------------------------------------------------------------------
+
+
+@bp.get("/audit")
+@admin_required
+def audit_log():
+    form = AuditFilterForm(formdata=request.args)
+    actors = admin.audit_actors()
+    form.action.choices = [SelectChoice("", "any")] + [
+        SelectChoice(a) for a in admin.audit_actions()
+    ]
+    form.actor.choices = [SelectChoice("", "anyone"), SelectChoice("0", "command line")] + [
+        SelectChoice(str(u.id), u.email) for u in actors
+    ]
+    action, actor_id = None, None
+    if form.validate():
+        action = form.action.data or None
+        actor_id = int(form.actor.data) if form.actor.data else None
+    page = db.paginate(
+        admin.audit_query(action, actor_id), page=_page(), per_page=PER_PAGE, error_out=False
+    )
+    args = {k: v for k, v in request.args.items() if k != "page"}
+    return render_template("admin/audit.html", form=form, page=page, args=args)
+
+
+def _money(units: int) -> str:
+    return f"{format_amount(units)} {current_app.config['CURRENCY']}"

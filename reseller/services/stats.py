@@ -1,0 +1,292 @@
+"""The business at a glance: outcomes, money and the upstream balance.
+
+Every figure comes from recorded data, grouped by UTC calendar day:
+
+* Outcomes come from `ActivationEvent` rows. An activation's outcome is the first event
+  that moved it into one of: code received (`code_received`, or `completed`), `cancelled`,
+  `expired`, `failed`. These are exclusive (a refunding state cannot follow a code), and
+  the outcome is dated by that event.
+* Revenue comes from the ledger: purchase rows minus refund rows, dated by the ledger row.
+  Money held for activations still waiting counts as revenue until it is refunded, when
+  the refund counts against the day of the refund.
+* Upstream cost is what the upstream keeps: the `upstream_cost` of activations whose
+  outcome is "code received", dated by the first code. Cancelled and expired activations
+  were cancelled at the upstream (which refunds us), failed ones were never sold to us,
+  and waiting ones may still be cancelled, so none of those cost anything (yet).
+  Activations with a code but no known cost are counted in `cost_unknown`, not guessed.
+* Profit is revenue minus upstream cost.
+* The success rate is code received / (code received + cancelled + expired): of the numbers
+  handed out that reached an outcome, the share that delivered a code. Failed purchases
+  never handed out a number and are left out of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from ..extensions import db
+from ..models import Activation, ActivationEvent, JobState, LedgerEntry, LedgerKind, utcnow
+from ..models import ActivationStatus as S
+from ..money import to_units
+from . import settings, worker
+from .provider import upstream
+
+log = logging.getLogger(__name__)
+
+PERIODS: tuple[tuple[str, str, int], ...] = (
+    ("today", "Today", 1),
+    ("7d", "7 days", 7),
+    ("30d", "30 days", 30),
+)
+CHART_DAYS = 30
+OUTCOMES = ("code", "cancelled", "expired", "failed")
+CODE_STATES = (S.CODE_RECEIVED.value, S.COMPLETED.value)
+CLOSED_STATES = (S.CANCELLED.value, S.EXPIRED.value, S.FAILED.value)
+
+
+@dataclass
+class Figures:
+    """Totals over one or more days (money in money units)."""
+
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    purchases: int = 0
+    refunds: int = 0
+    cost: int = 0
+    cost_unknown: int = 0
+
+    @property
+    def revenue(self) -> int:
+        return self.purchases - self.refunds
+
+    @property
+    def profit(self) -> int:
+        return self.revenue - self.cost
+
+    @property
+    def success_rate(self) -> float | None:
+        """Share of handed-out numbers that delivered a code (None: no outcome yet)."""
+        handed_out = self.outcomes["code"] + self.outcomes["cancelled"] + self.outcomes["expired"]
+        return self.outcomes["code"] / handed_out if handed_out else None
+
+    def add(self, other: Figures) -> None:
+        for key in OUTCOMES:
+            self.outcomes[key] += other.outcomes[key]
+        self.purchases += other.purchases
+        self.refunds += other.refunds
+        self.cost += other.cost
+        self.cost_unknown += other.cost_unknown
+
+
+@dataclass
+class Ranked:
+    """One service's or country's figures in a period."""
+
+    key: str | int
+    codes: int = 0
+    revenue: int = 0
+    cost: int = 0
+
+    @property
+    def profit(self) -> int:
+        return self.revenue - self.cost
+
+
+@dataclass
+class Overview:
+    today: dt.date
+    days: list[dt.date]  # the chart's days, oldest first, ending today
+    daily: dict[dt.date, Figures]
+    periods: dict[str, Figures]
+    top_services: dict[str, list[Ranked]]
+    top_countries: dict[str, list[Ranked]]
+
+
+def _day(value) -> dt.date:
+    """A `date(...)` result as a date: SQLite answers text, PostgreSQL a date."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def overview(now: dt.datetime | None = None, top: int = 5) -> Overview:
+    """The figures for today, 7 and 30 days, per day over 30 days, and the top services
+    and countries (by revenue) per period."""
+    now = now or utcnow()
+    today = now.date()
+    days = [today - dt.timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
+    start = dt.datetime.combine(days[0], dt.time.min)
+    daily: dict[dt.date, Figures] = {day: Figures() for day in days}
+    # Per (day, service) and (day, country): codes, revenue, cost.
+    by_service: dict[tuple[dt.date, str], Ranked] = {}
+    by_country: dict[tuple[dt.date, int], Ranked] = {}
+
+    def ranked(day, service, country_id) -> tuple[Ranked, Ranked]:
+        s = by_service.setdefault((day, service), Ranked(service))
+        c = by_country.setdefault((day, country_id), Ranked(country_id))
+        return s, c
+
+    # Money: purchases and refunds, per day, service and country.
+    day_col = func.date(LedgerEntry.created_at)
+    for day, kind, service, country_id, total in db.session.execute(
+        select(
+            day_col,
+            LedgerEntry.kind,
+            Activation.service,
+            Activation.country_id,
+            func.sum(LedgerEntry.amount),
+        )
+        .join(Activation, Activation.id == LedgerEntry.activation_id)
+        .where(
+            LedgerEntry.created_at >= start,
+            LedgerEntry.kind.in_([LedgerKind.PURCHASE.value, LedgerKind.REFUND.value]),
+        )
+        .group_by(day_col, LedgerEntry.kind, Activation.service, Activation.country_id)
+    ):
+        day = _day(day)
+        if day not in daily:
+            continue  # a row stamped in the future (clock skew): not in any period
+        total = int(total or 0)
+        figures = daily[day]
+        if kind == LedgerKind.PURCHASE.value:
+            figures.purchases += -total
+        else:
+            figures.refunds += total
+        for row in ranked(day, service, country_id):
+            row.revenue += -total
+
+    # Codes: the first code event per activation. Every event of an activation falls within
+    # its lifetime, so looking that far before the window finds every first code.
+    lookback = dt.timedelta(seconds=settings.BY_KEY["activation_lifetime"].maximum or 0)
+    first_code = (
+        select(
+            ActivationEvent.activation_id.label("activation_id"),
+            func.min(ActivationEvent.created_at).label("at"),
+        )
+        .where(
+            ActivationEvent.to_status.in_(CODE_STATES),
+            ActivationEvent.created_at >= start - lookback,
+        )
+        .group_by(ActivationEvent.activation_id)
+        .subquery()
+    )
+    code_day = func.date(first_code.c.at)
+    for day, service, country_id, count, cost, unknown in db.session.execute(
+        select(
+            code_day,
+            Activation.service,
+            Activation.country_id,
+            func.count(),
+            func.coalesce(func.sum(Activation.upstream_cost), 0),
+            func.count() - func.count(Activation.upstream_cost),
+        )
+        .join(Activation, Activation.id == first_code.c.activation_id)
+        .where(first_code.c.at >= start)
+        .group_by(code_day, Activation.service, Activation.country_id)
+    ):
+        day = _day(day)
+        if day not in daily:
+            continue
+        figures = daily[day]
+        figures.outcomes["code"] += count
+        figures.cost += int(cost)
+        figures.cost_unknown += unknown
+        for row in ranked(day, service, country_id):
+            row.codes += count
+            row.cost += int(cost)
+
+    # Closed without a code: one event per activation (the state table allows no other).
+    closed_day = func.date(ActivationEvent.created_at)
+    for day, status, count in db.session.execute(
+        select(
+            closed_day,
+            ActivationEvent.to_status,
+            func.count(func.distinct(ActivationEvent.activation_id)),
+        )
+        .where(ActivationEvent.to_status.in_(CLOSED_STATES), ActivationEvent.created_at >= start)
+        .group_by(closed_day, ActivationEvent.to_status)
+    ):
+        day = _day(day)
+        if day in daily:
+            daily[day].outcomes[status] += count
+
+    periods: dict[str, Figures] = {}
+    top_services: dict[str, list[Ranked]] = {}
+    top_countries: dict[str, list[Ranked]] = {}
+    for key, _label, length in PERIODS:
+        window = set(days[-length:])
+        total = Figures()
+        for day in window:
+            total.add(daily[day])
+        periods[key] = total
+        top_services[key] = _top(by_service, window, top)
+        top_countries[key] = _top(by_country, window, top)
+    return Overview(today, days, daily, periods, top_services, top_countries)
+
+
+def _top(rows: dict[tuple[dt.date, str | int], Ranked], window: set[dt.date], n: int):
+    merged: dict[str | int, Ranked] = {}
+    for (day, key), row in rows.items():
+        if day not in window:
+            continue
+        total = merged.setdefault(key, Ranked(key))
+        total.codes += row.codes
+        total.revenue += row.revenue
+        total.cost += row.cost
+    ordered = sorted(merged.values(), key=lambda r: (-r.revenue, -r.codes, str(r.key)))
+    return [r for r in ordered if r.revenue or r.codes][:n]
+
+
+# --- the upstream balance ------------------------------------------------------------------
+
+BALANCE_JOB = "upstream_balance"
+BALANCE_MAX_AGE = 60  # seconds a reading is reused before the upstream is asked again
+
+
+@dataclass(frozen=True)
+class BalanceReading:
+    balance: int | None  # money units; None when the upstream has not answered
+    error: str | None  # why not, when it did not
+    checked_at: dt.datetime | None
+
+    @property
+    def reachable(self) -> bool:
+        return self.balance is not None
+
+    @property
+    def low(self) -> bool:
+        return self.balance is not None and self.balance < settings.get("low_balance_threshold")
+
+
+def _stored_reading(job: JobState | None) -> BalanceReading:
+    if job is None or not job.value:
+        return BalanceReading(None, "not checked yet", None)
+    try:
+        data = json.loads(job.value)
+    except ValueError:
+        return BalanceReading(None, "not checked yet", None)
+    return BalanceReading(data.get("balance"), data.get("error"), job.last_run_at)
+
+
+def upstream_balance(max_age: int = BALANCE_MAX_AGE) -> BalanceReading:
+    """The upstream balance, asked at most once per `max_age` seconds across every process
+    (the reading is shared in `JobState`). Never raises for upstream trouble: an
+    unreachable upstream gives a reading without a balance."""
+    if not worker.claim_job(BALANCE_JOB, every=max_age, hold=60):
+        return _stored_reading(db.session.get(JobState, BALANCE_JOB))
+    balance, error = None, None
+    try:
+        balance = to_units(Decimal(upstream().get_balance()))
+    except Exception as exc:  # noqa: BLE001 - the console must render whatever the provider does
+        db.session.rollback()
+        error = getattr(exc, "token", None) or type(exc).__name__
+        log.warning("upstream balance: %s", exc)
+    worker.finish_job(BALANCE_JOB, value=json.dumps({"balance": balance, "error": error}))
+    return BalanceReading(balance, error, utcnow())

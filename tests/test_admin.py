@@ -1,0 +1,547 @@
+"""The operator console: customers, activations, pricing pages, settings, the audit log
+and the overview's upstream balance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from reseller.extensions import db
+from reseller.models import AuditLog, LedgerEntry, PricingRule, Service, User
+from reseller.money import parse_amount
+from reseller.services import accounts, settings
+from reseller.services.provider import raw_upstream
+from reseller.upstream import errors as up
+from tests.conftest import Api, api_key_of
+
+ADMIN = "boss@example.com"
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(monkeypatch):
+    """One-round password hashes: these tests log in a lot, and scrypt costs 0.2 s a go."""
+    from functools import partial
+
+    from werkzeug.security import generate_password_hash
+
+    monkeypatch.setattr(
+        accounts,
+        "generate_password_hash",
+        partial(generate_password_hash, method="pbkdf2:sha256:1"),
+    )
+
+
+@pytest.fixture
+def boss(make_user, auth):
+    """A logged-in admin."""
+    admin = make_user(email=ADMIN, is_admin=True)
+    auth.login(ADMIN)
+    return admin
+
+
+def audit_rows(action: str | None = None) -> list[AuditLog]:
+    stmt = select(AuditLog).order_by(AuditLog.id)
+    if action:
+        stmt = stmt.where(AuditLog.action == action)
+    return list(db.session.execute(stmt).scalars())
+
+
+def fresh(user: User) -> User:
+    db.session.expire_all()
+    return db.session.get(User, user.id)
+
+
+def page(response) -> str:
+    return response.get_data(as_text=True)
+
+
+# --- credit and debit ------------------------------------------------------------------
+
+
+def test_credit_and_debit_leave_ledger_rows_naming_the_admin(client, runner, boss, customer):
+    url = f"/admin/customers/{customer.id}/credit"
+    response = client.post(url, data={"amount": "10.50", "note": "paid by wire #77"})
+    assert response.status_code == 302
+    assert response.location == f"/admin/customers/{customer.id}"
+    assert (
+        client.post(url, data={"amount": "-2.25", "note": "goodwill reversed"}).status_code == 302
+    )
+
+    assert fresh(customer).balance == parse_amount("18.25")
+    rows = list(
+        db.session.execute(
+            select(LedgerEntry).where(LedgerEntry.actor_id.is_not(None)).order_by(LedgerEntry.id)
+        ).scalars()
+    )
+    assert [(r.amount, r.kind, r.note, r.actor_id) for r in rows] == [
+        (105_000, "topup", "paid by wire #77", boss.id),
+        (-22_500, "adjustment", "goodwill reversed", boss.id),
+    ]
+    credit, debit = audit_rows("wallet.credit") + audit_rows("wallet.debit")
+    assert credit.actor_id == boss.id and credit.target == f"user:{customer.id}"
+    assert json.loads(credit.before) == {"balance": "10.00"}
+    assert json.loads(credit.after)["balance"] == "20.50"
+    assert json.loads(debit.after) == {
+        "amount": "-2.25",
+        "balance": "18.25",
+        "note": "goodwill reversed",
+    }
+
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 0, result.output
+    assert "ledger OK" in result.output
+
+    shown = page(client.get(f"/admin/customers/{customer.id}"))
+    assert "paid by wire #77" in shown and ADMIN in shown and "18.25" in shown
+
+
+def test_credit_form_errors_are_friendly(client, boss, customer):
+    for amount, note, message in (
+        ("ten", "x", "not an amount"),
+        ("1.005", "x", "more than two decimals"),
+        ("0", "x", "must not be zero"),
+        ("", "x", "Enter an amount"),
+        ("5.00", "", "A note is required"),
+        ("5.00", "   ", "A note is required"),
+        ("-10.01", "too much", "Cannot debit 10.01: the balance is 10.00"),
+    ):
+        response = client.post(
+            f"/admin/customers/{customer.id}/credit", data={"amount": amount, "note": note}
+        )
+        assert response.status_code == 400, amount
+        assert message in page(response), amount
+        assert 'value="Apply"' in page(response)
+    assert fresh(customer).balance == parse_amount("10.00")
+    assert audit_rows() == []
+
+
+# --- account actions ---------------------------------------------------------------------
+
+
+def switch_to(auth, email: str) -> None:
+    """Log out and in as someone else. (One client: the test's requests share one app
+    context, so a second client would see the first one's user cached in `g`.)"""
+    auth.logout()
+    assert auth.login(email).status_code == 302
+
+
+def test_disable_and_enable_an_account(client, auth, boss, customer):
+    key = api_key_of(customer)
+    response = client.post(f"/admin/customers/{customer.id}/disable")
+    assert response.status_code == 302
+    assert not fresh(customer).active
+    assert Api(client, key).text("getBalance") == "ACCOUNT_INACTIVE"
+    auth.logout()
+    login = auth.login(customer.email)
+    assert login.status_code == 200 and "disabled" in page(login)
+
+    assert auth.login(ADMIN).status_code == 302
+    client.post(f"/admin/customers/{customer.id}/enable")
+    assert fresh(customer).active
+    assert Api(client, key).text("getBalance") == "ACCESS_BALANCE:10.00"
+    assert [(r.action, r.actor_id) for r in audit_rows()] == [
+        ("user.disable", boss.id),
+        ("user.enable", boss.id),
+    ]
+
+
+def test_an_admin_cannot_disable_or_demote_themselves(client, boss):
+    response = client.post(f"/admin/customers/{boss.id}/disable", follow_redirects=True)
+    assert "cannot disable your own account" in page(response)
+    response = client.post(f"/admin/customers/{boss.id}/revoke-admin", follow_redirects=True)
+    assert "cannot revoke your own admin rights" in page(response)
+    me = fresh(boss)
+    assert me.active and me.is_admin
+    assert audit_rows() == []
+    # Their own page offers neither button.
+    own = page(client.get(f"/admin/customers/{boss.id}"))
+    assert f"/admin/customers/{boss.id}/disable" not in own
+    assert f"/admin/customers/{boss.id}/revoke-admin" not in own
+
+
+def test_grant_and_revoke_admin(client, auth, boss, customer):
+    switch_to(auth, customer.email)
+    assert client.get("/admin").status_code == 403
+
+    switch_to(auth, ADMIN)
+    client.post(f"/admin/customers/{customer.id}/grant-admin")
+    assert fresh(customer).is_admin
+    switch_to(auth, customer.email)
+    assert client.get("/admin").status_code == 200
+
+    switch_to(auth, ADMIN)
+    client.post(f"/admin/customers/{customer.id}/revoke-admin")
+    assert not fresh(customer).is_admin
+    switch_to(auth, customer.email)
+    assert client.get("/admin").status_code == 403
+    assert [r.action for r in audit_rows()] == ["user.grant_admin", "user.revoke_admin"]
+
+
+def test_regenerate_the_api_key(client, boss, customer):
+    old_key = api_key_of(customer)
+    client.post(f"/admin/customers/{customer.id}/regenerate-key")
+    new_key = api_key_of(fresh(customer))
+    assert new_key != old_key
+    assert Api(client, old_key).text("getBalance") == "BAD_KEY"
+    assert Api(client, new_key).text("getBalance") == "ACCESS_BALANCE:10.00"
+    (row,) = audit_rows("user.regenerate_api_key")
+    assert old_key not in (row.after or "") and new_key not in (row.after or "")
+
+
+# --- lists -------------------------------------------------------------------------------
+
+
+def _bare_user(email: str, balance: int = 0) -> User:
+    """An account without password hashing (fast), for list tests."""
+    user = User(
+        email=email,
+        password_hash="!",
+        api_key_hash=accounts.api_key_digest(email),
+        api_key_encrypted="!",
+        balance=balance,
+    )
+    db.session.add(user)
+    return user
+
+
+def test_customers_search_and_pages(client, boss):
+    for n in range(60):
+        _bare_user(f"shop{n:02d}@example.com")
+    _bare_user("needle@example.org", balance=123_400)
+    db.session.commit()
+
+    first = page(client.get("/admin/customers"))
+    assert "62 accounts" in first and "Page 1 of 2" in first
+    assert "needle@example.org" in first  # newest first
+    second = page(client.get("/admin/customers?page=2"))
+    assert "shop00@example.com" in second and "needle@example.org" not in second
+
+    found = page(client.get("/admin/customers?q=NEEDLE"))
+    assert "1 account " in found and "needle@example.org" in found and "12.34" in found
+    assert "shop01@example.com" not in found
+    # LIKE wildcards in the search are taken literally.
+    assert "0 accounts" in page(client.get("/admin/customers?q=%25"))
+
+
+@pytest.fixture
+def two_activations(api, clock):
+    """#1: tg/us with a code; #2: ot/gb (never gets one), still waiting."""
+    assert api.text("getNumber", service="tg", country="us").startswith("ACCESS_NUMBER:1:")
+    assert api.text("getNumber", service="ot", country="gb").startswith("ACCESS_NUMBER:2:")
+    clock.travel(6)
+    assert api.text("getStatus", id="1").startswith("STATUS_OK:")
+    return api
+
+
+def _ids_listed(html: str) -> set[int]:
+    import re
+
+    return {int(n) for n in re.findall(r'href="/admin/activations/(\d+)"', html)}
+
+
+def test_activation_filters(client, boss, customer, two_activations):
+    for query, expected in (
+        ("", {1, 2}),
+        ("status=code_received", {1}),
+        ("status=allocated", {2}),
+        ("service=ot", {2}),
+        ("country=gb", {2}),
+        ("country=187", {1}),
+        ("email=customer%40example", {1, 2}),
+        ("email=nobody", set()),
+        (f"user={customer.id}", {1, 2}),
+        (f"user={boss.id}", set()),
+        ("status=allocated&service=tg", set()),
+    ):
+        listed = _ids_listed(page(client.get(f"/admin/activations?{query}")))
+        assert listed == expected, query
+
+
+def test_activation_date_filter_and_bad_input(client, boss, two_activations, clock):
+    from reseller.clock import utcnow
+
+    today = utcnow().date()
+    tomorrow = today.fromordinal(today.toordinal() + 1)
+    yesterday = today.fromordinal(today.toordinal() - 1)
+    listed = page(client.get(f"/admin/activations?created_from={today}&created_to={today}"))
+    assert _ids_listed(listed) == {1, 2}
+    assert _ids_listed(page(client.get(f"/admin/activations?created_from={tomorrow}"))) == set()
+    assert _ids_listed(page(client.get(f"/admin/activations?created_to={yesterday}"))) == set()
+    bad = page(client.get("/admin/activations?country=atlantis&created_from=someday"))
+    assert "Unknown country" in bad and "Not a valid date" in bad
+    assert _ids_listed(bad) == set()
+
+
+def test_activation_detail(client, boss, two_activations):
+    from reseller.models import Activation
+
+    item = db.session.get(Activation, 1)
+    shown = page(client.get("/admin/activations/1"))
+    for text in (
+        "Activation #1",
+        item.upstream_id,
+        item.phone,
+        "1.69",  # price: 1.30 + 30 %
+        "1.30",  # upstream cost
+        item.code,
+        "customer@example.com",
+        "Telegram",
+    ):
+        assert text in shown, text
+    timeline = shown.split("Timeline")[1]
+    assert timeline.index("pending") < timeline.index("allocated") < timeline.index("code received")
+    assert client.get("/admin/activations/999").status_code == 404
+
+
+# --- pricing -----------------------------------------------------------------------------
+
+
+def test_a_rule_set_in_the_console_applies_on_the_api_at_once(client, boss, api):
+    assert api.json("getPrices", service="tg", country="us") == {
+        "187": {"tg": {"cost": 1.69, "count": 606}}
+    }
+    response = client.post(
+        "/admin/pricing/rules",
+        data={"service": "tg", "country": "us", "kind": "fixed", "value": "2.50"},
+    )
+    assert response.status_code == 302
+    assert api.json("getPrices", service="tg", country="us")["187"]["tg"]["cost"] == 2.5
+    rule = db.session.execute(select(PricingRule)).scalar_one()
+
+    client.post(f"/admin/pricing/rules/{rule.id}", data={"kind": "markup", "value": "100"})
+    assert api.json("getPrices", service="tg", country="us")["187"]["tg"]["cost"] == 2.6
+
+    client.post(f"/admin/pricing/rules/{rule.id}/delete")
+    assert api.json("getPrices", service="tg", country="us")["187"]["tg"]["cost"] == 1.69
+    assert [r.action for r in audit_rows()] == [
+        "pricing.rule_set",
+        "pricing.rule_update",
+        "pricing.rule_delete",
+    ]
+    assert json.loads(audit_rows()[1].before)["fixed_price"] == "2.50"
+
+
+def test_adding_a_rule_for_an_existing_scope_replaces_it(client, boss, stocked):
+    for value in ("10", "20"):
+        client.post(
+            "/admin/pricing/rules",
+            data={"service": "", "country": "de", "kind": "markup", "value": value},
+        )
+    rule = db.session.execute(select(PricingRule)).scalar_one()
+    assert (rule.service, rule.country_id, float(rule.markup_percent)) == (None, 43, 20.0)
+
+
+def test_rule_form_errors(client, boss, stocked):
+    for data, message in (
+        ({"service": "zz", "country": "us", "value": "10"}, "Unknown service"),
+        ({"service": "tg", "country": "atlantis", "value": "10"}, "Unknown country"),
+        ({"service": "", "country": "*", "value": "10"}, "needs a service, a country or both"),
+        ({"service": "tg", "country": "us", "value": "ten"}, "not a percentage"),
+        ({"service": "tg", "country": "us", "value": "-5"}, "between 0 and 10000"),
+        ({"service": "tg", "country": "us", "kind": "fixed", "value": "0"}, "above zero"),
+        ({"service": "tg", "country": "us", "kind": "fixed", "value": "1.234"}, "two decimals"),
+        ({"service": "tg", "country": "us", "kind": "free", "value": "1"}, "Not a valid choice"),
+    ):
+        response = client.post("/admin/pricing/rules", data={"kind": "markup", **data})
+        assert response.status_code == 400, data
+        assert message in page(response), data
+    assert db.session.execute(select(func.count(PricingRule.id))).scalar_one() == 0
+
+
+def test_the_price_table_says_when_a_price_was_raised_to_cost(client, boss, stocked):
+    client.post(
+        "/admin/pricing/rules",
+        data={"service": "tg", "country": "us", "kind": "fixed", "value": "0.50"},
+    )
+    shown = page(client.get("/admin/pricing?service=tg&country=us"))
+    row = shown.split("Price table")[1]
+    assert "1.30" in row  # the upstream cost, and our price raised to it
+    assert "raised to cost" in row
+    assert "606" in row  # stock
+
+
+def test_global_pricing_form(client, boss, api):
+    response = client.post(
+        "/admin/pricing/global", data={"markup_percent": "100", "minimum_price": "0.10"}
+    )
+    assert response.status_code == 302
+    assert api.json("getPrices", service="tg", country="us")["187"]["tg"]["cost"] == 2.6
+    (row,) = audit_rows()  # only the markup changed
+    assert (row.action, row.target) == ("setting.update", "setting:markup_percent")
+    response = client.post(
+        "/admin/pricing/global", data={"markup_percent": "lots", "minimum_price": "-1"}
+    )
+    assert response.status_code == 400
+    assert "is not a valid value" in page(response)
+
+
+def test_service_and_country_switches(client, boss, api):
+    client.post("/admin/pricing/services/tg/disable")
+    assert api.text("getNumber", service="tg", country="us") == "BAD_SERVICE"
+    assert "tg" not in api.json("getPrices", country="us")["187"]
+    client.post("/admin/pricing/services/tg/enable")
+    client.post("/admin/pricing/countries/187/disable")
+    assert api.text("getNumber", service="tg", country="us") == "BAD_COUNTRY"
+    client.post("/admin/pricing/countries/187/enable")
+    assert api.text("getNumber", service="tg", country="us").startswith("ACCESS_NUMBER:")
+    assert [r.action for r in audit_rows()] == [
+        "service.disable",
+        "service.enable",
+        "country.disable",
+        "country.enable",
+    ]
+    assert client.post("/admin/pricing/services/nope/disable").status_code == 404
+
+
+def test_refresh_from_upstream(client, boss, app):
+    assert db.session.execute(select(func.count()).select_from(Service)).scalar_one() == 0
+    response = client.post("/admin/pricing/refresh", follow_redirects=True)
+    assert "refreshed from the upstream" in page(response)
+    assert db.session.execute(select(func.count()).select_from(Service)).scalar_one() > 0
+    assert "Telegram" in page(client.get("/admin/pricing"))
+    (row,) = audit_rows("pricing.refresh")
+    assert json.loads(row.after) == {"errors": [], "refreshed": True}
+
+
+def test_refresh_when_the_upstream_fails(client, boss, monkeypatch):
+    def down(*args, **kwargs):
+        raise up.UpstreamUnavailable()
+
+    monkeypatch.setattr(raw_upstream(), "get_services", down)
+    response = client.post("/admin/pricing/refresh", follow_redirects=True)
+    assert response.status_code == 200
+    assert "The upstream did not answer" in page(response)
+
+
+# --- settings ----------------------------------------------------------------------------
+
+
+def test_settings_page_edits_every_setting(client, boss):
+    new = {
+        "site_name": "Numbers & Co",
+        "support_contact": "help@example.com",
+        "topup_instructions": "Pay by wire.\nMention your email.",
+        "markup_percent": "45.5",
+        "minimum_price": "0.25",
+        "activation_lifetime": "900",
+        "early_cancel_window": "60",
+        "max_active_activations": "5",
+        "poll_interval": "4",
+        "low_balance_threshold": "50.00",
+    }
+    assert set(new) == {spec.key for spec in settings.SPECS}
+    response = client.post("/admin/settings", data=new)
+    assert response.status_code == 302
+    settings.forget()
+    assert settings.get("site_name") == "Numbers & Co"
+    assert settings.get("activation_lifetime") == 900
+    assert settings.get("minimum_price") == parse_amount("0.25")
+    rows = audit_rows("setting.update")
+    assert {r.target for r in rows} == {f"setting:{key}" for key in new}
+    lifetime = next(r for r in rows if r.target == "setting:activation_lifetime")
+    assert json.loads(lifetime.before) == {"activation_lifetime": "1200"}
+    assert json.loads(lifetime.after) == {"activation_lifetime": "900"}
+    shown = page(client.get("/admin/settings"))
+    assert "Numbers &amp; Co" in shown and "Mention your email." in shown
+
+
+def test_invalid_settings_are_refused_with_nothing_stored(client, boss):
+    data = {spec.key: settings.raw_value(spec.key) for spec in settings.SPECS}
+    data |= {"site_name": "Changed", "activation_lifetime": "5", "poll_interval": "often"}
+    response = client.post("/admin/settings", data=data)
+    assert response.status_code == 400
+    assert "at least 60" in page(response) and "is not a valid value" in page(response)
+    settings.forget()
+    assert settings.get("site_name") != "Changed"
+    assert audit_rows() == []
+
+
+# --- the audit log -----------------------------------------------------------------------
+
+
+def test_audit_log_lists_and_filters(client, boss, customer, make_user):
+    other = make_user(email="second@example.com", is_admin=True)
+    client.post(f"/admin/customers/{customer.id}/disable")
+    client.post(f"/admin/customers/{customer.id}/enable")
+    from reseller.services import admin as admin_service
+
+    admin_service.set_admin(customer, True, other)
+
+    everything = page(client.get("/admin/audit"))
+    assert everything.count("<code>user.") == 3
+    assert "second@example.com" in everything
+    only_disable = page(client.get("/admin/audit?action=user.disable"))
+    assert only_disable.count("<code>user.") == 1
+    by_other = page(client.get(f"/admin/audit?actor={other.id}"))
+    assert by_other.count("<code>user.") == 1 and "user.grant_admin" in by_other
+    assert page(client.get("/admin/audit?actor=0")).count("<code>user.") == 0
+
+
+# --- overview and the upstream balance -----------------------------------------------------
+
+
+def _count_balance_calls(monkeypatch, answer=None, error=None):
+    provider = raw_upstream()
+    real = provider.get_balance
+    calls = []
+
+    def counted():
+        calls.append(1)
+        if error is not None:
+            raise error
+        return answer if answer is not None else real()
+
+    monkeypatch.setattr(provider, "get_balance", counted)
+    return calls
+
+
+def test_overview_shows_the_upstream_balance_asking_at_most_once_a_minute(
+    client, boss, clock, monkeypatch
+):
+    calls = _count_balance_calls(monkeypatch)
+    shown = page(client.get("/admin"))
+    assert "1000.00" in shown and "Low upstream balance" not in shown
+    client.get("/admin")
+    client.get("/admin/customers")
+    assert len(calls) == 1
+    clock.travel(61)
+    client.get("/admin")
+    assert len(calls) == 2
+
+
+def test_an_unreachable_upstream_is_shown_not_a_500(client, boss, monkeypatch):
+    _count_balance_calls(monkeypatch, error=up.UpstreamUnavailable("connection refused"))
+    response = client.get("/admin")
+    assert response.status_code == 200
+    assert "unreachable" in page(response)
+    assert "Upstream unreachable" in page(client.get("/admin/settings"))
+
+
+def test_a_misbehaving_provider_is_not_a_500_either(client, boss, monkeypatch):
+    _count_balance_calls(monkeypatch, error=ValueError("garbage"))
+    response = client.get("/admin")
+    assert response.status_code == 200
+    assert "ValueError" in page(response)
+
+
+def test_low_balance_warning_on_every_admin_page(client, boss, monkeypatch):
+    from decimal import Decimal
+
+    _count_balance_calls(monkeypatch, answer=Decimal("4.99"))
+    for url in ("/admin", "/admin/customers", "/admin/pricing", "/admin/audit"):
+        assert "Low upstream balance" in page(client.get(url)), url
+    settings.store("low_balance_threshold", "4.00")
+    db.session.commit()
+    assert "Low upstream balance" not in page(client.get("/admin/customers"))
+
+
+def test_admin_pages_need_no_script_and_no_external_assets(client, boss, two_activations):
+    import re
+
+    for url in ("/admin", "/admin/customers", "/admin/activations", "/admin/pricing"):
+        shown = page(client.get(url))
+        assert re.findall(r"<script\b[^>]*>", shown) == ['<script src="/static/site.js" defer>']
+        assert not re.search(r'(src|href)="(https?:)?//', shown), url
+    assert "<svg" in page(client.get("/admin")) and "<polyline" in page(client.get("/admin"))
