@@ -66,9 +66,38 @@ def config_overrides():
     return {}
 
 
+def isolate_requests(app) -> None:
+    """Test requests share the test's app context (and so `g`); drop what must not carry
+    over from one request to the next: the logged-in user and the CSRF token."""
+    from flask import g
+
+    @app.before_request
+    def _forget_request_state():
+        for name in ("_login_user", "csrf_token"):
+            g.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(request, monkeypatch):
+    """scrypt costs ~0.2 s a hash; tests use a cheap PBKDF2 unless marked
+    `real_password_hash`. Production hashing is tested on its own."""
+    if request.node.get_closest_marker("real_password_hash"):
+        return
+    import functools
+
+    from werkzeug.security import generate_password_hash
+
+    monkeypatch.setattr(
+        accounts,
+        "generate_password_hash",
+        functools.partial(generate_password_hash, method="pbkdf2:sha256:1000"),
+    )
+
+
 @pytest.fixture
 def app(tmp_path, config_overrides):
     app = create_app(make_config(tmp_path, **config_overrides))
+    isolate_requests(app)
     with app.app_context():
         reset_database()
         yield app

@@ -13,6 +13,14 @@ def signup(client, email="new@example.com", password="password123", password2=No
     )
 
 
+@pytest.mark.real_password_hash
+def test_passwords_are_hashed_with_scrypt(client):
+    signup(client, email="hash@example.com")
+    user = db.session.execute(select(User)).scalar_one()
+    assert user.password_hash.startswith("scrypt:")
+    assert "password123" not in user.password_hash
+
+
 def test_signup_logs_in_and_shows_the_key(client):
     response = signup(client, email="  New@Example.COM ")
     assert response.status_code == 302
