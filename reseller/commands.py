@@ -51,11 +51,14 @@ def users_credit(email: str, amount: str, note: str) -> None:
         raise click.ClickException(str(exc)) from None
     if units == 0:
         raise click.ClickException("the amount must not be zero")
+    from .services import admin as admin_service
+
+    balance = user.balance
     try:
-        entry = wallet.adjust(user.id, units, note=note)
-    except wallet.InsufficientFunds:
+        entry = admin_service.adjust_balance(user, units, note, actor=None)
+    except admin_service.AdminError:
         raise click.ClickException(
-            f"{user.email} has {format_amount(user.balance)}; cannot debit {amount}"
+            f"{user.email} has {format_amount(balance)}; cannot debit {amount}"
         ) from None
     click.echo(
         f"{user.email}: {'+' if units > 0 else ''}{format_amount(units)} → balance "

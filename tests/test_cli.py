@@ -112,3 +112,13 @@ def test_ledger_verify_passes_and_fails(runner, make_user):
     result = runner.invoke(args=["ledger", "verify"])
     assert result.exit_code != 0
     assert "ledger sum" in result.output
+
+
+def test_users_credit_is_audited(runner, make_user):
+    from reseller.models import AuditLog
+
+    make_user(email="a@example.com")
+    runner.invoke(args=["users", "credit", "a@example.com", "3.00", "--note", "wire 42"])
+    entry = db.session.execute(select(AuditLog)).scalar_one()
+    assert entry.action == "wallet.credit" and entry.actor_id is None
+    assert "wire 42" in entry.after
