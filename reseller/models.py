@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -75,6 +76,7 @@ class LedgerEntry(db.Model):
         CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
         CheckConstraint("amount <> 0", name="amount_not_zero"),
         Index("ix_ledger_entries_user_created", "user_id", "id"),
+        Index("ix_ledger_entries_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -233,6 +235,21 @@ class PricingRule(db.Model):
             "(fixed_price IS NULL) <> (markup_percent IS NULL)", name="one_kind_of_rule"
         ),
         CheckConstraint("service IS NOT NULL OR country_id IS NOT NULL", name="has_scope"),
+        # NULLs never collide in a unique constraint: one rule per service, per country.
+        Index(
+            "uq_pricing_rules_service_only",
+            "service",
+            unique=True,
+            sqlite_where=text("country_id IS NULL"),
+            postgresql_where=text("country_id IS NULL"),
+        ),
+        Index(
+            "uq_pricing_rules_country_only",
+            "country_id",
+            unique=True,
+            sqlite_where=text("service IS NULL"),
+            postgresql_where=text("service IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

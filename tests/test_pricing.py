@@ -167,3 +167,23 @@ def test_a_second_rule_for_a_scope_replaces_the_first(stocked):
     assert [(r.service, r.country_id, r.fixed_price, r.markup_percent) for r in rows] == [
         (None, US, parse_amount("3.00"), None)
     ]
+
+
+def test_one_rule_per_scope_even_with_nulls(app):
+    """The database itself refuses a second service-only or country-only rule."""
+    import pytest as _pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from reseller.extensions import db
+    from reseller.models import PricingRule
+
+    for first, second in (
+        (PricingRule(service="tg", markup_percent=10), PricingRule(service="tg", fixed_price=9000)),
+        (PricingRule(country_id=12, markup_percent=10), PricingRule(country_id=12, markup_percent=5)),
+    ):
+        db.session.add(first)
+        db.session.commit()
+        db.session.add(second)
+        with _pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
