@@ -39,12 +39,13 @@ def create_app(config=None) -> Flask:
 
 def register_operations(app: Flask) -> None:
     from .observability import configure_logging, register_health, register_request_id
-    from .security import register_security_headers
+    from .security import register_input_guard, register_security_headers
 
     configure_logging(app)
     register_proxy_fix(app)
     register_request_id(app)
     register_security_headers(app)
+    register_input_guard(app)
     register_health(app)
 
 
@@ -96,28 +97,15 @@ def register_url_converters(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from .admin import bp as admin_bp
+    from .api import bp as api_bp
     from .auth import bp as auth_bp
+    from .dashboard import bp as dashboard_bp
     from .docs import bp as docs_bp
     from .main import bp as main_bp
 
-    app.register_blueprint(main_bp)
-    app.register_blueprint(auth_bp)
-    app.register_blueprint(docs_bp)
-    # The customer API, dashboard and admin blueprints register here as they land.
-    for name in ("api", "dashboard", "admin"):
-        _register_optional(app, name)
-
-
-def _register_optional(app: Flask, name: str) -> None:
-    import importlib
-
-    try:
-        module = importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
-            raise
-        return
-    app.register_blueprint(module.bp)
+    for blueprint in (main_bp, auth_bp, docs_bp, api_bp, dashboard_bp, admin_bp):
+        app.register_blueprint(blueprint)
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -149,7 +137,6 @@ def register_context(app: Flask) -> None:
             "site_name": site_name,
             "currency": app.config["CURRENCY"],
             "sandbox_mode": app.config.get("UPSTREAM") == "sandbox",
-            "url_map_endpoints": app.view_functions.keys(),
         }
 
 

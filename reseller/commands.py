@@ -136,20 +136,10 @@ def seed_demo() -> None:
 
 
 def register(app: Flask) -> None:
+    from . import admin_commands, worker_commands
+
     app.cli.add_command(users_cli)
     app.cli.add_command(ledger_cli)
     app.cli.add_command(seed_demo)
-    for module_name in ("worker_commands", "admin_commands"):
-        _register_more(app, module_name)
-
-
-def _register_more(app: Flask, module_name: str) -> None:
-    import importlib
-
-    try:
-        module = importlib.import_module(f"{__package__}.{module_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.{module_name}":
-            raise
-        return
-    module.register(app)
+    worker_commands.register(app)
+    admin_commands.register(app)

@@ -12,6 +12,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 
 SCALE = 10_000
 CENT = SCALE // 100
+MAX_UNITS = 2**63 - 1  # the most a BIGINT column holds
 
 
 class BadAmount(ValueError):
@@ -28,10 +29,14 @@ def to_units(value: Decimal | str | int | float, *, round_up: bool = False) -> i
         dec = Decimal(str(value))
     except InvalidOperation:
         raise BadAmount(f"not an amount: {value!r}") from None
-    if not dec.is_finite():
+    # Bounded before scaling: `1e999999 * SCALE` overflows the decimal context.
+    if not dec.is_finite() or abs(dec) > MAX_UNITS:
         raise BadAmount(f"not an amount: {value!r}")
     rounding = ROUND_CEILING if round_up else ROUND_HALF_UP
-    return int((dec * SCALE).to_integral_value(rounding=rounding))
+    units = int((dec * SCALE).to_integral_value(rounding=rounding))
+    if abs(units) > MAX_UNITS:
+        raise BadAmount(f"not an amount: {value!r}")
+    return units
 
 
 def parse_amount(text: str, *, allow_negative: bool = False) -> int:
@@ -46,12 +51,12 @@ def parse_amount(text: str, *, allow_negative: bool = False) -> int:
         raise BadAmount(f"{text!r} is not an amount; write it like 10.50") from None
     if not dec.is_finite():
         raise BadAmount(f"{text!r} is not an amount; write it like 10.50")
+    if abs(dec) > Decimal("1000000000"):  # first: quantize() fails past 28 digits
+        raise BadAmount("the amount is too large")
     if dec != dec.quantize(Decimal("0.01")):
         raise BadAmount(f"{text!r} has more than two decimals")
     if dec < 0 and not allow_negative:
         raise BadAmount("the amount must not be negative")
-    if abs(dec) > Decimal("1000000000"):
-        raise BadAmount("the amount is too large")
     return to_units(dec)
 
 

@@ -83,7 +83,8 @@ def register_request_id(app: Flask) -> None:
     @app.before_request
     def assign_request_id():
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = incoming if re.fullmatch(r"[\w\-]{8,64}", incoming) else uuid.uuid4().hex
+        valid = re.fullmatch(r"[\w\-]{8,64}", incoming, re.ASCII)  # ASCII: \w alone takes é
+        g.request_id = incoming if valid else uuid.uuid4().hex
         g.request_started = time.perf_counter()
 
     @app.after_request

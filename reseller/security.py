@@ -6,7 +6,7 @@ inline script and load nothing from elsewhere.
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, abort, request
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -36,3 +36,19 @@ def register_security_headers(app: Flask) -> None:
         if hsts:
             headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response
+
+
+def register_input_guard(app: Flask) -> None:
+    """Refuse (400) a page request whose parameters carry a NUL character: no form field
+    has one, and PostgreSQL refuses it in any text it is asked to compare or store, which
+    would otherwise surface as a 500. The customer API refuses it in its own words."""
+
+    @app.before_request
+    def refuse_nul_characters():
+        if request.blueprint == "api":
+            return
+        values = [v for _k, vs in request.args.lists() for v in vs]
+        values += [v for _k, vs in request.form.lists() for v in vs]
+        values += [v for v in (request.view_args or {}).values() if isinstance(v, str)]
+        if any("\x00" in value for value in values):
+            abort(400)

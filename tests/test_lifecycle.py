@@ -15,7 +15,7 @@ from reseller.services.ledger import verify_ledger
 from reseller.services.provider import use_upstream
 from reseller.upstream.grizzly import GrizzlyClient
 from tests.conftest import Api, api_key_of
-from tests.fake_grizzly import Fault, FakeGrizzly, Reply
+from tests.fake_grizzly import FakeGrizzly, Fault, Reply
 
 
 def balance(user_id):
@@ -39,8 +39,8 @@ def status_of(activation_id):
 
 
 def _activation_in(user, state: S) -> int:
-    from reseller.services import wallet
     from reseller.models import LedgerKind
+    from reseller.services import wallet
 
     activation = Activation(
         user_id=user.id,

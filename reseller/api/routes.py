@@ -29,6 +29,8 @@ def _param(name: str) -> str | None:
     value = request.values.get(name)
     if value is None:
         return None
+    if "\x00" in value:  # no parameter has one, and PostgreSQL text cannot hold it
+        raise err.BadParameter(f"{name} contains a NUL character")
     return value[:500]
 
 

@@ -3,6 +3,7 @@ from urllib.parse import urlencode
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from ..api.errors import ERROR_TABLE
 from ..auth.forms import PostForm
 from ..services import accounts
 from . import bp
@@ -16,14 +17,6 @@ EXAMPLE_PARAMS = {
     "setStatus": {"id": "12345", "status": "8"},
     "getPrices": {"service": "tg"},
 }
-
-
-def _error_table():
-    try:
-        from ..api.errors import ERROR_TABLE
-    except ImportError:  # the API blueprint not installed
-        return []
-    return ERROR_TABLE
 
 
 def example_url(base: str, path: str, action: str, key: str, json_dialect: bool) -> str:
@@ -51,7 +44,7 @@ def index():
         url=url,
         main_actions=MAIN_ACTIONS,
         more_actions=MORE_ACTIONS,
-        error_table=_error_table(),
+        error_table=ERROR_TABLE,
         regenerate_form=PostForm(),
     )
 

@@ -8,6 +8,7 @@ a database dump alone reveals no usable key.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -38,9 +39,15 @@ def _derive(purpose: bytes) -> bytes:
     secret = current_app.config["SECRET_KEY"]
     if not secret:
         raise RuntimeError("SECRET_KEY is required for API keys")
+    return _hkdf(secret.encode() if isinstance(secret, str) else secret, purpose)
+
+
+@functools.lru_cache(maxsize=16)
+def _hkdf(secret: bytes, purpose: bytes) -> bytes:
+    # A pure function of SECRET_KEY: derived once per process, not on every API request.
     return HKDF(
         algorithm=hashes.SHA256(), length=32, salt=b"reseller-api-keys", info=purpose
-    ).derive(secret.encode() if isinstance(secret, str) else secret)
+    ).derive(secret)
 
 
 def api_key_digest(key: str) -> str:

@@ -405,6 +405,8 @@ def refresh_status(activation: Activation, *, actor: str = "customer") -> Activa
     """
     if S(activation.status) not in WAITING_STATES:
         return activation
+    if activation.next_poll_at is not None and activation.next_poll_at > utcnow():
+        return activation  # not due (the claim below decides when it looks due): no write
     activation_id = activation.id
     if not _claim_poll(activation_id):
         return db.session.get(Activation, activation_id)
@@ -418,9 +420,12 @@ def refresh_status(activation: Activation, *, actor: str = "customer") -> Activa
         answer = None
     if answer is not None:
         _apply_status(activation_id, status, answer, actor=actor)
-    if answer is None or answer.state in (UpstreamState.WAIT_CODE, UpstreamState.WAIT_RESEND):
-        if status == S.ALLOCATED and expires_at is not None and utcnow() >= expires_at:
-            expire(activation_id, actor=actor)
+    still_waiting = answer is None or answer.state in (
+        UpstreamState.WAIT_CODE,
+        UpstreamState.WAIT_RESEND,
+    )
+    if still_waiting and status == S.ALLOCATED and expires_at and utcnow() >= expires_at:
+        expire(activation_id, actor=actor)
     return db.session.get(Activation, activation_id)
 
 

@@ -216,7 +216,7 @@ def parse_country(raw: str | None) -> int:
     text = (raw or "").strip().lower()
     if not text:
         raise UnknownCountry("country is required")
-    if text.isdigit() and len(text) <= 4:
+    if text.isascii() and text.isdigit() and len(text) <= 4:  # not '²' or '١٢'
         return int(text)
     text = ISO_ALIASES.get(text, text)
     if text in ISO_TO_ID:

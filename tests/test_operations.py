@@ -1,0 +1,275 @@
+"""Operational signals: /healthz for load balancers (database now, upstream balance cached
+across processes), recovery after the database drops its connections, request ids, and
+structured JSON logs on stdout."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import time
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from reseller import create_app
+from reseller.extensions import db
+from reseller.services import catalog, wallet
+from reseller.services.provider import raw_upstream, upstream, use_upstream
+from reseller.upstream.grizzly import GrizzlyClient
+from tests.conftest import Api, api_key_of, isolate_requests, make_config, reset_database
+
+UNREACHABLE_URL = "http://127.0.0.1:9/stubs/handler_api.php"  # the discard port: refused
+
+
+class CountingUpstream:
+    """The app's provider, counting the balance questions it is asked."""
+
+    name = "counting"
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.balance_calls = 0
+
+    def get_balance(self):
+        self.balance_calls += 1
+        return self.inner.get_balance()
+
+    def __getattr__(self, attribute):
+        return getattr(self.inner, attribute)
+
+
+def healthz(client) -> tuple[int, dict]:
+    response = client.get("/healthz")
+    assert response.mimetype == "application/json"
+    return response.status_code, response.get_json()
+
+
+# --- /healthz ---------------------------------------------------------------------------------
+
+
+def test_healthz_reports_the_database_and_the_upstream_balance(app, client):
+    status, report = healthz(client)
+    assert status == 200
+    assert report["status"] == "ok" and report["database"] == "ok"
+    upstream_report = report["upstream"]
+    assert upstream_report["reachable"] is True
+    assert Decimal(upstream_report["balance"]) > 0  # the sandbox's starting balance
+    assert upstream_report["checked_at"]
+
+
+def test_the_upstream_balance_is_cached_for_every_process(app, client, clock, tmp_path):
+    counting = CountingUpstream(raw_upstream())
+    use_upstream(app, counting)
+    first = healthz(client)[1]
+    clock.travel(30)
+    assert healthz(client)[1] == first
+    assert counting.balance_calls == 1
+
+    # Another process (another app on the same database) reads the same cached answer.
+    db.session.commit()
+    other = create_app(make_config(tmp_path))
+    other_counting = CountingUpstream(raw_upstream())
+    use_upstream(other, other_counting)
+    with other.app_context():
+        assert healthz(other.test_client())[1] == first
+        db.session.remove()
+        db.engine.dispose()
+    assert other_counting.balance_calls == 0
+
+    clock.travel(31)  # a minute after the first question: asked again, once
+    assert healthz(client)[1]["upstream"]["checked_at"] != first["upstream"]["checked_at"]
+    assert healthz(client)[1]["upstream"]["reachable"] is True
+    assert counting.balance_calls == 2
+
+
+def test_an_unreachable_upstream_is_reported_not_fatal(app, client):
+    grizzly = GrizzlyClient(
+        "operator-secret-key", url=UNREACHABLE_URL, connect_timeout=0.2, read_timeout=0.2, retries=0
+    )
+    use_upstream(app, grizzly)
+    started = time.monotonic()
+    response = client.get("/healthz")
+    assert time.monotonic() - started < 2
+    assert response.status_code == 200  # the app serves; the load balancer keeps it
+    report = response.get_json()
+    assert report["database"] == "ok"
+    assert report["upstream"]["reachable"] is False
+    assert report["upstream"]["balance"] is None
+    assert report["upstream"]["error"] == "UNAVAILABLE"
+    assert "operator-secret-key" not in response.get_data(as_text=True)
+
+
+DEAD_DATABASES = {
+    "sqlite": "sqlite:////nonexistent-directory/reseller.sqlite",
+    "postgresql": "postgresql+psycopg://reseller:db-password-secret@127.0.0.1:1/reseller",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DEAD_DATABASES))
+def test_an_unreachable_database_is_503_and_clean_errors(tmp_path, kind):
+    config = make_config(tmp_path, TESTING=False, LOG_FORMAT="plain")
+    config.SQLALCHEMY_DATABASE_URI = DEAD_DATABASES[kind]
+    app = create_app(config)
+    isolate_requests(app)
+    client = app.test_client()
+    with app.app_context():
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.get_json() == {"database": "unreachable", "status": "degraded"}
+        body = response.get_data(as_text=True)
+        assert "db-password-secret" not in body and "nonexistent" not in body
+
+        # The API still answers in its protocol (HTTP 200, a retryable error) …
+        api = Api(client, "any-key")
+        assert api.text("getBalance") == "ERROR_SQL"
+        assert api.json("getBalance") == {"error": "SERVICE_UNAVAILABLE"}
+        # … and pages that need the database show the error page, no traceback.
+        response = client.post("/login", data={"email": "a@example.com", "password": "x" * 8})
+        assert response.status_code == 500
+        page = response.get_data(as_text=True)
+        assert "Traceback" not in page and "db-password-secret" not in page
+        assert client.get("/").status_code == 200  # what does not need it still works
+        db.engine.dispose()
+
+
+@pytest.mark.postgres_only
+def test_the_database_dropping_every_connection_is_survived_without_a_restart(
+    app, client, customer, api
+):
+    assert api.text("getBalance") == "ACCESS_BALANCE:10.00"
+    assert healthz(client)[0] == 200
+    # A PostgreSQL restart or failover: every server connection goes away at once.
+    admin_engine = create_engine(db.engine.url)
+    try:
+        with admin_engine.connect() as connection:
+            killed = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                )
+            ).scalar_one()
+    finally:
+        admin_engine.dispose()
+    assert killed >= 1
+    # pool_pre_ping finds the dead connections and replaces them: no error, no restart.
+    assert api.text("getBalance") == "ACCESS_BALANCE:10.00"
+    assert api.json("getBalance") == {"balance": 10.0}
+    status, report = healthz(client)
+    assert status == 200 and report["database"] == "ok"
+
+
+# --- request ids ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "incoming",
+    ["req-12345678", "0f8fad5b-d9cb-469f-a165-70867728950e", "a" * 64, "TRACE_abc_123"],
+)
+def test_a_valid_request_id_is_kept(client, incoming):
+    for path in ("/", "/healthz", "/stubs/handler_api.php", "/no-such-page"):
+        response = client.get(path, headers={"X-Request-ID": incoming})
+        assert response.headers["X-Request-ID"] == incoming, path
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        "short",
+        "a" * 65,
+        "has spaces in it",
+        "../../etc/passwd",
+        "<script>alert(1)</script>",
+        "id;drop table users",
+        "ÀÁÂÃÄÅÆÇÈÉ",  # letters, but not ASCII
+        "",
+    ],
+)
+def test_a_junk_request_id_is_replaced(client, junk):
+    response = client.get("/", headers={"X-Request-ID": junk})
+    assigned = response.headers["X-Request-ID"]
+    assert assigned != junk
+    assert len(assigned) == 32 and int(assigned, 16) >= 0
+
+
+def test_every_request_gets_its_own_id(client):
+    ids = {client.get("/stubs/handler_api.php").headers["X-Request-ID"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+# --- structured logs on stdout ------------------------------------------------------------------
+
+
+@pytest.fixture
+def json_logging_app(tmp_path, monkeypatch):
+    """The app logging as in production (not testing, not debug): JSON lines on stdout,
+    captured here, at DEBUG so that nothing is filtered by level."""
+    stdout = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    root = logging.getLogger()
+    level = root.level
+    # An app built earlier in this process (a production config) may have installed its
+    # handler already; configure_logging installs one only once.
+    earlier = [h for h in root.handlers if getattr(h, "_reseller", False)]
+    for handler in earlier:
+        root.removeHandler(handler)
+    app = create_app(make_config(tmp_path, TESTING=False, LOG_LEVEL="DEBUG"))
+    isolate_requests(app)
+    try:
+        with app.app_context():
+            reset_database()
+            catalog.refresh(upstream())
+            yield app, stdout
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        for handler in [h for h in root.handlers if getattr(h, "_reseller", False)]:
+            root.removeHandler(handler)
+        for handler in earlier:
+            root.addHandler(handler)
+        root.setLevel(level)
+
+
+def log_lines(stdout) -> list[dict]:
+    """Every line on stdout, each of which must be one JSON object."""
+    return [json.loads(line) for line in stdout.getvalue().splitlines()]
+
+
+def test_logs_are_json_lines_with_the_request_id(json_logging_app, monkeypatch):
+    from reseller.services import accounts, activations
+
+    app, stdout = json_logging_app
+    user = accounts.create_user("me@example.com", "password123")
+    wallet.adjust(user.id, 100_000, note="test")
+
+    def broken(_user):
+        raise RuntimeError("the activation list is broken")
+
+    monkeypatch.setattr(activations, "active_for_user", broken)
+    client = app.test_client()
+    response = client.get(
+        "/stubs/handler_api.php",
+        query_string={"api_key": api_key_of(user), "action": "getActiveActivations"},
+        headers={"X-Request-ID": "trace-0001-abcd"},
+    )
+    assert response.get_data(as_text=True) == "ERROR_SQL"
+    logging.getLogger("reseller.test").warning("outside any request")
+
+    lines = log_lines(stdout)
+    failure = next(line for line in lines if line["message"].startswith("API action"))
+    assert failure["level"] == "ERROR"
+    assert failure["request_id"] == "trace-0001-abcd"
+    assert "the activation list is broken" in failure["exception"]
+    outside = next(line for line in lines if line["message"] == "outside any request")
+    assert "request_id" not in outside
+    assert {"time", "level", "logger", "message"} <= set(outside)
+
+
+def test_the_test_app_leaves_logging_alone(tmp_path):
+    """Testing and debug runs keep pytest's or Flask's logging; only a real run adds the
+    stdout JSON handler."""
+    before = list(logging.getLogger().handlers)
+    create_app(make_config(tmp_path))
+    assert logging.getLogger().handlers == before
