@@ -177,10 +177,11 @@ def test_one_rule_per_scope_even_with_nulls(app):
     from reseller.extensions import db
     from reseller.models import PricingRule
 
-    for first, second in (
-        (PricingRule(service="tg", markup_percent=10), PricingRule(service="tg", fixed_price=9000)),
-        (PricingRule(country_id=12, markup_percent=10), PricingRule(country_id=12, markup_percent=5)),
-    ):
+    pairs = (
+        (PricingRule(service="tg", markup_percent=10), PricingRule(service="tg", fixed_price=900)),
+        (PricingRule(country_id=12, markup_percent=10), PricingRule(country_id=12, fixed_price=1)),
+    )
+    for first, second in pairs:
         db.session.add(first)
         db.session.commit()
         db.session.add(second)

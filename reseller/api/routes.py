@@ -12,7 +12,7 @@ import logging
 from flask import Response, current_app, g, request
 
 from ..extensions import csrf, db, limiter
-from ..models import Activation, utcnow
+from ..models import utcnow
 from ..services import accounts, activations, catalog, pricing
 from ..services import errors as err
 from ..services.activations import PurchaseRequest
@@ -186,25 +186,7 @@ def handler() -> Response:
 
 @bp.errorhandler(429)
 def rate_limited(error):
-    retry_after = None
-    limit = getattr(error, "limit", None)
-    if limit is not None:
-        retry_after = 1
-    body = (
-        json.dumps({"error": "RATE_LIMITED"})
-        if (request.values.get("format") or "").lower() == "json"
-        else "RATE_LIMITED"
-    )
-    response = Response(
-        body,
-        status=429,
-        mimetype="application/json"
-        if (request.values.get("format") or "").lower() == "json"
-        else "text/plain",
-    )
-    if retry_after:
-        response.headers.setdefault("Retry-After", str(retry_after))
-    return response
-
-
-_ = Activation
+    """HTTP 429 in the caller's dialect; Flask-Limiter adds the real `Retry-After`."""
+    if (request.values.get("format") or "").lower() == "json":
+        return Response(json.dumps({"error": "RATE_LIMITED"}), 429, mimetype="application/json")
+    return Response("RATE_LIMITED", 429, mimetype="text/plain")

@@ -40,8 +40,10 @@ def upstream_status(max_age: int = CACHE_SECONDS) -> dict:
     job = db.session.get(JobState, "upstream_health")
     now = utcnow()
     cached = json.loads(job.value) if job is not None and job.value else None
-    fresh = job is not None and job.last_run_at and now - job.last_run_at < dt.timedelta(
-        seconds=max_age
+    fresh = (
+        job is not None
+        and job.last_run_at
+        and now - job.last_run_at < dt.timedelta(seconds=max_age)
     )
     if cached and fresh:
         return cached
