@@ -10,6 +10,11 @@ cleanup() { scripts/pg-temp.sh stop "$pgdir"; }
 trap cleanup EXIT INT TERM
 
 status=0
+echo "=== lint (ruff) ==="
+if ! .venv/bin/ruff check . || ! .venv/bin/ruff format --check . >/dev/null; then
+  echo "!!! ruff found problems (make format fixes most)"; status=1
+fi
+
 echo "=== test suite on SQLite ==="
 $PY -m pytest "$@"
 rc=$?
