@@ -7,7 +7,7 @@ import time
 import click
 from flask import Flask
 
-from .money import BadAmount, format_amount, parse_amount
+from .money import format_amount
 from .services import pricing, worker
 
 prices_cli = click.Group("prices", help="The upstream price cache and our retail prices.")
@@ -57,6 +57,3 @@ def prices_list(service: str | None, country: int | None) -> None:
 def register(app: Flask) -> None:
     app.cli.add_command(worker_command)
     app.cli.add_command(prices_cli)
-
-
-_ = (BadAmount, parse_amount)

@@ -20,7 +20,15 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
-from ..models import Activation, ActivationEvent, LedgerKind, SmsMessage, User, utcnow
+from ..models import (
+    Activation,
+    ActivationEvent,
+    LedgerEntry,
+    LedgerKind,
+    SmsMessage,
+    User,
+    utcnow,
+)
 from ..models import ActivationStatus as S
 from ..money import to_decimal, to_units
 from ..upstream import errors as up
@@ -91,7 +99,10 @@ def _transition(
     )
     if target in REFUNDING_STATES and row.price > 0:
         charged = db.session.execute(
-            select(func.count()).where(wallet_ledger_filter(activation_id, LedgerKind.PURCHASE))
+            select(func.count(LedgerEntry.id)).where(
+                LedgerEntry.activation_id == activation_id,
+                LedgerEntry.kind == LedgerKind.PURCHASE.value,
+            )
         ).scalar_one()
         if charged:
             wallet.credit(
@@ -106,12 +117,6 @@ def _transition(
     if existing is not None:
         db.session.expire(existing)
     return True
-
-
-def wallet_ledger_filter(activation_id: int, kind: LedgerKind):
-    from ..models import LedgerEntry
-
-    return (LedgerEntry.activation_id == activation_id) & (LedgerEntry.kind == kind.value)
 
 
 def _commit() -> None:
