@@ -42,3 +42,8 @@ format: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# The performance benchmark (about 6 minutes): prints a table and writes bench/latest.md.
+bench: install
+	@bench/system-packages.sh
+	$(PY) bench/run.py $(BENCH_ARGS)

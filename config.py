@@ -104,6 +104,8 @@ class Config:
         # Rate limits (Flask-Limiter). Use redis://… when several processes or hosts serve.
         self.RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "memory://")
         self.RATELIMIT_HEADERS_ENABLED = True
+        # A Redis outage must not take the API down: limits lapse (logged) until it is back.
+        self.RATELIMIT_SWALLOW_ERRORS = True
         self.RATELIMIT_ENABLED = True
         self.LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per minute")
         self.API_RATE_LIMIT = _env("API_RATE_LIMIT", "60 per second")
@@ -164,6 +166,11 @@ class ProductionConfig(Config):
         self.SESSION_COOKIE_SECURE = True
         self.REMEMBER_COOKIE_SECURE = True
         self.PREFERRED_URL_SCHEME = "https"
+        # A pooled connection for every gunicorn thread (8 by default): past the pool, each
+        # request would open and close its own database connection.
+        uri = self.SQLALCHEMY_DATABASE_URI or ""
+        if uri != "sqlite://" and ":memory:" not in uri:  # in-memory SQLite has no pool
+            self.SQLALCHEMY_ENGINE_OPTIONS["pool_size"] = _env_int("DATABASE_POOL_SIZE", 10)
 
     def validate(self) -> None:
         super().validate()

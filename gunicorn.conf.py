@@ -1,0 +1,107 @@
+"""Gunicorn settings for production: `gunicorn -c gunicorn.conf.py` (serves `wsgi:app`).
+
+Every value comes from an environment variable with a default that suits a small server.
+This file must not import the application: the master process reads it before forking.
+
+    GUNICORN_BIND              address(es) to listen on, comma-separated; 127.0.0.1:8000
+                               (a socket: unix:/run/reseller/web.sock)
+    WEB_CONCURRENCY            worker processes; 2 x CPU cores
+    GUNICORN_THREADS           threads per worker; 8
+    GUNICORN_TIMEOUT           seconds a silent worker lives before it is replaced; 60
+    GUNICORN_GRACEFUL_TIMEOUT  seconds to finish requests on stop or reload; 30
+    GUNICORN_KEEPALIVE         seconds an idle client connection stays open; 5
+    GUNICORN_MAX_REQUESTS      recycle a worker after this many requests (0: never); 0
+    FORWARDED_ALLOW_IPS        proxies whose X-Forwarded-Proto is believed; 127.0.0.1,::1
+    GUNICORN_ACCESS_LOG        access log file ("-": stdout, empty: off); -
+    LOG_LEVEL                  gunicorn's log level (the app reads it too); info
+
+Threads versus processes: a request that buys a number or polls a status waits 0.1–15 s on
+GrizzlySMS, during which a thread costs almost nothing, so each worker runs several threads
+(the `gthread` worker). Every thread may hold one database connection: keep
+`WEB_CONCURRENCY × GUNICORN_THREADS` (per host, summed over hosts) below PostgreSQL's
+`max_connections`.
+
+Behind a reverse proxy: gunicorn itself only uses `forwarded_allow_ips` to decide whether
+`X-Forwarded-Proto: https` makes the request secure. The client's address
+(`X-Forwarded-For`, used by the rate limits) is applied by the app's ProxyFix when
+`TRUSTED_PROXIES` is set; see docs/deployment.md.
+
+The API key travels in the query string, so the access log records the path without the
+query (`%(U)s`, never `%(r)s` or `%(q)s`), and no referrer; the error log redacts
+`api_key=` from the request lines gunicorn prints when a request fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from gunicorn.glogging import Logger as _GunicornLogger
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+wsgi_app = "wsgi:app"
+proc_name = "reseller-web"
+
+bind = [address.strip() for address in _env("GUNICORN_BIND", "127.0.0.1:8000").split(",")]
+workers = max(1, _env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1)))
+threads = max(1, _env_int("GUNICORN_THREADS", 8))
+worker_class = "gthread"
+
+timeout = _env_int("GUNICORN_TIMEOUT", 60)
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
+max_requests_jitter = max_requests // 10
+
+forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+# Heartbeat files in memory: a slow disk must not make the master kill healthy workers.
+if os.path.isdir("/dev/shm"):  # noqa: S108 - gunicorn's own advice, not a temp file
+    worker_tmp_dir = "/dev/shm"  # noqa: S108
+
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+errorlog = "-"
+loglevel = _env("LOG_LEVEL", "info").lower()
+# Path only (%(U)s): the query string carries API keys. %(M)s is the duration in ms.
+access_log_format = (
+    '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s" request_id=%({x-request-id}o)s'
+)
+
+
+class _RedactApiKeys(logging.Filter):
+    """Blank `api_key=…` in gunicorn's own messages ("Error handling request /…?api_key=…")."""
+
+    _pattern = re.compile(r"(api_key=)[^&\s\"']+", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "api_key=" in message.lower():
+            record.msg, record.args = self._pattern.sub(r"\1***", message), None
+        return True
+
+
+class RedactingLogger(_GunicornLogger):
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, _RedactApiKeys) for f in log.filters):
+                log.addFilter(_RedactApiKeys())
+
+
+logger_class = RedactingLogger
