@@ -41,7 +41,8 @@ def sleeps() -> list[float]:
 
 
 def make_client(url: str, sleeps: list[float], **kwargs) -> GrizzlyClient:
-    options = {"connect_timeout": 0.3, "read_timeout": 0.3, "retries": 2, "backoff": 0.01}
+    # Generous enough for a loaded CI machine, well under the fake's 2 s "slow" answers.
+    options = {"connect_timeout": 1.0, "read_timeout": 1.0, "retries": 2, "backoff": 0.01}
     client = GrizzlyClient(KEY, url=url, **(options | kwargs))
     client._sleep = sleeps.append
     return client

@@ -239,7 +239,7 @@ def fake():
 @pytest.fixture
 def grizzly(app, fake):
     client = GrizzlyClient(
-        "test-key", url=fake.url, connect_timeout=0.5, read_timeout=0.5, retries=1, backoff=0
+        "test-key", url=fake.url, connect_timeout=2, read_timeout=2, retries=1, backoff=0
     )
     client._sleep = lambda seconds: None
     use_upstream(app, client)
