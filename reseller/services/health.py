@@ -6,16 +6,12 @@ the job_states table), so load-balancer checks never hammer the provider.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 
 from sqlalchemy import text
 
 from ..extensions import db
-from ..models import JobState, utcnow
-from ..money import format_cost, to_units
-from ..upstream.errors import UpstreamError
+from ..money import format_cost
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 60
@@ -33,37 +29,19 @@ def database_ok() -> bool:
 
 
 def upstream_status(max_age: int = CACHE_SECONDS) -> dict:
-    """{"reachable": bool, "balance": "12.34" | None, "checked_at": iso} — cached."""
-    from .provider import upstream
-    from .worker import claim_job, finish_job
+    """{"reachable", "balance", "checked_at"[, "error"]}: the console's shared reading."""
+    from .stats import upstream_balance
 
-    job = db.session.get(JobState, "upstream_health")
-    now = utcnow()
-    cached = json.loads(job.value) if job is not None and job.value else None
-    fresh = (
-        job is not None
-        and job.last_run_at
-        and now - job.last_run_at < dt.timedelta(seconds=max_age)
-    )
-    if cached and fresh:
-        return cached
-    if not claim_job("upstream_health", every=max_age, hold=30):
-        return cached or {"reachable": None, "balance": None, "checked_at": None}
-    try:
-        balance = upstream().get_balance()
-        status = {
-            "reachable": True,
-            "balance": format_cost(to_units(balance)),
-            "checked_at": now.isoformat(timespec="seconds"),
-        }
-    except UpstreamError as exc:
-        status = {
-            "reachable": False,
-            "balance": None,
-            "error": exc.token,
-            "checked_at": now.isoformat(timespec="seconds"),
-        }
-    finish_job("upstream_health", value=json.dumps(status))
+    reading = upstream_balance(max_age)
+    status = {
+        "reachable": reading.reachable if reading.checked_at else None,
+        "balance": format_cost(reading.balance) if reading.balance is not None else None,
+        "checked_at": reading.checked_at.isoformat(timespec="seconds")
+        if reading.checked_at
+        else None,
+    }
+    if reading.error:
+        status["error"] = reading.error
     return status
 
 

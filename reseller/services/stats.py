@@ -289,4 +289,4 @@ def upstream_balance(max_age: int = BALANCE_MAX_AGE) -> BalanceReading:
         error = getattr(exc, "token", None) or type(exc).__name__
         log.warning("upstream balance: %s", exc)
     worker.finish_job(BALANCE_JOB, value=json.dumps({"balance": balance, "error": error}))
-    return BalanceReading(balance, error, utcnow())
+    return _stored_reading(db.session.get(JobState, BALANCE_JOB))
