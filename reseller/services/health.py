@@ -54,5 +54,6 @@ def check() -> dict:
             db.session.rollback()
             log.exception("upstream health check failed")
             report["upstream"] = {"reachable": None}
+        db.session.commit()  # hand the connection back: a health check holds nothing open
     report["status"] = "ok" if report["database"] == "ok" else "degraded"
     return report
