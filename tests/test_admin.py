@@ -19,20 +19,6 @@ from tests.conftest import Api, api_key_of
 ADMIN = "boss@example.com"
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(monkeypatch):
-    """One-round password hashes: these tests log in a lot, and scrypt costs 0.2 s a go."""
-    from functools import partial
-
-    from werkzeug.security import generate_password_hash
-
-    monkeypatch.setattr(
-        accounts,
-        "generate_password_hash",
-        partial(generate_password_hash, method="pbkdf2:sha256:1"),
-    )
-
-
 @pytest.fixture
 def boss(make_user, auth):
     """A logged-in admin."""

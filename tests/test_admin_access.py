@@ -19,20 +19,6 @@ ADMIN = "boss@example.com"
 CUSTOMER = "customer@example.com"
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(monkeypatch):
-    """One-round password hashes: these tests log in a lot, and scrypt costs 0.2 s a go."""
-    from functools import partial
-
-    from werkzeug.security import generate_password_hash
-
-    monkeypatch.setattr(
-        accounts,
-        "generate_password_hash",
-        partial(generate_password_hash, method="pbkdf2:sha256:1"),
-    )
-
-
 def _settings_form() -> dict[str, str]:
     values = {spec.key: settings.raw_value(spec.key) for spec in settings.SPECS}
     return values | {"site_name": "Matrix Numbers"}
