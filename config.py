@@ -103,7 +103,10 @@ class Config:
 
         # Rate limits (Flask-Limiter). Use redis://… when several processes or hosts serve.
         self.RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "memory://")
-        self.RATELIMIT_HEADERS_ENABLED = True
+        # No X-RateLimit-* headers on every answer: each costs storage reads (two Redis round
+        # trips per API call). A 429 still says when to come back: `Retry-After`, set by
+        # reseller.security.register_retry_after.
+        self.RATELIMIT_HEADERS_ENABLED = False
         # A Redis outage must not take the API down: limits lapse (logged) until it is back.
         self.RATELIMIT_SWALLOW_ERRORS = True
         self.RATELIMIT_ENABLED = True

@@ -186,7 +186,7 @@ def handler() -> Response:
 
 @bp.errorhandler(429)
 def rate_limited(error):
-    """HTTP 429 in the caller's dialect; Flask-Limiter adds the real `Retry-After`."""
+    """HTTP 429 in the caller's dialect (`Retry-After` comes from security.register_retry_after)."""
     if (request.values.get("format") or "").lower() == "json":
         return Response(json.dumps({"error": "RATE_LIMITED"}), 429, mimetype="application/json")
     return Response("RATE_LIMITED", 429, mimetype="text/plain")
