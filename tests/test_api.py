@@ -84,6 +84,27 @@ def test_disabled_account_answers_account_inactive(api, customer):
     assert balance(customer.id) == 100_000
 
 
+def test_api_use_is_recorded_at_most_once_a_minute(api, customer, clock):
+    def last_activity():
+        db.session.expire_all()
+        return db.session.get(User, customer.id).last_activity_at
+
+    assert last_activity() is None
+    assert api.text("getBalance").startswith("ACCESS_BALANCE:")
+    first = last_activity()
+    assert first is not None
+    clock.travel(30)
+    api.text("getBalance")
+    assert last_activity() == first  # within the minute: no write
+    clock.travel(31)
+    api.text("getBalance")
+    second = last_activity()
+    assert second > first
+    clock.travel(61)
+    assert api.text("getEverything") == "BAD_ACTION"
+    assert last_activity() == second  # a refused call is not activity
+
+
 @pytest.mark.parametrize("action", ["", "getEverything", "GETBALANCE", "<script>"])
 def test_bad_action(api, action):
     assert api.text(action) == "BAD_ACTION"

@@ -50,22 +50,14 @@ def _dialect():
     return JsonDialect() if fmt == "json" else ClassicDialect()
 
 
-def _authenticate():
-    user = accounts.user_by_api_key((request.values.get("api_key") or "").strip())
-    if user is None:
+def _authenticate() -> accounts.ApiCaller:
+    caller = accounts.api_caller((request.values.get("api_key") or "").strip())
+    if caller is None:
         raise err.BadKey()
-    if not user.active:
+    if not caller.active:
         raise err.AccountInactive()
-    g.api_user_id = user.id
-    return user
-
-
-def _touch(user) -> None:
-    """Record last activity at most once a minute (saves a write per poll)."""
-    now = utcnow()
-    if user.last_activity_at is None or (now - user.last_activity_at).total_seconds() > 60:
-        user.last_activity_at = now
-        db.session.commit()
+    g.api_user_id = caller.id
+    return caller
 
 
 # --- actions ------------------------------------------------------------------------
@@ -173,7 +165,7 @@ def handler() -> Response:
         if action is None:
             raise err.BadAction()
         answer = action(user, dialect)
-        _touch(user)
+        accounts.record_api_activity(user, utcnow())
         return answer
     except err.ServiceError as exc:
         db.session.rollback()

@@ -8,16 +8,18 @@ a database dump alone reveals no usable key.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import functools
 import hashlib
 import hmac
 import secrets
+from typing import NamedTuple
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
@@ -90,6 +92,37 @@ def user_by_api_key(key: str | None) -> User | None:
     return db.session.execute(
         select(User).where(User.api_key_hash == api_key_digest(key))
     ).scalar_one_or_none()
+
+
+class ApiCaller(NamedTuple):
+    """What the customer API needs of the account behind a key: one narrow row, read with a
+    single indexed query on every API call (no ORM object, no secrets loaded)."""
+
+    id: int
+    active: bool
+    balance: int
+    last_activity_at: dt.datetime | None
+
+
+def api_caller(key: str | None) -> ApiCaller | None:
+    if not key or len(key) > 200:
+        return None
+    row = db.session.execute(
+        select(User.id, User.active, User.balance, User.last_activity_at).where(
+            User.api_key_hash == api_key_digest(key)
+        )
+    ).first()
+    return ApiCaller(*row) if row is not None else None
+
+
+def record_api_activity(caller: ApiCaller, now: dt.datetime) -> None:
+    """Note the account's last API use, at most once a minute (saves a write per poll).
+    Commits."""
+    last = caller.last_activity_at
+    if last is not None and (now - last).total_seconds() <= 60:
+        return
+    db.session.execute(update(User).where(User.id == caller.id).values(last_activity_at=now))
+    db.session.commit()
 
 
 def user_by_email(email: str) -> User | None:

@@ -35,9 +35,14 @@ from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer, UpstreamState
 from . import catalog, pricing, settings, wallet
 from . import errors as err
+from .accounts import ApiCaller
 from .provider import upstream
 
 log = logging.getLogger(__name__)
+
+# Whose activations: a signed-in User, or the narrow row the customer API reads per call.
+# Only `.id` is used.
+Customer = User | ApiCaller
 
 TRANSITIONS: dict[S, frozenset[S]] = {
     S.PENDING: frozenset({S.ALLOCATED, S.FAILED, S.UNKNOWN}),
@@ -130,7 +135,7 @@ def _commit() -> None:
 # --- customer queries ---------------------------------------------------------------
 
 
-def get_for_user(user: User, raw_id) -> Activation:
+def get_for_user(user: Customer, raw_id) -> Activation:
     """The user's activation by our id. Raises ActivationNotFound (also for others' ids)."""
     text = str(raw_id or "").strip()
     if not (text.isascii() and text.isdigit()) or len(text) > 18:  # not '²' or '١٢'
@@ -143,7 +148,7 @@ def get_for_user(user: User, raw_id) -> Activation:
     return activation
 
 
-def active_for_user(user: User) -> list[Activation]:
+def active_for_user(user: Customer) -> list[Activation]:
     return list(
         db.session.execute(
             select(Activation)
@@ -179,7 +184,7 @@ def _parse_max_price(raw: str | None) -> int | None:
     return value
 
 
-def buy_number(user: User, request: PurchaseRequest) -> Activation:
+def buy_number(user: Customer, request: PurchaseRequest) -> Activation:
     """Charge the retail price and buy a number upstream.
 
     Raises BadService, BadCountry, NoNumbers, WrongMaxPrice, NoBalance,
@@ -221,7 +226,7 @@ def buy_number(user: User, request: PurchaseRequest) -> Activation:
     return _purchase_upstream(activation_id, service_code, country_id, quote.price)
 
 
-def _hold(user: User, service: str, country_id: int, price: int, order_id: str | None) -> int:
+def _hold(user: Customer, service: str, country_id: int, price: int, order_id: str | None) -> int:
     """Commit the activation as pending with its price debited. Returns its id."""
     provider = upstream()
     user_id = user.id
@@ -492,7 +497,7 @@ def parse_status(raw) -> int:
     return int(text)
 
 
-def set_status(user: User, raw_id, raw_status) -> tuple[SetStatusAnswer, Activation]:
+def set_status(user: Customer, raw_id, raw_status) -> tuple[SetStatusAnswer, Activation]:
     """Apply a customer's setStatus. Raises ActivationNotFound, BadStatus,
     EarlyCancelDenied, ServiceUnavailable."""
     status = parse_status(raw_status)
