@@ -281,13 +281,19 @@ def test_feed_respects_the_upstream_poll_cap(logged_in, customer, monkeypatch, c
         return real(upstream_id)
 
     monkeypatch.setattr(provider, "get_status", counting)
-    buy(logged_in)  # the page after the purchase takes the first poll slot
+    interval = settings.get("poll_interval")
+    buy(logged_in)  # the first poll is one interval after the purchase
+    for _ in range(3):
+        feed(logged_in)
+    assert calls == []
+    clock.travel(interval)
+    feed(logged_in)  # takes the poll slot
     assert len(calls) == 1
     for _ in range(5):
         feed(logged_in)
         logged_in.get("/dashboard")
     assert len(calls) == 1
-    clock.travel(settings.get("poll_interval"))
+    clock.travel(interval)
     feed(logged_in)
     feed(logged_in)
     assert len(calls) == 2

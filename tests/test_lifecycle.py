@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from reseller.extensions import db
 from reseller.models import Activation, ActivationEvent, LedgerEntry, User
 from reseller.models import ActivationStatus as S
-from reseller.services import activations, catalog
+from reseller.services import activations, catalog, settings
 from reseller.services.activations import TRANSITIONS
 from reseller.services.ledger import verify_ledger
 from reseller.services.provider import use_upstream
@@ -400,6 +400,19 @@ def test_cancel_refused_upstream_means_no_refund(gapi, fake, clock):
     assert verify_ledger() == []
 
 
+def test_cancel_right_after_the_purchase_asks_the_upstream_once(gapi, fake):
+    """No poll before the cancel in the first poll interval: one upstream call, one refund."""
+    settings.store("early_cancel_window", "0")
+    fake.code_delay = None
+    activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
+    upstream_id = db.session.get(Activation, activation_id).upstream_id
+    assert gapi.text("setStatus", id=activation_id, status="8") == "ACCESS_CANCEL"
+    assert fake.count("getStatus", activation_id=upstream_id) == 0
+    assert fake.count("setStatus", activation_id=upstream_id) == 1
+    assert refunds(activation_id) == 1
+    assert verify_ledger() == []
+
+
 def test_cancel_when_upstream_already_cancelled(gapi, fake, clock):
     fake.code_delay = None
     activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
@@ -457,13 +470,14 @@ def test_poll_cap_many_polls_few_upstream_calls(gapi, fake, clock):
     fake.code_delay = None
     activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
     upstream_id = db.session.get(Activation, activation_id).upstream_id
-    for _ in range(50):
+    for _ in range(50):  # the first interval after the purchase: answered from our side
         assert gapi.text("getStatus", id=activation_id) == "STATUS_WAIT_CODE"
-    assert fake.count("getStatus", activation_id=upstream_id) == 1
-    clock.travel(3)
-    for _ in range(50):
-        gapi.text("getStatus", id=activation_id)
-    assert fake.count("getStatus", activation_id=upstream_id) == 2
+    assert fake.count("getStatus", activation_id=upstream_id) == 0
+    for expected in (1, 2):
+        clock.travel(3)
+        for _ in range(50):
+            assert gapi.text("getStatus", id=activation_id) == "STATUS_WAIT_CODE"
+        assert fake.count("getStatus", activation_id=upstream_id) == expected
     fake.deliver_code(upstream_id, "5555")
     clock.travel(3)
     assert gapi.text("getStatus", id=activation_id) == "STATUS_OK:5555"

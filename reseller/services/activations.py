@@ -338,6 +338,9 @@ def _purchase_upstream(activation_id: int, service: str, country_id: int, price:
     now = utcnow()
     lifetime = settings.get("activation_lifetime")
     cost = to_units(number.cost, round_up=True) if number.cost is not None else None
+    # The first poll is one interval away: no code arrives in the instant after a purchase,
+    # and a cancel or poll right away need not ask the upstream first.
+    first_poll = now + dt.timedelta(seconds=settings.get("poll_interval"))
     won = _transition(
         activation_id,
         S.ALLOCATED,
@@ -348,7 +351,7 @@ def _purchase_upstream(activation_id: int, service: str, country_id: int, price:
         upstream_cost=cost,
         allocated_at=now,
         expires_at=now + dt.timedelta(seconds=lifetime),
-        next_poll_at=now,
+        next_poll_at=first_poll,
     )
     _commit()
     if not won:
