@@ -603,3 +603,17 @@ def test_urllib3_request_log_is_redacted(client, caplog):
     client.get_balance()
     assert "api_key=***" in caplog.text
     assert KEY not in caplog.text
+
+
+def test_proxy_settings_come_from_the_environment_read_once(monkeypatch, grizzly):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("no_proxy", "")
+    behind_proxy = GrizzlyClient("k", url="https://api.grizzlysms.com/stubs/handler_api.php")
+    assert behind_proxy._session.proxies["https"] == "http://proxy.example:3128"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    direct = GrizzlyClient(KEY, url=grizzly.url, retries=0)
+    assert "http" not in direct._session.proxies  # NO_PROXY covers the fake
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # later changes are not re-read
+    assert direct.get_balance() == Decimal(grizzly.balance)

@@ -74,6 +74,18 @@ def _redact_urllib3_logs() -> None:
         logger.addFilter(_ApiKeyRedaction())
 
 
+def _session_for(url: str) -> requests.Session:
+    """A keep-alive session that has read the environment (HTTPS_PROXY, NO_PROXY,
+    REQUESTS_CA_BUNDLE…) once, here, instead of on every call as requests does by default
+    (a scan of os.environ per request)."""
+    session = requests.Session()
+    found = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(found["proxies"])
+    session.verify = found["verify"]
+    session.trust_env = False
+    return session
+
+
 class _Lost(Exception):
     """Internal: the request may have reached the server but no readable answer came back."""
 
@@ -127,7 +139,7 @@ class GrizzlyClient(Upstream):
         self.retries = retries
         self.backoff = backoff
         self.max_retry_after = max_retry_after
-        self._session = session or requests.Session()
+        self._session = session or _session_for(url)
         self._sleep: Callable[[float], None] = time.sleep
         _redact_urllib3_logs()
 
