@@ -590,3 +590,35 @@ def test_set_status_right_after_the_code_without_a_poll(api, clock, status, answ
     clock.travel(6)
     assert api.text("setStatus", id=activation_id, status=status) == answer
     assert refunds(activation_id) == 0
+
+
+def test_a_purchase_takes_two_transactions_and_answers_from_the_second(
+    grizzly, fake, stocked, make_user
+):
+    """Hold, then outcome: buy_number returns the activation read inside the committed
+    outcome transaction (no read-back transaction). Other loaded objects, like the buyer's
+    balance, are expired as after any commit."""
+    from sqlalchemy import event
+
+    user = make_user(email="buyer@example.com", balance="10.00")
+    before = user.balance
+    db.session.commit()  # the purchase starts with no transaction open
+    begun, statements = [], []
+    on_begin = lambda *args: begun.append(1)  # noqa: E731
+    on_execute = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(db.engine, "begin", on_begin)
+    event.listen(db.engine, "before_cursor_execute", on_execute)
+    try:
+        activation = activations.buy_number(
+            user, activations.PurchaseRequest(service="tg", country="12")
+        )
+        assert len(begun) == 2
+        statements.clear()
+        assert activation.status == "allocated" and activation.phone and activation.id
+        assert statements == []  # loaded: answering the customer needs no query
+        assert user.balance == before - activation.price  # expired, so read afresh
+        selects = [s for s in statements if s.startswith("SELECT")]
+        assert len(selects) == 1 and "FROM users" in selects[0]
+    finally:
+        event.remove(db.engine, "begin", on_begin)
+        event.remove(db.engine, "before_cursor_execute", on_execute)

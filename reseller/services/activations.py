@@ -132,6 +132,23 @@ def _commit() -> None:
         raise
 
 
+def _commit_and_get(activation_id: int) -> Activation:
+    """Commit, returning the activation as the committed transaction left it: read inside
+    that transaction and kept loaded (everything else expires as usual), so answering the
+    caller takes no new transaction."""
+    activation = db.session.get(Activation, activation_id)
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        _commit()
+    finally:
+        session.expire_on_commit = True
+    for instance in list(session.identity_map.values()):
+        if instance is not activation:
+            session.expire(instance)
+    return activation
+
+
 # --- customer queries ---------------------------------------------------------------
 
 
@@ -353,7 +370,7 @@ def _purchase_upstream(activation_id: int, service: str, country_id: int, price:
         expires_at=now + dt.timedelta(seconds=lifetime),
         next_poll_at=first_poll,
     )
-    _commit()
+    activation = _commit_and_get(activation_id)
     if not won:
         # Reconciliation settled (refunded) this purchase meanwhile: release the number.
         log.warning("purchase %s settled before its answer arrived; cancelling", activation_id)
@@ -362,7 +379,7 @@ def _purchase_upstream(activation_id: int, service: str, country_id: int, price:
         except up.UpstreamError as exc:
             log.warning("could not cancel orphan %s: %s", number.upstream_id, exc.token)
         raise err.ServiceUnavailable()
-    return db.session.get(Activation, activation_id)
+    return activation
 
 
 def _fail(activation_id: int, note: str) -> None:
@@ -550,8 +567,7 @@ def cancel(activation: Activation, *, actor: str = "customer") -> Activation:
         raise err.BadStatus() from None
     if confirmed:
         _transition(activation_id, S.CANCELLED, actor=actor, note="cancelled", closed_at=utcnow())
-        _commit()
-    activation = db.session.get(Activation, activation_id)
+    activation = _commit_and_get(activation_id)
     if S(activation.status) not in (S.CANCELLED, S.EXPIRED):
         raise err.BadStatus()
     return activation
