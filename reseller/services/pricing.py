@@ -69,12 +69,25 @@ def retail_price(cost: int, service: str, country_id: int, rules=None) -> tuple[
     return round_up_to_cent(price), label
 
 
+def _rules_for(service: str, country_id: int) -> dict[tuple[str | None, int | None], PricingRule]:
+    """Only the rules that can apply to one (service, country): at most three rows, however
+    many rules the operator keeps."""
+    query = select(PricingRule).where(
+        or_(
+            and_(PricingRule.service == service, PricingRule.country_id == country_id),
+            and_(PricingRule.service == service, PricingRule.country_id.is_(None)),
+            and_(PricingRule.service.is_(None), PricingRule.country_id == country_id),
+        )
+    )
+    return {(r.service, r.country_id): r for r in db.session.execute(query).scalars()}
+
+
 def quote(service: str, country_id: int) -> Quote | None:
     """Our price for one (service, country) from the cached upstream prices, or None."""
     row = db.session.get(UpstreamPrice, (service, country_id))
     if row is None:
         return None
-    price, label = retail_price(row.cost, service, country_id)
+    price, label = retail_price(row.cost, service, country_id, _rules_for(service, country_id))
     return Quote(service, country_id, row.cost, row.count, price, label)
 
 
