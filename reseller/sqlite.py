@@ -27,5 +27,8 @@ def _sqlite_on_connect(dbapi_connection, connection_record):  # noqa: ARG001
 
 @event.listens_for(Engine, "begin")
 def _sqlite_begin_immediate(conn):
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if conn.dialect.name != "sqlite":
+        return
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return  # a single read on its own (reseller.db_reads): no transaction, no lock
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -408,3 +408,46 @@ def test_api_rate_limit_answers_429_with_retry_after(tmp_path, make_user, stocke
         assert response.status_code == 200
         limiter.reset()
         db.session.remove()
+
+
+def test_the_key_lookup_needs_no_transaction(api, customer):
+    """getBalance reads the account outside any transaction: on SQLite it answers while
+    another process holds the write lock (it would otherwise wait up to the busy timeout);
+    on PostgreSQL it sends no BEGIN/ROLLBACK around its one statement."""
+    import sqlite3
+    import threading
+    import time
+
+    from sqlalchemy import event
+
+    engine = db.engine
+    api.text("getBalance")  # the once-a-minute activity write happens now
+    db.session.rollback()  # and the test's own session lets go of the database
+    if engine.dialect.name == "sqlite":
+        locker = sqlite3.connect(engine.url.database, isolation_level=None, timeout=5)
+        locker.execute("BEGIN IMMEDIATE")  # a writer elsewhere holds the database
+        releaser = threading.Timer(8, locker.rollback)
+        releaser.start()
+        try:
+            started = time.monotonic()
+            assert api.text("getBalance") == "ACCESS_BALANCE:10.00"
+            assert time.monotonic() - started < 4
+        finally:
+            releaser.cancel()
+            locker.rollback()
+            locker.close()
+    else:
+        sent = []
+
+        def listener(conn, cursor, statement, *args):
+            sent.append((statement, conn.connection.dbapi_connection.autocommit))
+
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            assert api.text("getBalance") == "ACCESS_BALANCE:10.00"
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        assert len(sent) == 1 and "FROM users" in sent[0][0]
+        assert sent[0][1] is True  # psycopg sends no BEGIN in autocommit mode
+        with engine.connect() as connection:
+            assert connection.get_isolation_level() != "AUTOCOMMIT"  # the pool was reset

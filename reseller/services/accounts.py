@@ -22,6 +22,7 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .. import db_reads
 from ..extensions import db
 from ..models import User, utcnow
 
@@ -107,11 +108,11 @@ class ApiCaller(NamedTuple):
 def api_caller(key: str | None) -> ApiCaller | None:
     if not key or len(key) > 200:
         return None
-    row = db.session.execute(
+    row = db_reads.first_row(
         select(User.id, User.active, User.balance, User.last_activity_at).where(
             User.api_key_hash == api_key_digest(key)
         )
-    ).first()
+    )
     return ApiCaller(*row) if row is not None else None
 
 
