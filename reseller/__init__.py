@@ -77,11 +77,10 @@ def register_extensions(app: Flask) -> None:
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    try:
-        return db.session.get(User, int(user_id))
-    except (TypeError, ValueError):
-        return None
+def load_user(session_id: str) -> User | None:
+    from .services.accounts import user_for_session
+
+    return user_for_session(session_id)
 
 
 class IdConverter(IntegerConverter):

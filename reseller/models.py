@@ -55,6 +55,11 @@ class User(UserMixin, db.Model):
     def is_active(self) -> bool:  # Flask-Login: a disabled account cannot log in
         return bool(self.active)
 
+    def get_id(self) -> str:  # Flask-Login: what the session cookie holds
+        from .services.accounts import session_id
+
+        return session_id(self)
+
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
 

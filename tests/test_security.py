@@ -344,7 +344,8 @@ def test_the_session_is_renewed_at_login_and_a_planted_one_does_not_survive(
     assert session_cookie(victim_browser) != planted_cookie
     with victim_browser.session_transaction() as fresh:
         assert "planted" not in fresh
-        assert fresh["_user_id"] == str(customer.id)
+        assert fresh["_user_id"] == customer.get_id()
+        assert fresh["_user_id"].startswith(f"{customer.id}.")
     # The attacker's copy of the planted cookie is still an anonymous visitor's.
     assert customer.email not in attacker.get("/").get_data(as_text=True)
 
@@ -368,6 +369,47 @@ def test_a_stolen_session_cookie_from_another_browser_is_refused(app, fresh_clie
     assert customer.email in owner.get("/", headers={"User-Agent": "Owner/1.0"}).get_data(
         as_text=True
     )
+
+
+def test_a_password_change_ends_every_other_session(app, fresh_client, people):
+    """Sessions are signed cookies; they name the account with a fingerprint of its
+    password hash, so a copied cookie (or a forgotten laptop) stops working once the
+    password changes. The browser that changed it stays logged in."""
+    customer = people["customer"]
+    laptop, phone = fresh_client(), fresh_client()
+    log_in(laptop, customer.email)
+    log_in(phone, customer.email)
+    copied = session_cookie(laptop)
+    assert customer.email in phone.get("/dashboard").get_data(as_text=True)
+
+    changed = phone.post(
+        "/dashboard/account",
+        data={
+            "current_password": PASSWORD,
+            "new_password": "a-brand-new-password",
+            "new_password2": "a-brand-new-password",
+        },
+    )
+    assert changed.status_code == 302
+    assert phone.get("/dashboard").status_code == 200  # the changer goes on
+    assert laptop.get("/dashboard").status_code == 302  # to the login page
+    replay = fresh_client()
+    replay.set_cookie("session", copied)
+    assert replay.get("/dashboard").status_code == 302
+    log_in(laptop, customer.email, password="a-brand-new-password")
+    assert laptop.get("/dashboard").status_code == 200
+
+
+def test_a_session_naming_only_a_user_id_is_refused(app, fresh_client, people):
+    """A session cookie signed with our key but naming just an id (the old format, or a
+    guess) logs nobody in."""
+    customer = people["customer"]
+    browser = fresh_client()
+    log_in(browser, customer.email)
+    assert browser.get("/dashboard").status_code == 200
+    with browser.session_transaction() as session:
+        session["_user_id"] = str(customer.id)  # same browser, same session protection
+    assert browser.get("/dashboard").status_code == 302
 
 
 # --- credentials at rest --------------------------------------------------------------------

@@ -7,7 +7,7 @@ import secrets
 from urllib.parse import urlencode
 
 from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
-from flask_login import current_user
+from flask_login import current_user, login_user
 
 from ..auth.forms import PostForm
 from ..extensions import db, limiter, login_manager
@@ -330,12 +330,14 @@ def account():
         if checked is None or checked.id != current_user.id:
             form.current_password.errors.append("This is not your current password.")
         else:
+            user = current_user._get_current_object()
             try:
-                accounts.set_password(current_user, form.new_password.data)
+                accounts.set_password(user, form.new_password.data)
             except accounts.AccountError as exc:
                 form.new_password.errors.append(str(exc))
             else:
-                flash("Your password is changed.", "success")
+                login_user(user)  # this session goes on; every other one ends
+                flash("Your password is changed. Other sessions are logged out.", "success")
                 return redirect(url_for(".account"))
     return render_template(
         "dashboard/account.html",

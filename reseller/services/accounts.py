@@ -126,6 +126,24 @@ def record_api_activity(caller: ApiCaller, now: dt.datetime) -> None:
     db.session.commit()
 
 
+def session_id(user: User) -> str:
+    """The identity a login session (Flask-Login) holds: the user's id and a fingerprint of
+    the password hash, so that changing the password ends every other session at once."""
+    fingerprint = hmac.new(_derive(b"session"), user.password_hash.encode(), hashlib.sha256)
+    return f"{user.id}.{fingerprint.hexdigest()[:32]}"
+
+
+def user_for_session(value: str | None) -> User | None:
+    """The user a session identity names, if it is still valid (same password)."""
+    user_id, _, _fingerprint = (value or "").partition(".")
+    if not (user_id.isascii() and user_id.isdigit()) or len(user_id) > 10:
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or not hmac.compare_digest(session_id(user), value or ""):
+        return None
+    return user
+
+
 def user_by_email(email: str) -> User | None:
     return db.session.execute(
         select(User).where(User.email == normalise_email(email))
