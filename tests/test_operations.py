@@ -1,5 +1,5 @@
-"""Operational signals: /healthz for load balancers (database now, upstream balance cached
-across processes), recovery after the database drops its connections, request ids, and
+"""Operational signals: /healthz for load balancers (database now, the upstream as the worker
+last saw it), recovery after the database drops its connections, request ids, and
 structured JSON logs on stdout."""
 
 from __future__ import annotations
@@ -50,46 +50,73 @@ def healthz(client) -> tuple[int, dict]:
 # --- /healthz ---------------------------------------------------------------------------------
 
 
-def test_healthz_reports_the_database_and_the_upstream_balance(app, client):
+def refresh_reading() -> None:
+    """What `flask worker` does each pass for the shared upstream reading."""
+    from reseller.services import worker
+
+    worker.refresh_upstream_balance(worker.PassReport())
+
+
+def test_healthz_reports_the_database_and_the_upstream_reading(app, client, clock):
     status, report = healthz(client)
     assert status == 200
     assert report["status"] == "ok" and report["database"] == "ok"
-    upstream_report = report["upstream"]
+    assert report["upstream"]["reachable"] is None  # no worker pass yet: nothing known
+    assert report["upstream"]["checked_at"] is None
+
+    refresh_reading()
+    clock.travel(20)
+    upstream_report = healthz(client)[1]["upstream"]
     assert upstream_report["reachable"] is True
     assert Decimal(upstream_report["balance"]) > 0  # the sandbox's starting balance
     assert upstream_report["checked_at"]
+    assert 20 <= upstream_report["age_seconds"] <= 21
 
 
-def test_the_upstream_balance_is_cached_for_every_process(app, client, clock, tmp_path):
+def test_healthz_never_asks_the_upstream_and_the_worker_asks_once_a_minute(
+    app, client, clock, tmp_path
+):
     counting = CountingUpstream(raw_upstream())
     use_upstream(app, counting)
+    for _ in range(5):
+        healthz(client)
+    assert counting.balance_calls == 0
+    refresh_reading()
     first = healthz(client)[1]
     clock.travel(30)
-    assert healthz(client)[1] == first
+    refresh_reading()  # within the minute: the reading is reused
     assert counting.balance_calls == 1
+    assert healthz(client)[1]["upstream"]["checked_at"] == first["upstream"]["checked_at"]
 
-    # Another process (another app on the same database) reads the same cached answer.
+    # Another process (another app on the same database) reads the same answer.
     db.session.commit()
     other = create_app(make_config(tmp_path))
     other_counting = CountingUpstream(raw_upstream())
     use_upstream(other, other_counting)
     with other.app_context():
-        assert healthz(other.test_client())[1] == first
+        refresh_reading()
+        other_report = healthz(other.test_client())[1]
         db.session.remove()
         db.engine.dispose()
+    assert other_report["upstream"]["checked_at"] == first["upstream"]["checked_at"]
     assert other_counting.balance_calls == 0
 
     clock.travel(31)  # a minute after the first question: asked again, once
+    refresh_reading()
+    refresh_reading()
     assert healthz(client)[1]["upstream"]["checked_at"] != first["upstream"]["checked_at"]
-    assert healthz(client)[1]["upstream"]["reachable"] is True
     assert counting.balance_calls == 2
 
 
-def test_an_unreachable_upstream_is_reported_not_fatal(app, client):
+def test_an_unreachable_upstream_is_reported_and_never_slows_healthz(app, client):
     grizzly = GrizzlyClient(
         "operator-secret-key", url=UNREACHABLE_URL, connect_timeout=0.2, read_timeout=0.2, retries=0
     )
     use_upstream(app, grizzly)
+    refresh_reading()
+    slow = CountingUpstream(grizzly)
+    slow.get_balance = lambda: time.sleep(30)  # were /healthz to ask, it would hang
+    use_upstream(app, slow)
     started = time.monotonic()
     response = client.get("/healthz")
     assert time.monotonic() - started < 2

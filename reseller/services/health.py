@@ -1,7 +1,8 @@
-"""Health of the parts: the database now, the upstream from a short cache.
+"""Health of the parts: the database now, the upstream as last seen.
 
-The upstream's balance is asked at most once a minute across all processes (cached in
-the job_states table), so load-balancer checks never hammer the provider.
+/healthz never calls the upstream: a load balancer's check must answer at once even while
+GrizzlySMS is slow or down. `flask worker` refreshes the shared upstream reading (the
+balance, or why it could not be read) once a minute; the report carries its age.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import logging
 
 from sqlalchemy import text
 
+from ..clock import utcnow
 from ..extensions import db
 from ..money import format_cost
 
 log = logging.getLogger(__name__)
-CACHE_SECONDS = 60
 
 
 def database_ok() -> bool:
@@ -28,15 +29,19 @@ def database_ok() -> bool:
         return False
 
 
-def upstream_status(max_age: int = CACHE_SECONDS) -> dict:
-    """{"reachable", "balance", "checked_at"[, "error"]}: the console's shared reading."""
-    from .stats import upstream_balance
+def upstream_status() -> dict:
+    """{"reachable", "balance", "checked_at", "age_seconds"[, "error"]} from the shared
+    reading, without asking the upstream."""
+    from .stats import stored_upstream_balance
 
-    reading = upstream_balance(max_age)
+    reading = stored_upstream_balance()
     status = {
         "reachable": reading.reachable if reading.checked_at else None,
         "balance": format_cost(reading.balance) if reading.balance is not None else None,
         "checked_at": reading.checked_at.isoformat(timespec="seconds")
+        if reading.checked_at
+        else None,
+        "age_seconds": int((utcnow() - reading.checked_at).total_seconds())
         if reading.checked_at
         else None,
     }

@@ -275,6 +275,11 @@ def _stored_reading(job: JobState | None) -> BalanceReading:
     return BalanceReading(data.get("balance"), data.get("error"), job.last_run_at)
 
 
+def stored_upstream_balance() -> BalanceReading:
+    """The last shared reading, whatever its age; never asks the upstream."""
+    return _stored_reading(db.session.get(JobState, BALANCE_JOB))
+
+
 def upstream_balance(max_age: int = BALANCE_MAX_AGE) -> BalanceReading:
     """The upstream balance, asked at most once per `max_age` seconds across every process
     (the reading is shared in `JobState`). Never raises for upstream trouble: an

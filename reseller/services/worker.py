@@ -264,10 +264,24 @@ def refresh_prices(report: PassReport, *, force: bool = False) -> None:
         finish_job("prices", ran=False)
 
 
+def refresh_upstream_balance(report: PassReport) -> None:  # noqa: ARG001
+    """Keep the shared upstream reading (for /healthz and the console) at most a minute old."""
+    from . import stats
+
+    stats.upstream_balance()
+    db.session.commit()
+
+
 def run_once() -> PassReport:
     report = PassReport()
     settings.forget()
-    for step in (refresh_prices, expire_overdue, poll_due, settle_purchases):
+    for step in (
+        refresh_prices,
+        refresh_upstream_balance,
+        expire_overdue,
+        poll_due,
+        settle_purchases,
+    ):
         try:
             step(report)
         except Exception as exc:
