@@ -410,27 +410,36 @@ def test_api_rate_limit_answers_429_with_retry_after(tmp_path, make_user, stocke
         db.session.remove()
 
 
-def test_the_key_lookup_needs_no_transaction(api, customer):
-    """getBalance reads the account outside any transaction: on SQLite it answers while
-    another process holds the write lock (it would otherwise wait up to the busy timeout);
-    on PostgreSQL it sends no BEGIN/ROLLBACK around its one statement."""
+@pytest.mark.parametrize("action", ["getBalance", "getStatus"])
+def test_hot_reads_need_no_transaction(api, customer, action):
+    """getBalance, and a getStatus whose upstream poll is not due, read outside any
+    transaction: on SQLite they answer while another process holds the write lock (they
+    would otherwise wait up to the busy timeout); on PostgreSQL no BEGIN/ROLLBACK is sent."""
     import sqlite3
     import threading
     import time
 
     from sqlalchemy import event
 
+    params, expected, tables = {}, "ACCESS_BALANCE:10.00", ["FROM users"]
+    if action == "getStatus":
+        bought = api.text("getNumber", service="tg", country="12")
+        params = {"id": bought.split(":")[1]}  # its first poll is an interval away
+        expected = "STATUS_WAIT_CODE"
+        tables.append("FROM activations")
     engine = db.engine
-    api.text("getBalance")  # the once-a-minute activity write happens now
+    assert api.text(action, **params) == expected  # the once-a-minute activity write, now
     db.session.rollback()  # and the test's own session lets go of the database
     if engine.dialect.name == "sqlite":
-        locker = sqlite3.connect(engine.url.database, isolation_level=None, timeout=5)
+        locker = sqlite3.connect(
+            engine.url.database, isolation_level=None, timeout=5, check_same_thread=False
+        )
         locker.execute("BEGIN IMMEDIATE")  # a writer elsewhere holds the database
         releaser = threading.Timer(8, locker.rollback)
         releaser.start()
         try:
             started = time.monotonic()
-            assert api.text("getBalance") == "ACCESS_BALANCE:10.00"
+            assert api.text(action, **params) == expected
             assert time.monotonic() - started < 4
         finally:
             releaser.cancel()
@@ -444,10 +453,11 @@ def test_the_key_lookup_needs_no_transaction(api, customer):
 
         event.listen(engine, "before_cursor_execute", listener)
         try:
-            assert api.text("getBalance") == "ACCESS_BALANCE:10.00"
+            assert api.text(action, **params) == expected
         finally:
             event.remove(engine, "before_cursor_execute", listener)
-        assert len(sent) == 1 and "FROM users" in sent[0][0]
-        assert sent[0][1] is True  # psycopg sends no BEGIN in autocommit mode
+        assert [t for t in tables if any(t in statement for statement, _ in sent)] == tables
+        assert len(sent) == len(tables)
+        assert all(autocommit is True for _, autocommit in sent)  # psycopg sends no BEGIN
         with engine.connect() as connection:
             assert connection.get_isolation_level() != "AUTOCOMMIT"  # the pool was reset

@@ -89,15 +89,11 @@ def get_number_v2(user, dialect):
 
 
 def get_status(user, dialect):
-    activation = activations.get_for_user(user, _param("id"))
-    activation = activations.refresh_status(activation)
-    return dialect.status(activation)
+    return dialect.status(activations.status_for_user(user, _param("id")))
 
 
 def get_status_v2(user, dialect):
-    activation = activations.get_for_user(user, _param("id"))
-    activation = activations.refresh_status(activation)
-    return dialect.status_v2(activation)
+    return dialect.status_v2(activations.status_for_user(user, _param("id")))
 
 
 def set_status(user, dialect):

@@ -19,6 +19,7 @@ from flask import current_app
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .. import db_reads
 from ..extensions import db
 from ..models import (
     Activation,
@@ -152,17 +153,39 @@ def _commit_and_get(activation_id: int) -> Activation:
 # --- customer queries ---------------------------------------------------------------
 
 
-def get_for_user(user: Customer, raw_id) -> Activation:
-    """The user's activation by our id. Raises ActivationNotFound (also for others' ids)."""
+def _parse_id(raw_id) -> int:
     text = str(raw_id or "").strip()
     if not (text.isascii() and text.isdigit()) or len(text) > 18:  # not '²' or '١٢'
         raise err.ActivationNotFound()
+    return int(text)
+
+
+def get_for_user(user: Customer, raw_id) -> Activation:
+    """The user's activation by our id. Raises ActivationNotFound (also for others' ids)."""
     activation = db.session.execute(
-        select(Activation).where(Activation.id == int(text), Activation.user_id == user.id)
+        select(Activation).where(Activation.id == _parse_id(raw_id), Activation.user_id == user.id)
     ).scalar_one_or_none()
     if activation is None:
         raise err.ActivationNotFound()
     return activation
+
+
+def status_for_user(user: Customer, raw_id):
+    """getStatus: the user's activation as stored, read with one statement outside any
+    transaction (a tight polling loop takes no lock), unless its upstream poll is due: then
+    brought up to date by `refresh_status`. Raises ActivationNotFound.
+
+    Returns an Activation, or a row with the same column names."""
+    row = db_reads.first_row(
+        select(Activation.__table__).where(
+            Activation.id == _parse_id(raw_id), Activation.user_id == user.id
+        )
+    )
+    if row is None:
+        raise err.ActivationNotFound()
+    if not _poll_due(row):
+        return row
+    return refresh_status(get_for_user(user, raw_id))
 
 
 def active_for_user(user: Customer) -> list[Activation]:
@@ -428,15 +451,21 @@ def _claim_poll(activation_id: int) -> bool:
     return result.rowcount == 1
 
 
+def _poll_due(activation) -> bool:
+    """Whether the upstream may be asked about this activation now (it waits for a code and
+    its poll slot has come)."""
+    if S(activation.status) not in WAITING_STATES:
+        return False
+    return activation.next_poll_at is None or activation.next_poll_at <= utcnow()
+
+
 def refresh_status(activation: Activation, *, actor: str = "customer") -> Activation:
     """Bring the activation up to date with the upstream when its poll slot is due.
 
     Answers from the database otherwise. Never raises for upstream trouble.
     """
-    if S(activation.status) not in WAITING_STATES:
-        return activation
-    if activation.next_poll_at is not None and activation.next_poll_at > utcnow():
-        return activation  # not due (the claim below decides when it looks due): no write
+    if not _poll_due(activation):
+        return activation  # (the claim below decides when it looks due): no write
     activation_id = activation.id
     if not _claim_poll(activation_id):
         return db.session.get(Activation, activation_id)
