@@ -282,6 +282,9 @@ def test_login_throttling_answers_429_with_retry_after_even_for_the_right_passwo
     assert response.mimetype == "text/html"
     assert "Too many requests" in response.get_data(as_text=True)
     assert user.email not in client.get("/").get_data(as_text=True)
+    counters = " ".join(str(k) for k in getattr(limiter.storage, "storage", {}))
+    assert "login-email:" in counters, "the test expects the in-memory storage"
+    assert "me@example.com" not in counters  # the counters name no address
 
 
 def test_api_rate_limit_is_per_key_with_429_and_retry_after(limited_app):

@@ -23,7 +23,10 @@ def _safe_next(target: str | None) -> str | None:
 
 
 def _login_email_key() -> str:
-    return "login-email:" + accounts.normalise_email(request.form.get("email", ""))[:254]
+    """Per email, as an HMAC: the limiter's counters (in Redis in production) hold no
+    addresses."""
+    email = accounts.normalise_email(request.form.get("email", ""))[:254]
+    return "login-email:" + accounts.private_digest(email)
 
 
 def _login_limit() -> str:

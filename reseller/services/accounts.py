@@ -58,6 +58,11 @@ def api_key_digest(key: str) -> str:
     return hmac.new(_derive(b"lookup"), key.encode(), hashlib.sha256).hexdigest()
 
 
+def private_digest(value: str) -> str:
+    """A keyed hash naming `value` in shared storage (rate-limit counters) without showing it."""
+    return hmac.new(_derive(b"counters"), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def _fernet() -> Fernet:
     return Fernet(base64.urlsafe_b64encode(_derive(b"encryption")))
 
