@@ -20,6 +20,7 @@ from ..models import (
     User,
 )
 from ..money import format_amount, format_cost
+from ..pagination import page_number
 from ..services import admin, catalog, pricing, settings, stats
 from . import bp
 from .chart import money_chart
@@ -69,11 +70,6 @@ def inject_console():
     }
 
 
-def _page() -> int:
-    # Bounded: a huge page number is a huge OFFSET, which the database refuses (a 500).
-    return min(max(request.args.get("page", 1, type=int), 1), 100_000)
-
-
 def _id_arg(name: str) -> int | None:
     """An id from the query string; None when absent or no id of ours (out of range)."""
     value = request.args.get(name, type=int)
@@ -118,14 +114,14 @@ def customers():
     form = CustomerSearchForm(formdata=request.args)
     search = form.q.data if form.validate() else None
     page = db.paginate(
-        admin.customers_query(search), page=_page(), per_page=PER_PAGE, error_out=False
+        admin.customers_query(search), page=page_number(), per_page=PER_PAGE, error_out=False
     )
     return render_template("admin/customers.html", form=form, page=page, search=search)
 
 
 def _render_customer(user: User, credit_form: CreditForm, status: int = 200):
     ledger = db.paginate(
-        admin.ledger_query(user.id), page=_page(), per_page=PER_PAGE, error_out=False
+        admin.ledger_query(user.id), page=page_number(), per_page=PER_PAGE, error_out=False
     )
     return (
         render_template(
@@ -231,7 +227,7 @@ def activations():
         )
         page = db.paginate(
             admin.activations_query(query_filter),
-            page=_page(),
+            page=page_number(),
             per_page=PER_PAGE,
             error_out=False,
         )
@@ -277,7 +273,7 @@ def _render_pricing(global_form=None, rule_form=None, status: int = 200):
         quotes = pricing.price_table(
             filter_form.service.data or None, filter_form.country_id, only_buyable=False
         )
-    page = _page()
+    page = page_number()
     pages = max(1, -(-len(quotes) // PRICE_ROWS_PER_PAGE))
     page = min(page, pages)
     shown = quotes[(page - 1) * PRICE_ROWS_PER_PAGE : page * PRICE_ROWS_PER_PAGE]
@@ -472,7 +468,7 @@ def audit_log():
         action = form.action.data or None
         actor_id = int(form.actor.data) if form.actor.data else None
     page = db.paginate(
-        admin.audit_query(action, actor_id), page=_page(), per_page=PER_PAGE, error_out=False
+        admin.audit_query(action, actor_id), page=page_number(), per_page=PER_PAGE, error_out=False
     )
     args = {k: v for k, v in request.args.items() if k != "page"}
     return render_template("admin/audit.html", form=form, page=page, args=args)

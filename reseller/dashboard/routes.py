@@ -14,6 +14,7 @@ from ..extensions import db, limiter, login_manager
 from ..models import Activation, LedgerKind, utcnow
 from ..models import ActivationStatus as S
 from ..money import format_amount, to_units
+from ..pagination import page_number
 from ..services import accounts, activations, catalog, history, pricing, settings
 from ..services import errors as err
 from ..services.activations import PurchaseRequest
@@ -239,12 +240,6 @@ def feed():
 # --- history and ledger ---------------------------------------------------------------
 
 
-def _page_number() -> int:
-    raw = request.args.get("page", "1")
-    # ASCII and short: int() refuses '²' and 5000-digit strings (a 500 otherwise).
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 5 and int(raw) else 1
-
-
 def _page_url(endpoint: str, page: int, **filters) -> str:
     params = {k: v for k, v in filters.items() if v}
     if page > 1:
@@ -263,7 +258,7 @@ def history_page():
     stmt = history.activations_query(
         current_user.id, statuses=[status] if status else None, service=service or None
     )
-    page = db.paginate(stmt, page=_page_number(), per_page=HISTORY_PAGE_SIZE, error_out=False)
+    page = db.paginate(stmt, page=page_number(), per_page=HISTORY_PAGE_SIZE, error_out=False)
     filters = {"status": status, "service": service}
     return render_template(
         "dashboard/history.html",
@@ -280,7 +275,7 @@ def history_page():
 def ledger():
     page = db.paginate(
         history.ledger_query(current_user.id),
-        page=_page_number(),
+        page=page_number(),
         per_page=LEDGER_PAGE_SIZE,
         error_out=False,
     )
