@@ -10,18 +10,12 @@ where it sees the latest committed data.
 from __future__ import annotations
 
 from sqlalchemy import Row, Select
-from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from .extensions import db
 
 
 def first_row(statement: Select) -> Row | None:
     """The statement's first row, read outside the session's transaction."""
-    engine = db.engine
-    if isinstance(engine.pool, (StaticPool, SingletonThreadPool)):
-        # In-memory SQLite: one shared connection, which may be inside the session's
-        # transaction; read through the session instead.
-        return db.session.execute(statement).first()
-    with engine.connect() as connection:
+    with db.engine.connect() as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         return connection.execute(statement).first()

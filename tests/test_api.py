@@ -461,3 +461,29 @@ def test_hot_reads_need_no_transaction(api, customer, action):
         assert all(autocommit is True for _, autocommit in sent)  # psycopg sends no BEGIN
         with engine.connect() as connection:
             assert connection.get_isolation_level() != "AUTOCOMMIT"  # the pool was reset
+
+
+def test_the_api_works_on_in_memory_sqlite(tmp_path):
+    """In-memory SQLite keeps one shared connection (StaticPool): the key lookup's own
+    autocommit read works there and leaves a transaction the session has open intact."""
+    from sqlalchemy import text
+
+    from reseller import create_app
+    from reseller.services import accounts, wallet
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True})
+    config.SQLALCHEMY_DATABASE_URI = "sqlite://"
+    app = create_app(config)
+    with app.app_context():
+        db.create_all()
+        user = accounts.create_user("memory@example.com", "password123")
+        wallet.adjust(user.id, 12_340, note="test balance")
+        key = api_key_of(user)
+        assert Api(app.test_client(), key).text("getBalance") == "ACCESS_BALANCE:1.23"
+
+        db.session.execute(text("UPDATE users SET email = 'renamed@example.com'"))  # not committed
+        assert accounts.api_caller(key).id == user.id
+        renamed = db.session.execute(text("SELECT email FROM users")).scalar_one()
+        assert renamed == "renamed@example.com"  # the open transaction is intact
+        db.session.remove()

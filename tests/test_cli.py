@@ -69,7 +69,7 @@ def test_users_api_key_prints_the_key_alone(runner, make_user):
     assert result.exit_code == 0
     key = result.output.strip()
     assert result.output == key + "\n"
-    assert accounts.user_by_api_key(key).id == user.id
+    assert accounts.api_caller(key).id == user.id
     assert runner.invoke(args=["users", "api-key", "x@example.com"]).exit_code != 0
 
 

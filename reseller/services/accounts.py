@@ -92,14 +92,6 @@ def regenerate_api_key(user: User) -> str:
     return key
 
 
-def user_by_api_key(key: str | None) -> User | None:
-    if not key or len(key) > 200:
-        return None
-    return db.session.execute(
-        select(User).where(User.api_key_hash == api_key_digest(key))
-    ).scalar_one_or_none()
-
-
 class ApiCaller(NamedTuple):
     """What the customer API needs of the account behind a key: one narrow row, read with a
     single indexed query on every API call (no ORM object, no secrets loaded)."""
