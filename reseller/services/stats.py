@@ -34,7 +34,7 @@ from ..extensions import db
 from ..models import Activation, ActivationEvent, JobState, LedgerEntry, LedgerKind, utcnow
 from ..models import ActivationStatus as S
 from ..money import to_units
-from . import settings, worker
+from . import jobs, settings
 from .provider import upstream
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ def upstream_balance(max_age: int = BALANCE_MAX_AGE) -> BalanceReading:
     """The upstream balance, asked at most once per `max_age` seconds across every process
     (the reading is shared in `JobState`). Never raises for upstream trouble: an
     unreachable upstream gives a reading without a balance."""
-    if not worker.claim_job(BALANCE_JOB, every=max_age, hold=60):
+    if not jobs.claim_job(BALANCE_JOB, every=max_age, hold=60):
         return _stored_reading(db.session.get(JobState, BALANCE_JOB))
     balance, error = None, None
     try:
@@ -293,5 +293,5 @@ def upstream_balance(max_age: int = BALANCE_MAX_AGE) -> BalanceReading:
         db.session.rollback()
         error = getattr(exc, "token", None) or type(exc).__name__
         log.warning("upstream balance: %s", exc)
-    worker.finish_job(BALANCE_JOB, value=json.dumps({"balance": balance, "error": error}))
+    jobs.finish_job(BALANCE_JOB, value=json.dumps({"balance": balance, "error": error}))
     return _stored_reading(db.session.get(JobState, BALANCE_JOB))

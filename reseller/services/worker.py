@@ -13,18 +13,17 @@ import logging
 from dataclasses import dataclass, field
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 
 from ..extensions import db
 from ..models import Activation, JobState, utcnow
 from ..models import ActivationStatus as S
 from ..upstream import errors as up
 from . import activations, catalog, settings
+from .jobs import claim_job, claim_rows, finish_job, release
 from .provider import upstream
 
 log = logging.getLogger(__name__)
-
-BATCH = 200
 
 
 @dataclass
@@ -53,46 +52,10 @@ def settle_after() -> int:
     return int(config["UPSTREAM_CONNECT_TIMEOUT"] + config["UPSTREAM_READ_TIMEOUT"]) + 30
 
 
-def _claim_ids(stmt, claim_seconds: int) -> list[int]:
-    """Select candidate ids (skipping rows locked by another worker) and claim them."""
-    now = utcnow()
-    ids = list(
-        db.session.execute(
-            stmt.where(or_(Activation.claimed_until.is_(None), Activation.claimed_until <= now))
-            .limit(BATCH)
-            .with_for_update(skip_locked=True)
-        ).scalars()
-    )
-    claimed = []
-    for activation_id in ids:
-        result = db.session.execute(
-            update(Activation)
-            .where(
-                Activation.id == activation_id,
-                or_(Activation.claimed_until.is_(None), Activation.claimed_until <= now),
-            )
-            .values(claimed_until=now + dt.timedelta(seconds=claim_seconds))
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:
-            claimed.append(activation_id)
-    db.session.commit()
-    return claimed
-
-
-def _release(activation_id: int) -> None:
-    db.session.execute(
-        update(Activation)
-        .where(Activation.id == activation_id)
-        .values(claimed_until=None)
-        .execution_options(synchronize_session=False)
-    )
-    db.session.commit()
-
-
 def poll_due(report: PassReport) -> None:
     now = utcnow()
-    ids = _claim_ids(
+    ids = claim_rows(
+        Activation,
         select(Activation.id).where(
             Activation.status.in_([S.ALLOCATED.value, S.RETRY_WAIT.value]),
             or_(Activation.next_poll_at.is_(None), Activation.next_poll_at <= now),
@@ -111,12 +74,13 @@ def poll_due(report: PassReport) -> None:
             log.exception("poll %s failed", activation_id)
             report.errors.append(f"poll {activation_id}: {type(exc).__name__}")
         finally:
-            _release(activation_id)
+            release(Activation, activation_id)
 
 
 def expire_overdue(report: PassReport) -> None:
     now = utcnow()
-    ids = _claim_ids(
+    ids = claim_rows(
+        Activation,
         select(Activation.id).where(
             Activation.status.in_([S.ALLOCATED.value, S.CODE_RECEIVED.value, S.RETRY_WAIT.value]),
             Activation.expires_at <= now,
@@ -132,50 +96,7 @@ def expire_overdue(report: PassReport) -> None:
             log.exception("expire %s failed", activation_id)
             report.errors.append(f"expire {activation_id}: {type(exc).__name__}")
         finally:
-            _release(activation_id)
-
-
-def _job(name: str) -> JobState:
-    job = db.session.get(JobState, name)
-    if job is None:
-        db.session.add(JobState(name=name))
-        try:
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-        job = db.session.get(JobState, name)
-    return job
-
-
-def claim_job(name: str, every: int, hold: int = 300) -> bool:
-    """Take the named periodic job if it is due and nobody holds it."""
-    _job(name)
-    now = utcnow()
-    result = db.session.execute(
-        update(JobState)
-        .where(
-            JobState.name == name,
-            or_(JobState.locked_until.is_(None), JobState.locked_until <= now),
-            or_(
-                JobState.last_run_at.is_(None),
-                JobState.last_run_at <= now - dt.timedelta(seconds=every),
-            ),
-        )
-        .values(locked_until=now + dt.timedelta(seconds=hold))
-        .execution_options(synchronize_session=False)
-    )
-    db.session.commit()
-    return result.rowcount == 1
-
-
-def finish_job(name: str, value: str | None = None, *, ran: bool = True) -> None:
-    values: dict = {"locked_until": None}
-    if ran:
-        values["last_run_at"] = utcnow()
-    if value is not None:
-        values["value"] = value
-    db.session.execute(update(JobState).where(JobState.name == name).values(**values))
-    db.session.commit()
+            release(Activation, activation_id)
 
 
 def settle_purchases(report: PassReport) -> None:
