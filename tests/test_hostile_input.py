@@ -700,6 +700,7 @@ KNOWN_HOSTILE = [
         "/admin/pricing/rules",
         {"service": "tg", "kind": "markup", "value": "9" * 500},
     ),
+    ("admin", "GET", "/admin/audit?actor=%20%20", None),  # whitespace is no choice: int(' ')
 ]
 
 

@@ -114,9 +114,10 @@ class ActivationFilterForm(_SearchForm):
 
 
 class AuditFilterForm(_SearchForm):
-    # Choices are filled by the view from the log itself.
-    action = SelectField("Action", choices=[SelectChoice("", "any")], validators=[Optional()])
-    actor = SelectField("Admin", choices=[SelectChoice("", "anyone")], validators=[Optional()])
+    # Choices are filled by the view from the log itself; "" (any) is one of them. No
+    # Optional(): it would wave through a whitespace-only value that is not a choice.
+    action = SelectField("Action", choices=[SelectChoice("", "any")])
+    actor = SelectField("Admin", choices=[SelectChoice("", "anyone")])
 
 
 class PriceFilterForm(_SearchForm):
