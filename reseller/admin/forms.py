@@ -114,10 +114,14 @@ class ActivationFilterForm(_SearchForm):
 
 
 class AuditFilterForm(_SearchForm):
-    # Choices are filled by the view from the log itself; "" (any) is one of them. No
-    # Optional(): it would wave through a whitespace-only value that is not a choice.
-    action = SelectField("Action", choices=[SelectChoice("", "any")])
-    actor = SelectField("Admin", choices=[SelectChoice("", "anyone")])
+    # Choices are filled by the view from the log itself. Optional() lets a whitespace-only
+    # value through unchecked, so the filter strips it to "" (any) first.
+    action = SelectField(
+        "Action", choices=[SelectChoice("", "any")], filters=[_strip], validators=[Optional()]
+    )
+    actor = SelectField(
+        "Admin", choices=[SelectChoice("", "anyone")], filters=[_strip], validators=[Optional()]
+    )
 
 
 class PriceFilterForm(_SearchForm):
