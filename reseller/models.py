@@ -121,6 +121,13 @@ class ActivationStatus(enum.StrEnum):
     FAILED = "failed"  # upstream refused the purchase, refunded
 
 
+class Settlement(enum.StrEnum):
+    """How the worker refunded a purchase whose answer never came (`Activation.settlement`)."""
+
+    LISTED = "listed"  # the upstream's active list was read: a number it sold is released
+    UNCONFIRMED = "unconfirmed"  # the list could not be read: refunded after a longer grace
+
+
 class Activation(db.Model):
     __tablename__ = "activations"
     __table_args__ = (
@@ -154,6 +161,8 @@ class Activation(db.Model):
     # A worker or request that owns a slow operation on this row until then.
     claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
     error: Mapped[str | None] = mapped_column(String(200))
+    # Set when the worker settled this purchase (see `Settlement`); None otherwise.
+    settlement: Mapped[str | None] = mapped_column(String(20))
 
     user: Mapped[User] = relationship()
     events: Mapped[list[ActivationEvent]] = relationship(

@@ -208,3 +208,41 @@ def customer(stocked, make_user):
 @pytest.fixture
 def api(client, customer):
     return Api(client, api_key_of(customer))
+
+
+# --- the GrizzlySMS client against the fake upstream ---------------------------------
+
+
+@pytest.fixture
+def fake():
+    """A running FakeGrizzly (no early-cancel lock); fails the test on bugs in the fake."""
+    from tests.fake_grizzly import FakeGrizzly
+
+    with FakeGrizzly(early_cancel_seconds=0) as server:
+        yield server
+    assert not server.errors
+
+
+@pytest.fixture
+def grizzly(app, fake):
+    """The app's upstream: a GrizzlyClient against `fake`, the catalog filled from it."""
+    from reseller.services import catalog
+    from reseller.services.provider import use_upstream
+    from reseller.upstream.grizzly import GrizzlyClient
+
+    client = GrizzlyClient(
+        "test-key", url=fake.url, connect_timeout=2, read_timeout=2, retries=1, backoff=0
+    )
+    client._sleep = lambda seconds: None
+    use_upstream(app, client)
+    catalog.refresh(client)
+    return client
+
+
+@pytest.fixture
+def gapi(client, grizzly, make_user):
+    """The customer API of buyer@example.com (10.00 on the wallet) over `grizzly`."""
+    user = make_user(email="buyer@example.com", balance="10.00")
+    api = Api(client, api_key_of(user))
+    api.user_id = user.id
+    return api

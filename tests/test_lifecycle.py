@@ -226,33 +226,7 @@ def test_expiry_with_a_code_completes_without_refund(api, clock, runner):
     assert refunds(activation_id) == 0
 
 
-# --- the GrizzlySMS client against the fake upstream --------------------------------
-
-
-@pytest.fixture
-def fake():
-    with FakeGrizzly(early_cancel_seconds=0) as server:
-        yield server
-    assert not server.errors
-
-
-@pytest.fixture
-def grizzly(app, fake):
-    client = GrizzlyClient(
-        "test-key", url=fake.url, connect_timeout=2, read_timeout=2, retries=1, backoff=0
-    )
-    client._sleep = lambda seconds: None
-    use_upstream(app, client)
-    catalog.refresh(client)
-    return client
-
-
-@pytest.fixture
-def gapi(client, grizzly, make_user):
-    user = make_user(email="buyer@example.com", balance="10.00")
-    api = Api(client, api_key_of(user))
-    api.user_id = user.id
-    return api
+# --- the GrizzlySMS client against the fake upstream (fixtures `fake`, `gapi`: conftest) --
 
 
 def test_purchase_through_grizzly_sends_our_price_as_max_price(gapi, fake):

@@ -8,7 +8,7 @@ from wtforms import DateField, SelectField, StringField, SubmitField, TextAreaFi
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
-from ..models import ActivationStatus
+from ..models import ActivationStatus, Settlement
 from ..services import catalog, settings
 
 
@@ -111,6 +111,15 @@ class ActivationFilterForm(_SearchForm):
     email = StringField("Customer email", filters=[_strip], validators=[Length(max=254)])
     created_from = DateField("From", validators=[Optional()])
     created_to = DateField("To", validators=[Optional()])
+    settlement = SelectField(
+        "Settled by the worker",
+        choices=[
+            SelectChoice("", "any"),
+            SelectChoice(Settlement.LISTED.value, "against the upstream's list"),
+            SelectChoice(Settlement.UNCONFIRMED.value, "without upstream confirmation"),
+        ],
+        validators=[Optional()],
+    )
 
 
 class AuditFilterForm(_SearchForm):

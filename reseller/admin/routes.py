@@ -102,6 +102,7 @@ def index():
         names=names,
         chart=money_chart(data.days, data.daily),
         reading=stats.upstream_balance(),
+        risks=admin.settlement_risks(),
     )
 
 
@@ -224,6 +225,7 @@ def activations():
             created_from=form.created_from.data,
             created_to=form.created_to.data,
             user_id=user_id,
+            settlement=form.settlement.data or None,
         )
         page = db.paginate(
             admin.activations_query(query_filter),
@@ -238,6 +240,7 @@ def activations():
         page=page,
         args=args,
         filtered_user=db.session.get(User, user_id) if user_id else None,
+        risks=admin.settlement_risks(),
     )
 
 

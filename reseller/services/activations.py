@@ -26,6 +26,7 @@ from ..models import (
     ActivationEvent,
     LedgerEntry,
     LedgerKind,
+    Settlement,
     SmsMessage,
     User,
     utcnow,
@@ -410,6 +411,62 @@ def _fail(activation_id: int, note: str) -> None:
         _commit()
     else:
         db.session.rollback()
+
+
+def settle_lost_purchase(activation_id: int, *, unconfirmed: str | None = None) -> bool:
+    """Refund a purchase whose answer never came (pending or unknown past the settle delay).
+
+    `unconfirmed` says why the upstream's active list could not be read: the refund is then
+    recorded as settled without upstream confirmation. Commits; True when it moved.
+    """
+    if unconfirmed is None:
+        settlement, note = Settlement.LISTED, "purchase answer never arrived; refunded"
+    else:
+        settlement = Settlement.UNCONFIRMED
+        note = f"refunded without upstream confirmation ({unconfirmed})"
+    moved = _transition(
+        activation_id,
+        S.FAILED,
+        actor="worker",
+        note=note[:300],
+        closed_at=utcnow(),
+        settlement=settlement.value,
+    )
+    _commit()
+    return moved
+
+
+def tie_upstream_number(activation_id: int, upstream_id: str, phone: str | None) -> bool:
+    """Record that the upstream number `upstream_id` was bought by this settled purchase.
+
+    Only a purchase the worker settled (failed, refunded, no number) takes one number, and
+    only once: the number is then held by a failed activation, which the worker releases
+    upstream. Moves no money. Commits; True when it tied.
+    """
+    result = db.session.execute(
+        update(Activation)
+        .where(
+            Activation.id == activation_id,
+            Activation.status == S.FAILED.value,
+            Activation.settlement.is_not(None),
+            Activation.upstream_id.is_(None),
+        )
+        .values(upstream_id=upstream_id, phone=phone)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:
+        db.session.add(
+            ActivationEvent(
+                activation_id=activation_id,
+                from_status=S.FAILED.value,
+                to_status=S.FAILED.value,
+                note=f"upstream #{upstream_id} bought in this purchase's window "
+                "(same service and country): released upstream",
+                actor="worker",
+            )
+        )
+    _commit()
+    return result.rowcount == 1
 
 
 def _learn_cost(service: str, country_id: int, min_price: str | None) -> int | None:

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -23,7 +23,9 @@ from ..models import (
     LedgerEntry,
     PricingRule,
     Service,
+    Settlement,
     User,
+    utcnow,
 )
 from ..money import BadAmount, format_amount, parse_amount
 from . import accounts, catalog, settings, wallet, worker
@@ -422,6 +424,7 @@ class ActivationFilter:
     created_from: dt.date | None = None
     created_to: dt.date | None = None  # inclusive
     user_id: int | None = None
+    settlement: str | None = None
 
 
 def activations_query(f: ActivationFilter) -> Select:
@@ -435,6 +438,8 @@ def activations_query(f: ActivationFilter) -> Select:
         stmt = stmt.where(Activation.country_id == f.country_id)
     if f.user_id is not None:
         stmt = stmt.where(Activation.user_id == f.user_id)
+    if f.settlement:
+        stmt = stmt.where(Activation.settlement == f.settlement)
     if f.email:
         stmt = stmt.join(User, User.id == Activation.user_id).where(
             User.email.contains(accounts.normalise_email(f.email), autoescape=True)
@@ -447,6 +452,27 @@ def activations_query(f: ActivationFilter) -> Select:
             < dt.datetime.combine(f.created_to + dt.timedelta(days=1), dt.time.min)
         )
     return stmt
+
+
+@dataclass(frozen=True)
+class SettlementRisks:
+    """What the worker's settlement left for the operator to look at."""
+
+    unconfirmed: int  # purchases refunded without upstream confirmation, last 30 days
+    foreign: list[worker.ForeignActivation]  # upstream activations we did not buy
+    listed_at: dt.datetime | None  # when the upstream's active list was last read
+
+
+def settlement_risks(days: int = 30) -> SettlementRisks:
+    since = utcnow() - dt.timedelta(days=days)
+    unconfirmed = db.session.execute(
+        select(func.count(Activation.id)).where(
+            Activation.settlement == Settlement.UNCONFIRMED.value,
+            Activation.created_at >= since,
+        )
+    ).scalar_one()
+    foreign, listed_at = worker.foreign_activations()
+    return SettlementRisks(unconfirmed, foreign, listed_at)
 
 
 def audit_query(action: str | None = None, actor_id: int | None = None) -> Select:

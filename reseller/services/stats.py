@@ -210,7 +210,12 @@ def overview(now: dt.datetime | None = None, top: int = 5) -> Overview:
             ActivationEvent.to_status,
             func.count(func.distinct(ActivationEvent.activation_id)),
         )
-        .where(ActivationEvent.to_status.in_(CLOSED_STATES), ActivationEvent.created_at >= start)
+        .where(
+            ActivationEvent.to_status.in_(CLOSED_STATES),
+            ActivationEvent.created_at >= start,
+            # a note on a closed activation (a number tied to a settled purchase) is no outcome
+            ActivationEvent.from_status.is_distinct_from(ActivationEvent.to_status),
+        )
         .group_by(closed_day, ActivationEvent.to_status)
     ):
         day = _day(day)

@@ -19,6 +19,7 @@ from ..extensions import db
 from ..models import Activation, JobState, utcnow
 from ..models import ActivationStatus as S
 from ..upstream import errors as up
+from ..upstream.base import SetStatusAnswer
 from . import activations, catalog, settings
 from .jobs import claim_job, claim_rows, finish_job, release
 from .provider import upstream
@@ -31,14 +32,21 @@ class PassReport:
     polled: int = 0
     expired: int = 0
     settled: int = 0
+    settled_unconfirmed: int = 0  # of `settled`: without the upstream's active list
     orphans_cancelled: int = 0
+    foreign: int = 0  # upstream activations we did not buy, left alone
     prices_refreshed: bool = False
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
-            f"polled {self.polled}, expired {self.expired}, settled {self.settled}, "
-            f"orphans cancelled {self.orphans_cancelled}, "
+            f"polled {self.polled}, expired {self.expired}, settled {self.settled}"
+            + (
+                f" ({self.settled_unconfirmed} without upstream confirmation)"
+                if self.settled_unconfirmed
+                else ""
+            )
+            + f", orphans cancelled {self.orphans_cancelled}, foreign {self.foreign}, "
             f"prices {'refreshed' if self.prices_refreshed else 'fresh'}"
             + (f", errors: {'; '.join(self.errors)}" if self.errors else "")
         )
@@ -100,75 +108,212 @@ def expire_overdue(report: PassReport) -> None:
 
 
 def settle_purchases(report: PassReport) -> None:
-    """Settle purchases whose answer never came, against the upstream's active list.
+    """Settle purchases whose answer never came; release the numbers bought for them.
 
-    A pending/unknown purchase older than `settle_after()` is refunded (FAILED). A number
-    the upstream sold us that no activation of ours holds (an orphan) is cancelled at the
-    upstream once it has been seen for `settle_after()` seconds, so that an answer still
-    on its way is never raced.
+    A pending/unknown purchase older than `settle_after()` is refunded whatever the
+    upstream says. Only when the upstream's active list cannot be read does it wait longer
+    (`settle_blind_after()`: by then any number bought for it has run out its lifetime
+    upstream), and it is recorded as settled without upstream confirmation.
+
+    With the list read, upstream numbers no activation of ours holds (orphans) are judged
+    once seen for `settle_after()` (an answer still on its way is never raced): one that can
+    be tied to one of our settled purchases (same service and country, appeared in that
+    purchase's window, one number per purchase) is released upstream; any other is foreign
+    (the operator's own purchase, another instance on the same key): left alone and listed.
     """
     if not claim_job("settle", every=0, hold=300):
         return
     try:
-        cutoff = utcnow() - dt.timedelta(seconds=settle_after())
-        stale = list(
-            db.session.execute(
-                select(Activation.id).where(
-                    Activation.status.in_([S.PENDING.value, S.UNKNOWN.value]),
-                    Activation.created_at <= cutoff,
-                )
-            ).scalars()
-        )
+        state = SettleState.load()
         try:
             active = upstream().get_active_activations()
         except up.UpstreamError as exc:
             report.errors.append(f"active activations: {exc.token}")
-            finish_job("settle", ran=False)
+            _refund_stale_holds(report, unconfirmed=f"active list unavailable: {exc.token}")
+            finish_job("settle", value=state.dump())
             return
-        known = (
-            set(
-                db.session.execute(
-                    select(Activation.upstream_id).where(
-                        Activation.upstream_id.in_([a.upstream_id for a in active])
-                    )
-                ).scalars()
-            )
-            if active
-            else set()
-        )
-        job = db.session.get(JobState, "settle")
-        seen: dict[str, str] = json.loads(job.value) if job and job.value else {}
-        now = utcnow()
-        still: dict[str, str] = {}
-        for item in active:
-            if item.upstream_id in known:
-                continue
-            first = seen.get(item.upstream_id, now.isoformat())
-            if dt.datetime.fromisoformat(first) <= cutoff:
-                try:
-                    upstream().set_status(item.upstream_id, activations.STATUS_CANCEL)
-                    report.orphans_cancelled += 1
-                    log.warning("cancelled orphan upstream activation %s", item.upstream_id)
-                    continue
-                except up.UpstreamError as exc:
-                    log.info("orphan %s cancel: %s", item.upstream_id, exc.token)
-            still[item.upstream_id] = first
-        db.session.commit()
-        for activation_id in stale:
-            if activations._transition(
-                activation_id,
-                S.FAILED,
-                actor="worker",
-                note="purchase answer never arrived; refunded",
-                closed_at=utcnow(),
-            ):
-                report.settled += 1
-            db.session.commit()
-        finish_job("settle", value=json.dumps(still))
+        _refund_stale_holds(report)
+        state = _sweep_orphans(active, state, report)
+        finish_job("settle", value=state.dump())
     except Exception:
         db.session.rollback()
         finish_job("settle", ran=False)
         raise
+
+
+def settle_blind_after() -> int:
+    """Seconds after which a purchase is refunded although the upstream's list is unreadable."""
+    return settle_after() + int(settings.get("activation_lifetime"))
+
+
+def _refund_stale_holds(report: PassReport, *, unconfirmed: str | None = None) -> None:
+    wait = settle_after() if unconfirmed is None else settle_blind_after()
+    cutoff = utcnow() - dt.timedelta(seconds=wait)
+    stale = db.session.execute(
+        select(Activation.id).where(
+            Activation.status.in_([S.PENDING.value, S.UNKNOWN.value]),
+            Activation.created_at <= cutoff,
+        )
+    ).scalars()
+    for activation_id in list(stale):
+        if activations.settle_lost_purchase(activation_id, unconfirmed=unconfirmed):
+            report.settled += 1
+            report.settled_unconfirmed += unconfirmed is not None
+
+
+@dataclass(frozen=True)
+class ForeignActivation:
+    """An upstream activation we did not buy (left alone, listed on the console)."""
+
+    upstream_id: str
+    service: str | None
+    country_id: int | None
+    phone: str | None
+    status: str | None
+    first_seen: dt.datetime
+
+
+@dataclass
+class SettleState:
+    """What the settle job remembers between passes (JobState "settle"): when the upstream's
+    list was last read, when each orphan was first seen (and the reading before, so that it
+    appeared between the two), and the foreign activations of the last reading."""
+
+    listed_at: dt.datetime | None = None
+    seen: dict[str, tuple[dt.datetime, dt.datetime | None]] = field(default_factory=dict)
+    foreign: list[ForeignActivation] = field(default_factory=list)
+
+    @classmethod
+    def load(cls) -> SettleState:
+        job = db.session.get(JobState, "settle")
+        try:
+            data = json.loads(job.value) if job is not None and job.value else {}
+            return cls(
+                listed_at=_when(data.get("listed_at")),
+                seen={
+                    key: (_when(item["first"]), _when(item.get("after")))
+                    for key, item in data.get("seen", {}).items()
+                },
+                foreign=[
+                    ForeignActivation(**{**item, "first_seen": _when(item["first_seen"])})
+                    for item in data.get("foreign", [])
+                ],
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):  # an older shape: start anew
+            return cls()
+
+    def dump(self) -> str:
+        return json.dumps(
+            {
+                "listed_at": _iso(self.listed_at),
+                "seen": {
+                    key: {"first": _iso(first), "after": _iso(after)}
+                    for key, (first, after) in self.seen.items()
+                },
+                "foreign": [
+                    {**vars(item), "first_seen": _iso(item.first_seen)} for item in self.foreign
+                ],
+            }
+        )
+
+
+def _when(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def foreign_activations() -> tuple[list[ForeignActivation], dt.datetime | None]:
+    """The upstream activations the last settle pass judged foreign, and when it read them."""
+    state = SettleState.load()
+    return state.foreign, state.listed_at
+
+
+def _sweep_orphans(active: list, state: SettleState, report: PassReport) -> SettleState:
+    now = utcnow()
+    judged_before = now - dt.timedelta(seconds=settle_after())
+    holders = (
+        dict(
+            db.session.execute(
+                select(Activation.upstream_id, Activation.status).where(
+                    Activation.upstream_id.in_([a.upstream_id for a in active])
+                )
+            ).all()
+        )
+        if active
+        else {}
+    )
+    seen: dict[str, tuple[dt.datetime, dt.datetime | None]] = {}
+    judged = []
+    for item in active:
+        holder = holders.get(item.upstream_id)
+        if holder == S.FAILED.value:
+            _release(item.upstream_id, report)  # tied earlier, or its answer came too late
+        elif holder is None:
+            first, after = state.seen.get(item.upstream_id, (now, state.listed_at))
+            seen[item.upstream_id] = (first, after)
+            if first <= judged_before:
+                judged.append(item)
+    db.session.commit()
+    foreign = []
+    for item in judged:
+        first, after = seen[item.upstream_id]
+        purchase = _purchase_for(item, first, after)
+        if purchase is not None and activations.tie_upstream_number(
+            purchase, item.upstream_id, item.phone
+        ):
+            log.warning(
+                "upstream activation %s was bought for purchase %s", item.upstream_id, purchase
+            )
+            del seen[item.upstream_id]
+            _release(item.upstream_id, report)
+        else:
+            foreign.append(
+                ForeignActivation(
+                    item.upstream_id, item.service, item.country_id, item.phone, item.status, first
+                )
+            )
+    report.foreign = len(foreign)
+    return SettleState(listed_at=now, seen=seen, foreign=foreign)
+
+
+def _purchase_for(item, first: dt.datetime, after: dt.datetime | None) -> int | None:
+    """The earliest settled purchase without a number that upstream activation `item` can be
+    tied to: same service and country, and the item appeared (after the reading `after`, by
+    the reading `first`) within the purchase's window (created … created + settle_after)."""
+    window = dt.timedelta(seconds=settle_after())
+    lookback = first - window - dt.timedelta(seconds=int(settings.get("activation_lifetime")))
+    stmt = (
+        select(Activation.id, Activation.created_at)
+        .where(
+            Activation.status == S.FAILED.value,
+            Activation.settlement.is_not(None),
+            Activation.upstream_id.is_(None),
+            Activation.service == item.service,
+            Activation.country_id == item.country_id,
+            Activation.created_at >= lookback,
+            Activation.created_at <= first,
+        )
+        .order_by(Activation.created_at, Activation.id)
+    )
+    for activation_id, created_at in db.session.execute(stmt):
+        if after is None or after < created_at + window:
+            return activation_id
+    return None
+
+
+def _release(upstream_id: str, report: PassReport) -> None:
+    """Cancel at the upstream a number no customer holds; counted once the upstream confirms."""
+    try:
+        answer = upstream().set_status(upstream_id, activations.STATUS_CANCEL)
+    except up.UpstreamError as exc:
+        log.info("releasing upstream activation %s: %s", upstream_id, exc.token)
+        return
+    if answer == SetStatusAnswer.CANCEL:
+        report.orphans_cancelled += 1
+        log.warning("cancelled upstream activation %s, bought for no customer", upstream_id)
 
 
 def refresh_prices(report: PassReport, *, force: bool = False) -> None:
