@@ -105,6 +105,51 @@ def test_api_use_is_recorded_at_most_once_a_minute(api, customer, clock):
     assert last_activity() == second  # a refused call is not activity
 
 
+@pytest.fixture
+def activity_stamp_fails(monkeypatch):
+    """The activity stamp writes, then its commit fails as on a locked SQLite database."""
+    import sqlite3
+
+    from sqlalchemy import update
+    from sqlalchemy.exc import OperationalError
+
+    from reseller.services import accounts
+
+    calls = []
+
+    def locked(caller, now):
+        calls.append(caller.id)
+        db.session.execute(update(User).where(User.id == caller.id).values(last_activity_at=now))
+        raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(accounts, "record_api_activity", locked)
+    return calls
+
+
+def test_a_failing_activity_stamp_never_changes_the_answer(
+    api, customer, clock, runner, activity_stamp_fails
+):
+    """A committed purchase answers ACCESS_NUMBER, a committed refund ACCESS_CANCEL, even when
+    the bookkeeping after them fails; the stamp is rolled back, the money stays right."""
+    body = api.text("getNumber", service="ot", country="12")
+    assert re.fullmatch(r"ACCESS_NUMBER:\d+:\d+", body), body
+    activation_id = int(body.split(":")[1])
+    activation = db.session.get(Activation, activation_id)
+    assert activation.status == "allocated"
+    assert balance(customer.id) == 100_000 - activation.price
+    data = api.json("getNumber", service="ot", country="12")
+    assert data["status"] == "ACCESS_NUMBER"
+    clock.travel(121)
+    assert api.text("setStatus", id=activation_id, status="8") == "ACCESS_CANCEL"
+    assert api.text("getStatus", id=activation_id) == "STATUS_CANCEL"
+    assert len(activity_stamp_fails) == 4
+    db.session.expire_all()
+    assert db.session.get(User, customer.id).last_activity_at is None  # rolled back
+    assert balance(customer.id) == 100_000 - db.session.get(Activation, data["activationId"]).price
+    assert verify_ledger() == []
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+
+
 @pytest.mark.parametrize("action", ["", "getEverything", "GETBALANCE", "<script>"])
 def test_bad_action(api, action):
     assert api.text(action) == "BAD_ACTION"

@@ -161,7 +161,7 @@ def handler() -> Response:
         if action is None:
             raise err.BadAction()
         answer = action(user, dialect)
-        accounts.record_api_activity(user, utcnow())
+        _record_activity(user)
         return answer
     except err.ServiceError as exc:
         db.session.rollback()
@@ -170,6 +170,16 @@ def handler() -> Response:
         db.session.rollback()
         log.exception("API action %s failed", request.values.get("action", "")[:40])
         return dialect.error(BY_KIND["SERVICE_UNAVAILABLE"], err.ServiceUnavailable())
+
+
+def _record_activity(user) -> None:
+    """Bookkeeping after the action: a failure here (a locked database) is logged and never
+    changes the answer, which may stand for a committed purchase or refund."""
+    try:
+        accounts.record_api_activity(user, utcnow())
+    except Exception:
+        db.session.rollback()
+        log.warning("could not record the API activity of user %s", user.id, exc_info=True)
 
 
 @bp.errorhandler(429)
