@@ -77,16 +77,21 @@ def _transition(
     """Move the activation to `target` if its current status allows it. No commit.
 
     Returns False (and changes nothing) when another caller moved it first or the state
-    table forbids the move. A move into a refunding state credits the price back.
+    table forbids the move. A move into a refunding state credits the price back; a failed
+    purchase also gives its `orderId` back, so that the customer's retry may use it.
     """
     sources = [s for s, targets in TRANSITIONS.items() if target in targets]
     row = db.session.execute(
-        select(Activation.status, Activation.user_id, Activation.price).where(
+        select(Activation.status, Activation.user_id, Activation.price, Activation.order_id).where(
             Activation.id == activation_id
         )
     ).one_or_none()
     if row is None or S(row.status) not in sources:
         return False
+    if target == S.FAILED and row.order_id is not None:
+        values["order_id"] = None
+        released = f"orderId {row.order_id} released"
+        note = f"{note}; {released}"[:300] if note else released
     result = db.session.execute(
         update(Activation)
         .where(Activation.id == activation_id, Activation.status == row.status)
