@@ -77,6 +77,10 @@ MAIN_ACTIONS = (
             "8 → ACCESS_CANCEL.",
             "Cancel is refused with EARLY_CANCEL_DENIED during the first minutes after purchase, "
             "and with BAD_STATUS once a code has arrived (finish with 6 instead).",
+            "A cancel is refunded only once our provider confirms it. When the provider refuses "
+            "or does not confirm it, the answer is BAD_STATUS and nothing changes: check "
+            "getStatus (a code may have arrived) and cancel again later; ERROR_SQL means the "
+            "provider could not be reached, so try again.",
         ),
     ),
     ActionDoc(

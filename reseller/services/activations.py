@@ -638,30 +638,40 @@ def cancel(activation: Activation, *, actor: str = "customer") -> Activation:
     activation_id, upstream_id = activation.id, activation.upstream_id
     db.session.commit()
     try:
-        upstream().set_status(upstream_id, STATUS_CANCEL)
-        confirmed = True
+        answer = upstream().set_status(upstream_id, STATUS_CANCEL)
     except (up.AlreadyCancel, up.NoActivation, up.WrongActivationId):
-        confirmed = _upstream_says_cancelled(upstream_id)
-        if not confirmed:
-            raise err.BadStatus() from None
+        answer = None  # perhaps cancelled already: the status below decides
     except up.EarlyCancelDenied:
         raise err.EarlyCancelDenied() from None
     except (up.UpstreamUnavailable, up.UnknownOutcome, up.RateLimited):
         raise err.ServiceUnavailable() from None
     except up.UpstreamError as exc:
         log.info("cancel %s refused upstream: %s", activation_id, exc.token)
-        # Perhaps a code arrived meanwhile: let the next poll find out at once.
-        db.session.execute(
-            update(Activation).where(Activation.id == activation_id).values(next_poll_at=None)
-        )
-        _commit()
+        _poll_now(activation_id)  # perhaps a code arrived meanwhile: let the next poll see it
         raise err.BadStatus() from None
-    if confirmed:
-        _transition(activation_id, S.CANCELLED, actor=actor, note="cancelled", closed_at=utcnow())
+    if not _cancel_confirmed(upstream_id, answer):
+        log.warning("cancel %s: upstream answered %s, not a cancel", activation_id, answer)
+        _poll_now(activation_id)
+        raise err.BadStatus()
+    _transition(activation_id, S.CANCELLED, actor=actor, note="cancelled", closed_at=utcnow())
     activation = _commit_and_get(activation_id)
     if S(activation.status) not in (S.CANCELLED, S.EXPIRED):
         raise err.BadStatus()
     return activation
+
+
+def _cancel_confirmed(upstream_id: str, answer: SetStatusAnswer | None) -> bool:
+    """Whether the upstream cancelled: it answered status 8 with ACCESS_CANCEL, or (after
+    any other answer) reports the activation cancelled or gone. ACCESS_READY, ACCESS_RETRY_GET
+    or ACCESS_ACTIVATION in answer to a cancel are no cancel."""
+    return answer == SetStatusAnswer.CANCEL or _upstream_says_cancelled(upstream_id)
+
+
+def _poll_now(activation_id: int) -> None:
+    db.session.execute(
+        update(Activation).where(Activation.id == activation_id).values(next_poll_at=None)
+    )
+    _commit()
 
 
 def _upstream_says_cancelled(upstream_id: str) -> bool:
@@ -758,16 +768,16 @@ def expire(activation_id: int, *, actor: str = "worker") -> bool:
         return False
     if answer is None or answer.state != UpstreamState.CANCELLED:
         try:
-            upstream().set_status(upstream_id, STATUS_CANCEL)
+            cancelled = upstream().set_status(upstream_id, STATUS_CANCEL)
         except (up.AlreadyCancel, up.NoActivation, up.WrongActivationId):
-            if not _upstream_says_cancelled(upstream_id):
-                return False
+            cancelled = None
         except up.UpstreamError as exc:
             log.info("expire %s: upstream refused cancel (%s)", activation_id, exc.token)
-            db.session.execute(
-                update(Activation).where(Activation.id == activation_id).values(next_poll_at=None)
-            )
-            _commit()
+            _poll_now(activation_id)
+            return False
+        if not _cancel_confirmed(upstream_id, cancelled):
+            log.warning("expire %s: upstream answered %s, not a cancel", activation_id, cancelled)
+            _poll_now(activation_id)
             return False
     done = _transition(
         activation_id,
