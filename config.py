@@ -101,6 +101,27 @@ class Config:
         self.MAX_ACTIVE_ACTIVATIONS = _env_int("MAX_ACTIVE_ACTIVATIONS", 20)
         self.LOW_BALANCE_THRESHOLD = _env("LOW_BALANCE_THRESHOLD", "10.00")
 
+        # Payment gateways (see README, "Top-ups"). A gateway is offered when its settings
+        # are present; PAYMENT_GATEWAYS (comma-separated) names exactly the ones to run.
+        self.PAYMENT_GATEWAYS = _env("PAYMENT_GATEWAYS")
+        self.PUBLIC_URL = _env("PUBLIC_URL")  # e.g. https://sms.example.com (webhook URLs)
+        self.PAYMENT_CONNECT_TIMEOUT = _env_float("PAYMENT_CONNECT_TIMEOUT", 5.0)
+        self.PAYMENT_READ_TIMEOUT = _env_float("PAYMENT_READ_TIMEOUT", 15.0)
+        self.CRYPTOPAY_API_TOKEN = _env("CRYPTOPAY_API_TOKEN")
+        self.CRYPTOPAY_API_URL = _env("CRYPTOPAY_API_URL", "https://pay.crypt.bot/api")
+        self.CRYPTOPAY_ACCEPTED_ASSETS = _env("CRYPTOPAY_ACCEPTED_ASSETS", "")
+        self.CRYPTOPAY_INVOICE_LIFETIME = _env_int("CRYPTOPAY_INVOICE_LIFETIME", 3600)
+        self.NOWPAYMENTS_API_KEY = _env("NOWPAYMENTS_API_KEY")
+        self.NOWPAYMENTS_IPN_SECRET = _env("NOWPAYMENTS_IPN_SECRET")
+        self.NOWPAYMENTS_API_URL = _env("NOWPAYMENTS_API_URL", "https://api.nowpayments.io/v1")
+        self.NOWPAYMENTS_INVOICE_LIFETIME = _env_int("NOWPAYMENTS_INVOICE_LIFETIME", 7 * 86400)
+        self.SANDBOX_INVOICE_LIFETIME = _env_int("SANDBOX_INVOICE_LIFETIME", 3600)
+        self.TOPUP_MINIMUM = _env("TOPUP_MINIMUM", "5.00")
+        self.TOPUP_MAXIMUM = _env("TOPUP_MAXIMUM", "1000.00")
+        self.TOPUP_PRESETS = _env("TOPUP_PRESETS", "10, 25, 50, 100")
+        self.TOPUP_BONUS_PERCENT = _env_float("TOPUP_BONUS_PERCENT", 0.0)
+        self.TOPUP_BONUS_THRESHOLD = _env("TOPUP_BONUS_THRESHOLD", "100.00")
+
         # Rate limits (Flask-Limiter). Use redis://… when several processes or hosts serve.
         self.RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "memory://")
         # No X-RateLimit-* headers on every answer: each costs storage reads (two Redis round
@@ -127,6 +148,11 @@ class Config:
         """Raise ConfigError when this configuration cannot run."""
         if self.UPSTREAM not in ("grizzly", "sandbox"):
             raise ConfigError(f"UPSTREAM must be 'grizzly' or 'sandbox', got {self.UPSTREAM!r}")
+        from reseller.gateways import config_problem
+
+        problem = config_problem(vars(self))
+        if problem:
+            raise ConfigError(problem)
 
 
 class DevelopmentConfig(Config):

@@ -103,8 +103,9 @@ def register_blueprints(app: Flask) -> None:
     from .dashboard import bp as dashboard_bp
     from .docs import bp as docs_bp
     from .main import bp as main_bp
+    from .payments import bp as payments_bp
 
-    for blueprint in (main_bp, auth_bp, docs_bp, api_bp, dashboard_bp, admin_bp):
+    for blueprint in (main_bp, auth_bp, docs_bp, api_bp, dashboard_bp, admin_bp, payments_bp):
         app.register_blueprint(blueprint)
 
 

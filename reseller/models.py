@@ -69,6 +69,8 @@ class LedgerKind(enum.StrEnum):
     PURCHASE = "purchase"
     REFUND = "refund"
     ADJUSTMENT = "adjustment"
+    PAYMENT = "payment"  # a customer's own top-up through a payment gateway
+    PAYMENT_BONUS = "payment_bonus"  # the top-up bonus for that payment
 
 
 class LedgerEntry(db.Model):
@@ -78,6 +80,8 @@ class LedgerEntry(db.Model):
     __table_args__ = (
         # An activation is charged at most once and refunded at most once.
         UniqueConstraint("activation_id", "kind", name="uq_ledger_entries_activation_kind"),
+        # A payment is credited at most once (and its bonus at most once).
+        UniqueConstraint("payment_id", "kind", name="uq_ledger_entries_payment_kind"),
         CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
         CheckConstraint("amount <> 0", name="amount_not_zero"),
         Index("ix_ledger_entries_user_created", "user_id", "id"),
@@ -90,6 +94,7 @@ class LedgerEntry(db.Model):
     kind: Mapped[str] = mapped_column(String(20))
     reference: Mapped[str | None] = mapped_column(String(100))
     activation_id: Mapped[int | None] = mapped_column(ForeignKey("activations.id"))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
     balance_after: Mapped[int] = mapped_column(BigInteger)
     note: Mapped[str | None] = mapped_column(String(500))
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
@@ -327,3 +332,72 @@ class JobState(db.Model):
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
     last_run_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     value: Mapped[str | None] = mapped_column(Text)
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "pending"  # our row exists; the invoice is created or being created, unpaid
+    PAID = "paid"  # the gateway confirmed it and the wallet is credited
+    EXPIRED = "expired"  # the invoice's lifetime ran out unpaid
+    FAILED = "failed"  # the invoice could not be created, or the gateway says it failed
+    FLAGGED = "flagged"  # the gateway's word disagrees with ours: the operator decides
+
+
+class Payment(db.Model):
+    """A customer's top-up through a payment gateway (see reseller.services.payments)."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        UniqueConstraint("gateway", "invoice_id", name="uq_payments_gateway_invoice"),
+        Index("ix_payments_user_created", "user_id", "id"),
+        Index("ix_payments_status_check", "status", "next_check_at"),
+        Index("ix_payments_created_at", "created_at"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("bonus >= 0", name="bonus_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    gateway: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[int] = mapped_column(BigInteger)  # money units, what the wallet gets
+    currency: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20), default=PaymentStatus.PENDING.value)
+    # The gateway's own last word ("active", "confirming", "partially_paid", ...).
+    gateway_status: Mapped[str | None] = mapped_column(String(40))
+    invoice_id: Mapped[str | None] = mapped_column(String(100))
+    pay_url: Mapped[str | None] = mapped_column(String(500))
+    # A gateway-side id learnt from a notification (NOWPayments' payment_id).
+    gateway_reference: Mapped[str | None] = mapped_column(String(100))
+    bonus: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    flag_reason: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    paid_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # The worker asks the gateway about this payment no earlier than this.
+    next_check_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    checks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    user: Mapped[User] = relationship()
+    changes: Mapped[list[PaymentChange]] = relationship(
+        back_populates="payment", order_by="PaymentChange.id"
+    )
+
+
+class PaymentChange(db.Model):
+    """The timeline of a payment: state changes, and each verified notification as received."""
+
+    __tablename__ = "payment_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str | None] = mapped_column(String(20))
+    gateway_status: Mapped[str | None] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(40))  # "notification", "check", "customer", ...
+    note: Mapped[str | None] = mapped_column(String(300))
+    body: Mapped[str | None] = mapped_column(Text)  # the verified notification, as received
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    payment: Mapped[Payment] = relationship(back_populates="changes")

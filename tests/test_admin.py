@@ -416,6 +416,12 @@ def test_settings_page_edits_every_setting(client, boss):
         "max_active_activations": "5",
         "poll_interval": "4",
         "low_balance_threshold": "50.00",
+        "payment_gateways": "sandbox",
+        "topup_minimum": "2.00",
+        "topup_maximum": "500.00",
+        "topup_presets": "5, 20",
+        "topup_bonus_percent": "5",
+        "topup_bonus_threshold": "150.00",
     }
     assert set(new) == {spec.key for spec in settings.SPECS}
     response = client.post("/admin/settings", data=new)

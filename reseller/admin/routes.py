@@ -21,7 +21,7 @@ from ..models import (
 )
 from ..money import format_amount, format_cost
 from ..pagination import page_number
-from ..services import admin, catalog, pricing, settings, stats
+from ..services import admin, catalog, payments, pricing, settings, stats
 from . import bp
 from .chart import money_chart
 from .forms import (
@@ -103,6 +103,7 @@ def index():
         chart=money_chart(data.days, data.daily),
         reading=stats.upstream_balance(),
         risks=admin.settlement_risks(),
+        topups=payments.totals(),
     )
 
 

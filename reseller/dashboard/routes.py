@@ -32,6 +32,8 @@ LEDGER_LABELS = {
     LedgerKind.PURCHASE.value: "Number bought",
     LedgerKind.REFUND.value: "Refund",
     LedgerKind.ADJUSTMENT.value: "Adjustment",
+    LedgerKind.PAYMENT.value: "Top-up",
+    LedgerKind.PAYMENT_BONUS.value: "Top-up bonus",
 }
 
 

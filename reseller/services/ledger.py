@@ -8,10 +8,11 @@ exceed the charge, and that no refunded activation delivered a code.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from ..extensions import db
-from ..models import Activation, ActivationStatus, LedgerEntry, LedgerKind, User
+from ..models import Activation, ActivationStatus, LedgerEntry, LedgerKind, Payment, User
+from ..models import PaymentStatus as P
 
 
 def verify_ledger() -> list[str]:
@@ -100,6 +101,61 @@ def verify_ledger() -> list[str]:
         )
     ):
         problems.append(f"activation {act_id}: charged {-amount} but price is {price}")
+    problems.extend(payment_problems())
+    return problems
+
+
+PAYMENT_KINDS = (LedgerKind.PAYMENT.value, LedgerKind.PAYMENT_BONUS.value)
+
+
+def payment_problems() -> list[str]:
+    """Every top-up credit matches a paid payment (its customer, its amount, its bonus), and
+    every paid payment was credited exactly once."""
+    problems: list[str] = []
+    credits: dict[tuple[int, str], list[tuple[int, int]]] = {}
+    for entry_id, payment_id, kind, user_id, amount in db.session.execute(
+        select(
+            LedgerEntry.id,
+            LedgerEntry.payment_id,
+            LedgerEntry.kind,
+            LedgerEntry.user_id,
+            LedgerEntry.amount,
+        ).where(or_(LedgerEntry.payment_id.is_not(None), LedgerEntry.kind.in_(PAYMENT_KINDS)))
+    ):
+        if payment_id is None:
+            problems.append(f"ledger row {entry_id}: a {kind} credit names no payment")
+        elif kind not in PAYMENT_KINDS:
+            problems.append(f"ledger row {entry_id}: a {kind} row names payment {payment_id}")
+        else:
+            credits.setdefault((payment_id, kind), []).append((user_id, amount))
+    payments = {
+        row.id: row
+        for row in db.session.execute(
+            select(Payment.id, Payment.user_id, Payment.status, Payment.amount, Payment.bonus)
+        )
+    }
+    for (payment_id, kind), rows in credits.items():
+        payment = payments.get(payment_id)
+        if len(rows) > 1:
+            problems.append(f"payment {payment_id}: {len(rows)} {kind} rows")
+        if payment is None:
+            problems.append(f"payment {payment_id}: credited but no such payment")
+            continue
+        if payment.status != P.PAID.value:
+            problems.append(f"payment {payment_id}: credited but its status is {payment.status}")
+        expected = payment.amount if kind == LedgerKind.PAYMENT.value else payment.bonus
+        for user_id, amount in rows:
+            if user_id != payment.user_id:
+                problems.append(f"payment {payment_id}: {kind} credited to user {user_id}")
+            if amount != expected:
+                problems.append(f"payment {payment_id}: {kind} of {amount}, expected {expected}")
+    for payment in payments.values():
+        if payment.status != P.PAID.value:
+            continue
+        if (payment.id, LedgerKind.PAYMENT.value) not in credits:
+            problems.append(f"payment {payment.id}: paid but never credited")
+        if payment.bonus and (payment.id, LedgerKind.PAYMENT_BONUS.value) not in credits:
+            problems.append(f"payment {payment.id}: paid but its bonus was never credited")
     return problems
 
 

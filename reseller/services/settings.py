@@ -106,6 +106,41 @@ SPECS: tuple[SettingSpec, ...] = (
         0,
         1_000_000,
     ),
+    # Top-ups through payment gateways (reseller.services.payments).
+    SettingSpec(
+        "payment_gateways",
+        "Payment gateways offered",
+        "PAYMENT_GATEWAYS",
+        "text",
+        "Comma-separated names (cryptopay, nowpayments, sandbox); empty: every configured one.",
+    ),
+    SettingSpec("topup_minimum", "Minimum top-up", "TOPUP_MINIMUM", "money", "", 0.01, 1e6),
+    SettingSpec("topup_maximum", "Maximum top-up", "TOPUP_MAXIMUM", "money", "", 0.01, 1e6),
+    SettingSpec(
+        "topup_presets",
+        "Top-up preset amounts",
+        "TOPUP_PRESETS",
+        "text",
+        "Comma-separated amounts offered as buttons on the Top up page.",
+    ),
+    SettingSpec(
+        "topup_bonus_percent",
+        "Top-up bonus (%)",
+        "TOPUP_BONUS_PERCENT",
+        "percent",
+        "Credited as its own ledger row on top-ups from the threshold up; 0: no bonus.",
+        0,
+        100,
+    ),
+    SettingSpec(
+        "topup_bonus_threshold",
+        "Top-up bonus threshold",
+        "TOPUP_BONUS_THRESHOLD",
+        "money",
+        "The smallest top-up that earns the bonus.",
+        0,
+        1e6,
+    ),
 )
 BY_KEY = {spec.key: spec for spec in SPECS}
 

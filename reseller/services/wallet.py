@@ -33,6 +33,7 @@ def _apply(
     kind: LedgerKind,
     *,
     activation_id: int | None = None,
+    payment_id: int | None = None,
     reference: str | None = None,
     note: str | None = None,
     actor_id: int | None = None,
@@ -55,7 +56,8 @@ def _apply(
         amount=amount,
         kind=kind.value,
         activation_id=activation_id,
-        reference=reference or (f"activation:{activation_id}" if activation_id else None),
+        payment_id=payment_id,
+        reference=reference or _reference(activation_id, payment_id),
         balance_after=balance_after,
         note=note,
         actor_id=actor_id,
@@ -67,6 +69,14 @@ def _apply(
     if user is not None:
         db.session.expire(user, ["balance"])
     return entry
+
+
+def _reference(activation_id: int | None, payment_id: int | None) -> str | None:
+    if activation_id:
+        return f"activation:{activation_id}"
+    if payment_id:
+        return f"payment:{payment_id}"
+    return None
 
 
 def credit(

@@ -20,7 +20,7 @@ from ..models import Activation, JobState, utcnow
 from ..models import ActivationStatus as S
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer
-from . import activations, catalog, settings
+from . import activations, catalog, payments, settings
 from .jobs import claim_job, claim_rows, finish_job, release
 from .provider import upstream
 
@@ -36,6 +36,8 @@ class PassReport:
     orphans_cancelled: int = 0
     foreign: int = 0  # upstream activations we did not buy, left alone
     prices_refreshed: bool = False
+    payments_credited: int = 0
+    payments_expired: int = 0
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -47,7 +49,8 @@ class PassReport:
                 else ""
             )
             + f", orphans cancelled {self.orphans_cancelled}, foreign {self.foreign}, "
-            f"prices {'refreshed' if self.prices_refreshed else 'fresh'}"
+            f"prices {'refreshed' if self.prices_refreshed else 'fresh'}, "
+            f"top-ups credited {self.payments_credited}, expired {self.payments_expired}"
             + (f", errors: {'; '.join(self.errors)}" if self.errors else "")
         )
 
@@ -338,6 +341,14 @@ def refresh_upstream_balance(report: PassReport) -> None:  # noqa: ARG001
     db.session.commit()
 
 
+def reconcile_payments(report: PassReport) -> None:
+    """Top-ups: credit what the gateways say is paid (lost notifications), expire the rest."""
+    found = payments.reconcile()
+    report.payments_credited += found.credited
+    report.payments_expired += found.expired
+    report.errors.extend(f"payments: {error}" for error in found.errors)
+
+
 def run_once() -> PassReport:
     report = PassReport()
     settings.forget()
@@ -347,6 +358,7 @@ def run_once() -> PassReport:
         expire_overdue,
         poll_due,
         settle_purchases,
+        reconcile_payments,
     ):
         try:
             step(report)

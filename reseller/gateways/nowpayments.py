@@ -1,0 +1,186 @@
+"""NOWPayments (https://documenter.getpostman.com/view/7907941/2s93JusNJt).
+
+`POST /invoice` with the `x-api-key` header creates a hosted invoice in the wallet currency
+(`price_amount`, `price_currency`) and returns its `invoice_url`. Each payment made on it is
+reported to `ipn_callback_url` as an IPN: the payment as JSON (`payment_id`, `invoice_id`,
+`payment_status`, `price_amount`, `price_currency`, `order_id`, …), signed in the
+`x-nowpayments-sig` header: hex HMAC-SHA512 of the body re-serialised with its keys sorted,
+keyed with the IPN secret. Only `finished` means paid; `partially_paid`, `failed`,
+`expired` and `refunded` are recorded, never credited.
+
+`GET /payment/{payment_id}` (API key only) reads a payment back, so a payment we have
+heard of once is reconciled even when its final IPN is lost. Listing the payments of an
+invoice needs the account's e-mail and password (a JWT), which we do not ask for: an
+invoice that never produced any IPN is left to NOWPayments' own retries and to expiry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .base import (
+    BadSignature,
+    Gateway,
+    GatewayUnavailable,
+    Invoice,
+    InvoiceRequest,
+    InvoiceState,
+    MalformedNotification,
+    PaymentEvent,
+    decimal_field,
+    header,
+    parse_json,
+    text_field,
+)
+from .http import JsonClient
+
+DEFAULT_URL = "https://api.nowpayments.io/v1"
+SIGNATURE_HEADER = "x-nowpayments-sig"
+STATES = {
+    "waiting": InvoiceState.PENDING,
+    "confirming": InvoiceState.PENDING,
+    "confirmed": InvoiceState.PENDING,
+    "sending": InvoiceState.PENDING,
+    "partially_paid": InvoiceState.PENDING,
+    "finished": InvoiceState.PAID,
+    "failed": InvoiceState.FAILED,
+    "refunded": InvoiceState.REFUNDED,
+    "expired": InvoiceState.EXPIRED,
+}
+# NOWPayments gives up on an unpaid payment after 7 days.
+DEFAULT_LIFETIME = 7 * 24 * 3600
+
+
+def sorted_json(data: Any) -> list[str]:
+    """The texts NOWPayments may have signed: the body with its keys sorted, compact, as
+    JavaScript's JSON.stringify writes it (whole floats without `.0`, non-ASCII as is) and
+    as Python's json.dumps does."""
+    texts = [
+        json.dumps(_js_numbers(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        json.dumps(data, sort_keys=True, separators=(",", ":")),
+    ]
+    return list(dict.fromkeys(texts))
+
+
+def _js_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _js_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_js_numbers(v) for v in value]
+    return value
+
+
+class NowPayments(Gateway):
+    name = "nowpayments"
+    label = "NOWPayments"
+    required_settings = ("NOWPAYMENTS_API_KEY", "NOWPAYMENTS_IPN_SECRET")
+
+    def __init__(
+        self,
+        api_key: str,
+        ipn_secret: str,
+        *,
+        url: str = DEFAULT_URL,
+        lifetime: int = DEFAULT_LIFETIME,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+    ):
+        self._api_key = api_key
+        self._ipn_secret = ipn_secret.encode()
+        self.lifetime = int(lifetime)
+        self._http = JsonClient(url, connect_timeout=connect_timeout, read_timeout=read_timeout)
+
+    def __repr__(self) -> str:
+        return f"<NowPayments {self._http.base_url}>"  # never the key or the secret
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> NowPayments | None:
+        if not (config.get("NOWPAYMENTS_API_KEY") and config.get("NOWPAYMENTS_IPN_SECRET")):
+            return None
+        return cls(
+            config["NOWPAYMENTS_API_KEY"],
+            config["NOWPAYMENTS_IPN_SECRET"],
+            url=config.get("NOWPAYMENTS_API_URL") or DEFAULT_URL,
+            lifetime=config.get("NOWPAYMENTS_INVOICE_LIFETIME") or DEFAULT_LIFETIME,
+            connect_timeout=config.get("PAYMENT_CONNECT_TIMEOUT", 5.0),
+            read_timeout=config.get("PAYMENT_READ_TIMEOUT", 15.0),
+        )
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-api-key": self._api_key}
+
+    def create_invoice(self, request: InvoiceRequest) -> Invoice:
+        data = self._http.call(
+            "POST",
+            "invoice",
+            headers=self._headers(),
+            json={
+                "price_amount": float(request.amount),
+                "price_currency": request.currency.lower(),
+                "order_id": request.order_id,
+                "order_description": request.description[:200],
+                "ipn_callback_url": request.callback_url,
+                "success_url": request.return_url,
+                "cancel_url": request.return_url,
+            },
+        )
+        if not isinstance(data, dict) or not data.get("id") or not data.get("invoice_url"):
+            raise GatewayUnavailable("invoice: no id or invoice_url in the answer")
+        return Invoice(
+            invoice_id=str(data["id"]), pay_url=str(data["invoice_url"]), lifetime=self.lifetime
+        )
+
+    def check_invoices(self, invoices: list[tuple[str, str | None]]) -> list[PaymentEvent]:
+        events = []
+        for invoice_id, reference in invoices:
+            if not reference:
+                continue  # no payment id known yet: nothing we may ask with the API key
+            data = self._http.call("GET", f"payment/{reference}", headers=self._headers())
+            try:
+                event = self._event(data, body=None)
+            except MalformedNotification:
+                continue
+            if event.invoice_id == invoice_id:
+                events.append(event)
+        return events
+
+    def verify_notification(self, body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
+        signature = header(headers, SIGNATURE_HEADER).lower()
+        if not signature:
+            raise BadSignature("x-nowpayments-sig is missing")
+        data = parse_json(body)  # the signature covers the sorted re-serialisation
+        for text in sorted_json(data):
+            expected = hmac.new(self._ipn_secret, text.encode(), hashlib.sha512).hexdigest()
+            if hmac.compare_digest(signature, expected):
+                return self._event(data, body=body.decode("utf-8", "replace"))
+        raise BadSignature("x-nowpayments-sig does not match")
+
+    def _event(self, data: Any, *, body: str | None) -> PaymentEvent:
+        if not isinstance(data, dict):
+            raise MalformedNotification("a payment is not an object")
+        status = text_field(data, "payment_status", required=True)
+        if status not in STATES:
+            raise MalformedNotification(f"unknown payment_status {status!r}")
+        currency = text_field(data, "price_currency")
+        return PaymentEvent(
+            gateway=self.name,
+            invoice_id=text_field(data, "invoice_id", required=True),
+            state=STATES[status],
+            gateway_status=status,
+            amount=decimal_field(data, "price_amount"),
+            currency=currency.upper() if currency else None,
+            order_id=text_field(data, "order_id"),
+            reference=text_field(data, "payment_id"),
+            body=body,
+            details={
+                k: data.get(k)
+                for k in ("pay_currency", "pay_amount", "actually_paid", "outcome_amount")
+                if data.get(k) is not None
+            },
+        )

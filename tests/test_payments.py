@@ -1,0 +1,586 @@
+"""Top-ups through payment gateways: Crypto Pay and NOWPayments against local fakes that
+speak their wire formats, and the sandbox gateway. Signatures are computed here by the
+documented schemes. Money must move exactly once, and `flask ledger verify` must agree."""
+
+from __future__ import annotations
+
+import json
+import threading
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import func, select
+
+from reseller.extensions import db
+from reseller.models import LedgerEntry, LedgerKind, Payment, PaymentChange, User
+from reseller.money import to_units
+from reseller.services import payments, settings
+from reseller.services.ledger import verify_ledger
+from tests.fake_gateways import FakeCryptoPay, FakeNowPayments, nowpayments_signature
+
+
+@pytest.fixture
+def cryptopay():
+    with FakeCryptoPay() as fake:
+        yield fake
+
+
+@pytest.fixture
+def nowpayments():
+    with FakeNowPayments() as fake:
+        yield fake
+
+
+@pytest.fixture
+def config_overrides(cryptopay, nowpayments):
+    return {
+        "CRYPTOPAY_API_TOKEN": cryptopay.token,
+        "CRYPTOPAY_API_URL": cryptopay.url,
+        "CRYPTOPAY_ACCEPTED_ASSETS": "usdt, ton",
+        "NOWPAYMENTS_API_KEY": nowpayments.api_key,
+        "NOWPAYMENTS_IPN_SECRET": nowpayments.ipn_secret,
+        "NOWPAYMENTS_API_URL": nowpayments.url,
+        "PAYMENT_READ_TIMEOUT": 5.0,
+    }
+
+
+@pytest.fixture
+def buyer(make_user, auth):
+    user = make_user(email="payer@example.com")
+    auth.login("payer@example.com")
+    return user
+
+
+def balance(user_id: int) -> int:
+    db.session.expire_all()
+    return db.session.get(User, user_id).balance
+
+
+def ledger_rows(user_id: int, kind: LedgerKind) -> list[LedgerEntry]:
+    return list(
+        db.session.execute(
+            select(LedgerEntry).where(
+                LedgerEntry.user_id == user_id, LedgerEntry.kind == kind.value
+            )
+        ).scalars()
+    )
+
+
+def start(client, amount="25.00", gateway="cryptopay"):
+    response = client.post("/dashboard/topup", data={"amount": amount, "gateway": gateway})
+    assert response.status_code == 302, response.get_data(as_text=True)[:2000]
+    payment = db.session.execute(select(Payment).order_by(Payment.id.desc())).scalars().first()
+    return response, payment
+
+
+def notify(client, gateway, body, headers):
+    return client.post(f"/payments/{gateway}/webhook", data=body, headers=headers)
+
+
+def snapshot():
+    """Everything a refused notification must leave as it was."""
+    db.session.expire_all()
+    return (
+        db.session.execute(select(User.id, User.balance).order_by(User.id)).all(),
+        db.session.execute(select(func.count()).select_from(LedgerEntry)).scalar_one(),
+        db.session.execute(
+            select(Payment.id, Payment.status, Payment.gateway_status, Payment.flag_reason)
+        ).all(),
+        db.session.execute(select(func.count()).select_from(PaymentChange)).scalar_one(),
+    )
+
+
+# --- starting a top-up -------------------------------------------------------------------
+
+
+def test_topup_creates_our_row_then_a_crypto_pay_fiat_invoice(client, buyer, cryptopay):
+    response, payment = start(client, "25.00")
+    assert response.headers["Location"] == cryptopay.invoices[payment.invoice_id]["bot_invoice_url"]
+    (call,) = cryptopay.calls("/createInvoice")
+    assert call["headers"]["Crypto-Pay-API-Token"] == cryptopay.token
+    sent = call["json"]
+    assert sent["currency_type"] == "fiat" and sent["fiat"] == "USD"
+    assert sent["amount"] == "25.00"
+    assert sent["accepted_assets"] == "USDT,TON"
+    assert sent["payload"] == f"topup-{payment.id}"
+    assert sent["expires_in"] == 3600
+    assert payment.status == "pending" and payment.amount == to_units("25.00")
+    assert payment.user_id == buyer.id and payment.gateway == "cryptopay"
+    assert balance(buyer.id) == 0
+
+
+def test_nowpayments_invoice_points_its_ipn_at_our_webhook(client, buyer, nowpayments):
+    response, payment = start(client, "40", gateway="nowpayments")
+    invoice = nowpayments.invoices[payment.invoice_id]
+    assert response.headers["Location"] == invoice["invoice_url"]
+    (call,) = nowpayments.calls("/invoice")
+    assert call["headers"]["x-api-key"] == nowpayments.api_key
+    assert call["json"]["price_amount"] == 40.0
+    assert call["json"]["price_currency"] == "usd"
+    assert call["json"]["order_id"] == f"topup-{payment.id}"
+    assert urlsplit(call["json"]["ipn_callback_url"]).path == "/payments/nowpayments/webhook"
+
+
+def test_invoice_failure_leaves_a_failed_row_and_a_friendly_message(client, buyer, cryptopay):
+    cryptopay.fail_next.append(502)
+    response = client.post("/dashboard/topup", data={"amount": "25", "gateway": "cryptopay"})
+    assert response.status_code == 302
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "could not create an invoice" in page and "Nothing was charged" in page
+    payment = db.session.execute(select(Payment)).scalar_one()
+    assert payment.status == "failed" and payment.invoice_id is None
+    assert "502" in payment.error
+    assert balance(buyer.id) == 0
+    assert verify_ledger() == []
+
+
+@pytest.mark.parametrize(
+    "amount, message",
+    [
+        ("1.00", "smallest top-up is 5.00"),
+        ("5000", "largest top-up is 1000.00"),
+        ("abc", "Enter an amount"),
+        ("10.001", "Enter an amount"),
+    ],
+)
+def test_amounts_outside_the_limits_are_refused_and_nothing_is_created(
+    client, buyer, cryptopay, amount, message
+):
+    response = client.post("/dashboard/topup", data={"amount": amount, "gateway": "cryptopay"})
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert db.session.execute(select(func.count()).select_from(Payment)).scalar_one() == 0
+    assert cryptopay.calls("/createInvoice") == []
+
+
+def test_preset_buttons_and_a_gateway_switched_off_in_settings(client, buyer, cryptopay):
+    page = client.get("/dashboard/topup").get_data(as_text=True)
+    for preset in ("10.00", "25.00", "50.00", "100.00"):
+        assert f'value="{preset}"' in page
+    response = client.post("/dashboard/topup", data={"preset": "50.00", "gateway": "cryptopay"})
+    assert response.status_code == 302
+    assert cryptopay.calls("/createInvoice")[0]["json"]["amount"] == "50.00"
+
+    settings.store("payment_gateways", "nowpayments")
+    db.session.commit()
+    response = client.post("/dashboard/topup", data={"amount": "25", "gateway": "cryptopay"})
+    assert response.status_code == 400  # not a choice any more
+    assert len(cryptopay.calls("/createInvoice")) == 1
+
+
+# --- notifications -----------------------------------------------------------------------
+
+
+def test_a_signed_paid_update_credits_once_and_replays_change_nothing(client, buyer, cryptopay):
+    _, payment = start(client, "25.00")
+    body = cryptopay.update_body(cryptopay.pay(payment.invoice_id))
+    response = notify(client, "cryptopay", body, cryptopay.signed(body))
+    assert response.status_code == 200 and response.get_json() == {"ok": True}
+    assert balance(buyer.id) == to_units("25.00")
+    (row,) = ledger_rows(buyer.id, LedgerKind.PAYMENT)
+    assert row.payment_id == payment.id and row.amount == to_units("25.00")
+    assert row.reference == f"payment:{payment.id}"
+    before = snapshot()
+    for _ in range(3):  # the same update again, and a fresh update_id for the same invoice
+        assert notify(client, "cryptopay", body, cryptopay.signed(body)).status_code == 200
+        again = cryptopay.update_body(cryptopay.invoices[payment.invoice_id])
+        assert notify(client, "cryptopay", again, cryptopay.signed(again)).status_code == 200
+    assert snapshot() == before
+    db.session.expire_all()
+    paid = db.session.get(Payment, payment.id)
+    assert paid.status == "paid" and paid.paid_at is not None
+    notes = [c.body for c in paid.changes if c.body]
+    assert len(notes) == 1 and json.loads(notes[0])["payload"]["invoice_id"] == int(
+        payment.invoice_id
+    )
+    assert verify_ledger() == []
+
+
+def test_bad_signatures_unknown_invoices_and_garbage_change_nothing(
+    client, buyer, cryptopay, nowpayments, caplog
+):
+    _, payment = start(client, "25.00")
+    paid = cryptopay.pay(payment.invoice_id)
+    body = cryptopay.update_body(paid)
+    before = snapshot()
+
+    wrong_key = FakeCryptoPay(token="9999:NotOurToken").signed(body)
+    assert notify(client, "cryptopay", body, wrong_key).status_code == 401
+    unsigned = {"Content-Type": "application/json"}
+    assert notify(client, "cryptopay", body, unsigned).status_code == 401
+    signed = cryptopay.signed(body)
+    tampered = body.replace(b'"25.00"', b'"2500.00"')
+    assert notify(client, "cryptopay", tampered, signed).status_code == 401
+    # The token itself as the key (a common mistake) is not the scheme.
+    import hashlib
+    import hmac
+
+    naive = hmac.new(cryptopay.token.encode(), body, hashlib.sha256).hexdigest()
+    assert notify(client, "cryptopay", body, {"crypto-pay-api-signature": naive}).status_code == 401
+
+    unknown = dict(paid, invoice_id=424242)
+    unknown_body = cryptopay.update_body(unknown)
+    signed_unknown = cryptopay.signed(unknown_body)
+    assert notify(client, "cryptopay", unknown_body, signed_unknown).status_code == 404
+    garbage = b"not json at all"
+    assert notify(client, "cryptopay", garbage, cryptopay.signed(garbage)).status_code == 400
+    other = json.dumps({"update_type": "something_else", "payload": paid}).encode()
+    assert notify(client, "cryptopay", other, cryptopay.signed(other)).status_code == 400
+    # A NOWPayments-signed body sent to the Crypto Pay endpoint proves nothing there.
+    np_sig = {"x-nowpayments-sig": nowpayments_signature(nowpayments.ipn_secret, json.loads(body))}
+    assert notify(client, "cryptopay", body, np_sig).status_code == 401
+    assert client.post("/payments/nope/webhook", data=body).status_code == 404
+
+    assert snapshot() == before
+    assert balance(buyer.id) == 0
+    assert cryptopay.token not in caplog.text
+    assert "refused" in caplog.text
+    assert verify_ledger() == []
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"amount": "2.50"}, "amount mismatch"),
+        ({"fiat": "EUR"}, "currency mismatch"),
+        ({"payload": "topup-999"}, "order mismatch"),
+    ],
+)
+def test_a_signed_paid_update_that_disagrees_flags_and_credits_nothing(
+    client, buyer, cryptopay, change, reason
+):
+    _, payment = start(client, "25.00")
+    paid = dict(cryptopay.pay(payment.invoice_id), **change)
+    body = cryptopay.update_body(paid)
+    assert notify(client, "cryptopay", body, cryptopay.signed(body)).status_code == 200
+    db.session.expire_all()
+    flagged = db.session.get(Payment, payment.id)
+    assert flagged.status == "flagged" and reason in flagged.flag_reason
+    assert balance(buyer.id) == 0
+    assert ledger_rows(buyer.id, LedgerKind.PAYMENT) == []
+    # The right update afterwards credits nothing either: the operator decides.
+    good = cryptopay.update_body(cryptopay.invoices[payment.invoice_id])
+    assert notify(client, "cryptopay", good, cryptopay.signed(good)).status_code == 200
+    assert balance(buyer.id) == 0
+    assert verify_ledger() == []
+
+
+def test_nowpayments_credits_on_finished_only(client, buyer, nowpayments):
+    _, payment = start(client, "30", gateway="nowpayments")
+    for status in ("waiting", "confirming", "partially_paid"):
+        body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, status))
+        assert notify(client, "nowpayments", body, headers).status_code == 200
+        db.session.expire_all()
+        row = db.session.get(Payment, payment.id)
+        assert row.status == "pending" and row.gateway_status == status
+        assert balance(buyer.id) == 0
+    page = client.get("/dashboard/topup").get_data(as_text=True)
+    assert "partially paid" in page
+
+    body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, "finished"))
+    assert notify(client, "nowpayments", body, headers).status_code == 200
+    assert balance(buyer.id) == to_units("30")
+    body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, "finished"))
+    assert notify(client, "nowpayments", body, headers).status_code == 200
+    assert balance(buyer.id) == to_units("30")
+    # A refund after the credit is recorded and flagged, never debited by itself.
+    body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, "refunded"))
+    assert notify(client, "nowpayments", body, headers).status_code == 200
+    db.session.expire_all()
+    row = db.session.get(Payment, payment.id)
+    assert row.status == "paid" and "refunded" in row.flag_reason
+    assert balance(buyer.id) == to_units("30")
+    assert verify_ledger() == []
+
+
+@pytest.mark.parametrize(
+    "status, expected", [("failed", "failed"), ("expired", "expired"), ("refunded", "failed")]
+)
+def test_nowpayments_failed_expired_refunded_are_recorded_not_credited(
+    client, buyer, nowpayments, status, expected
+):
+    _, payment = start(client, "30", gateway="nowpayments")
+    body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, status))
+    assert notify(client, "nowpayments", body, headers).status_code == 200
+    db.session.expire_all()
+    row = db.session.get(Payment, payment.id)
+    assert (row.status, row.gateway_status) == (expected, status)
+    assert balance(buyer.id) == 0
+    assert verify_ledger() == []
+
+
+def test_nowpayments_bad_signature_and_mismatch(client, buyer, nowpayments):
+    _, payment = start(client, "30", gateway="nowpayments")
+    finished = nowpayments.payment(payment.invoice_id, "finished")
+    body, headers = nowpayments.ipn(finished)
+    before = snapshot()
+    forged = dict(headers, **{"x-nowpayments-sig": nowpayments_signature("wrong", finished)})
+    assert notify(client, "nowpayments", body, forged).status_code == 401
+    assert notify(client, "nowpayments", body, {}).status_code == 401
+    cheaper = dict(finished, price_amount=3)
+    assert notify(client, "nowpayments", json.dumps(cheaper).encode(), headers).status_code == 401
+    assert snapshot() == before
+    body, headers = nowpayments.ipn(dict(finished, price_currency="eur"))
+    assert notify(client, "nowpayments", body, headers).status_code == 200
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "flagged"
+    assert balance(buyer.id) == 0
+
+
+# --- concurrency -------------------------------------------------------------------------
+
+
+def _race(n, target):
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = target(i)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
+def test_ten_concurrent_duplicate_notifications_credit_once(app, client, buyer, cryptopay):
+    _, payment = start(client, "25.00")
+    body = cryptopay.update_body(cryptopay.pay(payment.invoice_id))
+    headers = cryptopay.signed(body)
+    user_id = buyer.id
+    db.session.remove()  # this thread holds no transaction while the others race
+
+    def deliver(i):
+        return (
+            app.test_client()
+            .post("/payments/cryptopay/webhook", data=body, headers=headers)
+            .status_code
+        )
+
+    results = _race(10, deliver)
+    assert results == [200] * 10
+    assert balance(user_id) == to_units("25.00")
+    assert len(ledger_rows(user_id, LedgerKind.PAYMENT)) == 1
+    assert verify_ledger() == []
+
+
+def test_notification_racing_reconciliation_credits_once(app, client, buyer, cryptopay, clock):
+    _, payment = start(client, "25.00")
+    body = cryptopay.update_body(cryptopay.pay(payment.invoice_id))
+    headers = cryptopay.signed(body)
+    user_id = buyer.id
+    clock.travel(120)  # the payment is due for a check
+    db.session.remove()
+
+    def act(i):
+        with app.app_context():
+            try:
+                if i % 2:
+                    return payments.handle_notification("cryptopay", body, headers).result
+                return payments.reconcile(every=0).credited
+            finally:
+                db.session.remove()
+
+    results = _race(6, act)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert balance(user_id) == to_units("25.00")
+    assert len(ledger_rows(user_id, LedgerKind.PAYMENT)) == 1
+    assert verify_ledger() == []
+
+
+# --- reconciliation and expiry -----------------------------------------------------------
+
+
+def test_a_lost_notification_is_credited_by_the_worker(client, buyer, cryptopay, runner, clock):
+    _, payment = start(client, "25.00")
+    cryptopay.pay(payment.invoice_id)  # paid, but the webhook never arrives
+    assert runner.invoke(args=["worker", "--once"]).exit_code == 0
+    assert balance(buyer.id) == 0  # not due yet: first check a minute after creation
+    clock.travel(61)
+    result = runner.invoke(args=["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "top-ups credited 1" in result.output
+    assert balance(buyer.id) == to_units("25.00")
+    (call,) = cryptopay.calls("/getInvoices")
+    assert call["json"]["invoice_ids"] == payment.invoice_id
+    clock.travel(3600)
+    runner.invoke(args=["worker", "--once"])
+    assert balance(buyer.id) == to_units("25.00")
+    assert len(cryptopay.calls("/getInvoices")) == 1  # paid payments are never asked again
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 0 and "ledger OK" in result.output
+
+
+def test_nowpayments_payment_heard_of_once_is_reconciled(client, buyer, nowpayments, clock):
+    _, payment = start(client, "30", gateway="nowpayments")
+    body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, "confirming"))
+    notify(client, "nowpayments", body, headers)
+    nowpayments.payment(payment.invoice_id, "finished")  # the final IPN is lost
+    clock.travel(61)
+    report = payments.reconcile()
+    assert report.credited == 1, report
+    assert balance(buyer.id) == to_units("30")
+    (payment_id,) = nowpayments.payments
+    assert len(nowpayments.calls(f"/payment/{payment_id}")) == 1
+
+
+def test_unpaid_invoices_expire_after_their_lifetime(client, buyer, cryptopay, clock):
+    _, payment = start(client, "25.00")
+    clock.travel(61)
+    assert payments.reconcile().expired == 0
+    cryptopay.invoices[payment.invoice_id]["status"] = "expired"
+    clock.travel(3600)
+    report = payments.reconcile()
+    assert report.expired == 1
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "expired"
+    # If the gateway is down, nothing is expired on a guess.
+    _, second = start(client, "30.00")
+    clock.travel(3700)
+    cryptopay.fail_next.extend([503, 503])
+    report = payments.reconcile()
+    assert report.expired == 0 and report.errors
+    db.session.expire_all()
+    assert db.session.get(Payment, second.id).status == "pending"
+    assert balance(buyer.id) == 0
+    assert verify_ledger() == []
+
+
+def test_an_expired_invoice_paid_late_is_still_credited(client, buyer, nowpayments, clock):
+    _, payment = start(client, "30", gateway="nowpayments")
+    clock.travel(8 * 86400)
+    assert payments.reconcile().expired == 1
+    body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, "finished"))
+    assert notify(client, "nowpayments", body, headers).status_code == 200
+    assert balance(buyer.id) == to_units("30")
+    assert verify_ledger() == []
+
+
+# --- the bonus ---------------------------------------------------------------------------
+
+
+def test_bonus_above_the_threshold_is_its_own_ledger_row(client, buyer, cryptopay):
+    settings.store("topup_bonus_percent", "10")
+    settings.store("topup_bonus_threshold", "50")
+    db.session.commit()
+    page = client.get("/dashboard/topup").get_data(as_text=True)
+    assert "10 % bonus" in page
+    for amount in ("49.99", "75.55"):
+        _, payment = start(client, amount)
+        body = cryptopay.update_body(cryptopay.pay(payment.invoice_id))
+        notify(client, "cryptopay", body, cryptopay.signed(body))
+    (bonus,) = ledger_rows(buyer.id, LedgerKind.PAYMENT_BONUS)
+    assert bonus.amount == to_units("7.55")  # 10 % of 75.55, in whole cents rounded down
+    assert balance(buyer.id) == to_units("49.99") + to_units("75.55") + to_units("7.55")
+    ledger_page = client.get("/dashboard/ledger").get_data(as_text=True)
+    assert "Top-up bonus" in ledger_page
+    assert verify_ledger() == []
+
+
+# --- the sandbox gateway -----------------------------------------------------------------
+
+
+def test_sandbox_pay_goes_through_the_signed_path(client, buyer):
+    response, payment = start(client, "25.00", gateway="sandbox")
+    location = response.headers["Location"]
+    assert urlsplit(location).path == f"/payments/sandbox/{payment.invoice_id}"
+    page = client.get(location).get_data(as_text=True)
+    assert "no real money" in page
+    response = client.post(urlsplit(location).path + "/pay")
+    assert response.status_code == 302
+    assert balance(buyer.id) == to_units("25.00")
+    shown = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Paid: 25.00 USD" in shown
+    client.post(urlsplit(location).path + "/pay")  # pressed twice
+    assert balance(buyer.id) == to_units("25.00")
+    assert verify_ledger() == []
+
+
+def test_sandbox_notifications_need_the_sandbox_signature(client, buyer):
+    _, payment = start(client, "25.00", gateway="sandbox")
+    body = json.dumps(
+        {
+            "invoice_id": payment.invoice_id,
+            "status": "paid",
+            "amount": "25.00",
+            "currency": "USD",
+            "order_id": f"topup-{payment.id}",
+        }
+    ).encode()
+    assert notify(client, "sandbox", body, {"X-Sandbox-Signature": "0" * 64}).status_code == 401
+    assert balance(buyer.id) == 0
+
+
+def test_customers_see_only_their_own_payments(client, auth, make_user, buyer):
+    _, mine = start(client, "25.00", gateway="sandbox")
+    auth.logout()
+    make_user(email="other@example.com")
+    auth.login("other@example.com")
+    page = client.get("/dashboard/topup").get_data(as_text=True)
+    assert "No payments yet" in page
+    assert client.get(f"/payments/sandbox/{mine.invoice_id}").status_code == 404
+    assert client.post(f"/payments/sandbox/{mine.invoice_id}/pay").status_code == 404
+    assert (
+        client.get(f"/dashboard/topup?payment={mine.id}")
+        .get_data(as_text=True)
+        .count(f"Payment #{mine.id}")
+        == 0
+    )
+    assert balance(buyer.id) == 0
+
+
+def test_history_lists_every_payment_with_its_status(client, buyer, cryptopay):
+    _, first = start(client, "25.00")
+    body = cryptopay.update_body(cryptopay.pay(first.invoice_id))
+    notify(client, "cryptopay", body, cryptopay.signed(body))
+    start(client, "10.00")
+    page = client.get("/dashboard/topup").get_data(as_text=True)
+    assert "Paid" in page and "Waiting for payment" in page
+    assert page.index(">#2<") < page.index(">#1<")  # newest first
+    assert "Top up" in client.get("/dashboard").get_data(as_text=True)
+
+
+# --- the console -------------------------------------------------------------------------
+
+
+def test_console_lists_filters_and_checks_payments(client, auth, make_user, buyer, cryptopay):
+    _, paid = start(client, "25.00")
+    body = cryptopay.update_body(cryptopay.pay(paid.invoice_id))
+    notify(client, "cryptopay", body, cryptopay.signed(body))
+    _, waiting = start(client, "10.00")
+    assert client.get("/admin/payments").status_code == 403
+    auth.logout()
+    make_user(email="boss@example.com", is_admin=True)
+    auth.login("boss@example.com")
+    page = client.get("/admin/payments").get_data(as_text=True)
+    assert "payer@example.com" in page and "2 payments" in page
+    page = client.get("/admin/payments?status=paid").get_data(as_text=True)
+    assert "1 payment." in page and f"#{paid.id}" in page
+    detail = client.get(f"/admin/payments/{paid.id}").get_data(as_text=True)
+    assert "Verified notification" in detail and "invoice_paid" in detail
+    overview = client.get("/admin").get_data(as_text=True)
+    assert "Paid top-ups" in overview
+
+    cryptopay.pay(waiting.invoice_id)
+    response = client.post(f"/admin/payments/{waiting.id}/check")
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Payment, waiting.id).status == "paid"
+    assert balance(buyer.id) == to_units("35.00")
+    assert verify_ledger() == []
+
+
+def test_ledger_verify_catches_a_credit_without_a_paid_payment(client, buyer, cryptopay):
+    from reseller.services import wallet
+
+    _, payment = start(client, "25.00")
+    wallet.credit(buyer.id, payment.amount, LedgerKind.PAYMENT, payment_id=payment.id)
+    db.session.commit()
+    problems = verify_ledger()
+    assert any("credited but its status is pending" in p for p in problems)
