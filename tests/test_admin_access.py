@@ -10,7 +10,7 @@ from flask import g
 from sqlalchemy import func, select
 
 from reseller.extensions import db
-from reseller.models import AuditLog, LedgerEntry, PricingRule
+from reseller.models import AuditLog, LedgerEntry, Payment, PricingRule
 from reseller.services import accounts, catalog, settings
 from reseller.services.provider import upstream
 from tests.conftest import AuthActions, make_config, reset_database
@@ -25,8 +25,8 @@ def _settings_form() -> dict[str, str]:
 
 
 # Every admin endpoint and method, in an order in which an admin can run them all one
-# after the other (so that one test walks the lot). `{customer}`, `{activation}` and
-# `{rule}` are filled in from the `console` fixture; data may be a callable.
+# after the other (so that one test walks the lot). `{customer}`, `{activation}`, `{rule}`
+# and `{payment}` are filled in from the `console` fixture; data may be a callable.
 ROUTES: list[tuple[str, str, str, object]] = [
     ("admin.index", "GET", "/admin", None),
     ("admin.customers", "GET", "/admin/customers?q=example", None),
@@ -44,6 +44,9 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("admin.customer_regenerate_key", "POST", "/admin/customers/{customer}/regenerate-key", {}),
     ("admin.activations", "GET", "/admin/activations?status=allocated", None),
     ("admin.activation", "GET", "/admin/activations/{activation}", None),
+    ("admin.payments_page", "GET", "/admin/payments?status=pending", None),
+    ("admin.payment", "GET", "/admin/payments/{payment}", None),
+    ("admin.payment_check", "POST", "/admin/payments/{payment}/check", {}),
     ("admin.pricing_page", "GET", "/admin/pricing?service=tg", None),
     (
         "admin.pricing_global",
@@ -80,7 +83,22 @@ def console(customer, api, make_user):
     rule = PricingRule(service="tg", country_id=187, markup_percent=50)
     db.session.add(rule)
     db.session.commit()
-    return {"admin": admin, "customer": customer.id, "activation": 1, "rule": rule.id}
+    return {
+        "admin": admin,
+        "customer": customer.id,
+        "activation": 1,
+        "rule": rule.id,
+        "payment": _payment(customer.id),
+    }
+
+
+def _payment(user_id: int) -> int:
+    payment = Payment(
+        user_id=user_id, gateway="sandbox", amount=100_000, currency="USD", invoice_id="sbx_m"
+    )
+    db.session.add(payment)
+    db.session.commit()
+    return payment.id
 
 
 def _request(client, method, path, data, ids):
@@ -185,7 +203,8 @@ def csrf_console(csrf_app):
     # Requests share the test's app context, so Flask-WTF's per-context token cache
     # outlives the session that login just cleared; a browser would get a fresh one.
     g.pop("csrf_token", None)
-    return client, {"admin": admin, "customer": customer.id, "activation": 1, "rule": rule.id}
+    ids = {"admin": admin, "customer": customer.id, "activation": 1, "rule": rule.id}
+    return client, ids | {"payment": _payment(customer.id)}
 
 
 def test_every_admin_action_needs_the_csrf_token(csrf_console):

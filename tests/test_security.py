@@ -221,8 +221,9 @@ def csrf_token(page: str) -> str:
 
 def test_every_state_changing_route_needs_the_csrf_token(csrf_app):
     """CSRFProtect covers the whole app: every POST without a token is refused before its
-    view runs, logged in as an admin (who may reach every form). The customer API alone is
-    exempt, and needs no token: a cookie does not authenticate it, its key does."""
+    view runs, logged in as an admin (who may reach every form). The customer API and the
+    payment webhooks alone are exempt, and need no token: a cookie does not authenticate
+    them; the API's key does, and each gateway's signature (unsigned here: refused)."""
     boss = accounts.create_user("boss@example.com", PASSWORD, is_admin=True)
     client = csrf_app.test_client()
     token = csrf_token(client.get("/login").get_data(as_text=True))
@@ -238,6 +239,12 @@ def test_every_state_changing_route_needs_the_csrf_token(csrf_app):
         response = client.post(example_url(rule), data=data)
         if rule.endpoint == "api.handler":
             assert response.status_code == 200 and response.get_data(as_text=True) == "BAD_KEY"
+            continue
+        if rule.endpoint == "payments.webhook":
+            for gateway in ("cryptopay", "nowpayments", "sandbox"):
+                answer = client.post(f"/payments/{gateway}/webhook", data=data)
+                # Unsigned: 401 where the gateway runs (the sandbox here), 404 elsewhere.
+                assert answer.status_code == (401 if gateway == "sandbox" else 404), gateway
             continue
         assert response.status_code == 400, (rule.rule, response.status_code)
         refused.append(rule.endpoint)
