@@ -4,6 +4,7 @@ server named by TEST_DATABASE_URL), clients, data factories and a network guard.
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 from sqlalchemy import text
@@ -246,3 +247,24 @@ def gapi(client, grizzly, make_user):
     api = Api(client, api_key_of(user))
     api.user_id = user.id
     return api
+
+
+def run_threads(n, target):
+    """Start `target(i)` in `n` threads at once (a barrier), wait; their results in order
+    (an exception raised by a thread is its result)."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = target(i)
+        except BaseException as exc:  # noqa: BLE001 - the caller asserts on results
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results

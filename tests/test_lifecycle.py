@@ -1,8 +1,6 @@
 """The activation lifecycle: the state matrix, money on every path, upstream faults,
 expiry and early cancel with injected time, the poll cap, and concurrency."""
 
-import threading
-
 import pytest
 from sqlalchemy import func, select
 
@@ -14,7 +12,7 @@ from reseller.services.activations import TRANSITIONS
 from reseller.services.ledger import verify_ledger
 from reseller.services.provider import use_upstream
 from reseller.upstream.grizzly import GrizzlyClient
-from tests.conftest import Api, api_key_of
+from tests.conftest import Api, api_key_of, run_threads
 from tests.fake_grizzly import FakeGrizzly, Fault, Reply
 
 
@@ -464,22 +462,6 @@ def test_poll_cap_many_polls_few_upstream_calls(gapi, fake, clock):
 # --- concurrency ----------------------------------------------------------------------
 
 
-def _run_threads(n, target):
-    barrier = threading.Barrier(n)
-    results = [None] * n
-
-    def run(i):
-        barrier.wait()
-        results[i] = target(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
-
-
 def test_parallel_purchases_never_overdraw(app, make_user, stocked):
     user = make_user(email="rush@example.com", balance="0.80")  # ot/12 sells at 0.16: 5 fit
     key, user_id = api_key_of(user), user.id
@@ -492,7 +474,7 @@ def test_parallel_purchases_never_overdraw(app, make_user, stocked):
             query_string={"api_key": key, "action": "getNumber", "service": "ot", "country": "12"},
         ).get_data(as_text=True)
 
-    results = _run_threads(20, buy)
+    results = run_threads(20, buy)
     assert sum(r.startswith("ACCESS_NUMBER:") for r in results) == 5, results
     assert results.count("NO_BALANCE") == 15
     assert balance(user_id) == 0
@@ -522,7 +504,7 @@ def test_parallel_cancels_refund_once(app, make_user, stocked, clock):
             .get_data(as_text=True)
         )
 
-    results = _run_threads(8, cancel)
+    results = run_threads(8, cancel)
     assert all(r == "ACCESS_CANCEL" for r in results), results
     assert refunds(activation_id) == 1
     assert balance(user_id) == 10_000
@@ -546,7 +528,7 @@ def test_two_workers_do_not_double_process(app, make_user, stocked, clock):
             finally:
                 db.session.remove()
 
-    expired = _run_threads(2, run)
+    expired = run_threads(2, run)
     assert sum(expired) == 6
     for activation_id in ids:
         assert refunds(activation_id) == 1

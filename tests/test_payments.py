@@ -5,7 +5,6 @@ documented schemes. Money must move exactly once, and `flask ledger verify` must
 from __future__ import annotations
 
 import json
-import threading
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,6 +15,7 @@ from reseller.models import LedgerEntry, LedgerKind, Payment, PaymentChange, Use
 from reseller.money import to_units
 from reseller.services import payments, settings
 from reseller.services.ledger import verify_ledger
+from tests.conftest import run_threads
 from tests.fake_gateways import FakeCryptoPay, FakeNowPayments, nowpayments_signature
 
 
@@ -330,25 +330,6 @@ def test_nowpayments_bad_signature_and_mismatch(client, buyer, nowpayments):
 # --- concurrency -------------------------------------------------------------------------
 
 
-def _race(n, target):
-    barrier = threading.Barrier(n)
-    results = [None] * n
-
-    def run(i):
-        barrier.wait()
-        try:
-            results[i] = target(i)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
-
-
 def test_ten_concurrent_duplicate_notifications_credit_once(app, client, buyer, cryptopay):
     _, payment = start(client, "25.00")
     body = cryptopay.update_body(cryptopay.pay(payment.invoice_id))
@@ -363,7 +344,7 @@ def test_ten_concurrent_duplicate_notifications_credit_once(app, client, buyer, 
             .status_code
         )
 
-    results = _race(10, deliver)
+    results = run_threads(10, deliver)
     assert results == [200] * 10
     assert balance(user_id) == to_units("25.00")
     assert len(ledger_rows(user_id, LedgerKind.PAYMENT)) == 1
@@ -387,7 +368,7 @@ def test_notification_racing_reconciliation_credits_once(app, client, buyer, cry
             finally:
                 db.session.remove()
 
-    results = _race(6, act)
+    results = run_threads(6, act)
     assert not [r for r in results if isinstance(r, BaseException)], results
     assert balance(user_id) == to_units("25.00")
     assert len(ledger_rows(user_id, LedgerKind.PAYMENT)) == 1
