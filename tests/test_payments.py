@@ -40,7 +40,6 @@ def config_overrides(cryptopay, nowpayments):
         "NOWPAYMENTS_API_KEY": nowpayments.api_key,
         "NOWPAYMENTS_IPN_SECRET": nowpayments.ipn_secret,
         "NOWPAYMENTS_API_URL": nowpayments.url,
-        "PAYMENT_READ_TIMEOUT": 5.0,
     }
 
 
