@@ -13,9 +13,9 @@ from reseller.extensions import db
 from reseller.models import Activation, ActivationEvent, LedgerEntry
 from reseller.services import worker
 from reseller.services.ledger import verify_ledger
-from tests.conftest import api_key_of
+from tests.conftest import api_key_of, run_threads
 from tests.fake_grizzly import Fault
-from tests.test_lifecycle import _run_threads, balance
+from tests.test_lifecycle import balance
 
 
 def ledger_ok(runner) -> None:
@@ -118,7 +118,7 @@ def _concurrent_purchases(app, key: str, n: int, *, retries: int = 0) -> list[st
             time.sleep(0.02)
         return answer
 
-    return _run_threads(n, buy)
+    return run_threads(n, buy)
 
 
 def test_concurrent_purchases_with_one_order_id_buy_once(app, gapi, fake, runner):
