@@ -8,6 +8,9 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from reseller.extensions import db
@@ -564,3 +567,164 @@ def test_ledger_verify_catches_a_credit_without_a_paid_payment(client, buyer, cr
     db.session.commit()
     problems = verify_ledger()
     assert any("credited but its status is pending" in p for p in problems)
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+def _production(**env):
+    from config import ProductionConfig
+
+    config = ProductionConfig()
+    config.SECRET_KEY, config.SQLALCHEMY_DATABASE_URI = "k", "sqlite://"
+    config.UPSTREAM = "sandbox"
+    for key, value in env.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_production_offers_the_sandbox_only_when_named():
+    from reseller.gateways import configured
+
+    config = _production()
+    config.validate()
+    assert configured(vars(config) | {"ENV_NAME": "production"}) == {}
+    config = _production(PAYMENT_GATEWAYS="sandbox")
+    config.validate()
+    assert list(configured(vars(config) | {"ENV_NAME": "production"})) == ["sandbox"]
+    config = _production(CRYPTOPAY_API_TOKEN="1:x")
+    assert list(configured(vars(config) | {"ENV_NAME": "production"})) == ["cryptopay"]
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"PAYMENT_GATEWAYS": "cryptopay"}, "CRYPTOPAY_API_TOKEN is not set"),
+        ({"PAYMENT_GATEWAYS": "nowpayments", "NOWPAYMENTS_API_KEY": "k"}, "NOWPAYMENTS_IPN_SECRET"),
+        ({"PAYMENT_GATEWAYS": "paypal"}, "known gateways: cryptopay, nowpayments, sandbox"),
+    ],
+)
+def test_payment_gateways_that_cannot_run_stop_the_start(env, message):
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _production(**env).validate()
+
+
+def test_gateways_never_show_their_secrets(cryptopay, nowpayments):
+    from reseller.gateways.cryptopay import CryptoPay
+    from reseller.gateways.nowpayments import NowPayments
+
+    assert cryptopay.token not in repr(CryptoPay(cryptopay.token, url=cryptopay.url))
+    shown = repr(NowPayments(nowpayments.api_key, nowpayments.ipn_secret, url=nowpayments.url))
+    assert nowpayments.api_key not in shown and nowpayments.ipn_secret not in shown
+
+
+# --- hostile input -----------------------------------------------------------------------
+
+
+def test_an_oversized_notification_is_refused_unread(client, buyer):
+    response = client.post("/payments/cryptopay/webhook", data=b"{" + b" " * 70_000 + b"}")
+    assert response.status_code == 413
+
+
+def test_many_top_ups_in_an_hour_are_refused(client, buyer, cryptopay, clock):
+    for _ in range(payments.MAX_STARTED_PER_HOUR):
+        start(client, "10.00")
+    response = client.post("/dashboard/topup", data={"amount": "10", "gateway": "cryptopay"})
+    assert response.status_code == 302
+    assert "in the last hour" in client.get(response.headers["Location"]).get_data(as_text=True)
+    assert len(cryptopay.calls("/createInvoice")) == payments.MAX_STARTED_PER_HOUR
+    clock.travel(3601)
+    start(client, "10.00")
+    assert len(cryptopay.calls("/createInvoice")) == payments.MAX_STARTED_PER_HOUR + 1
+
+
+HOSTILE_TEXT = st.one_of(
+    st.sampled_from(["", "25", "25.00", "-5", "1e999999", "²", "5,00", "\x00", "9" * 400]),
+    st.text(max_size=40),
+)
+
+
+@hypothesis_settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_top_up_form_and_webhooks_survive_anything(app, client, buyer, cryptopay, data):
+    before = snapshot()
+    kind = data.draw(st.sampled_from(["form", "webhook"]), label="kind")
+    if kind == "form":
+        fields = {
+            name: data.draw(HOSTILE_TEXT, label=name)
+            for name in ("amount", "gateway", "preset")
+            if data.draw(st.booleans(), label=f"send {name}")
+        }
+        response = client.post("/dashboard/topup", data=fields)
+        assert response.status_code in (200, 302, 400), response.status_code
+        if response.status_code == 302 and "/topup" not in response.headers["Location"]:
+            db.session.expire_all()
+            assert balance(buyer.id) == before[0][0][1]  # an invoice, never money
+    else:
+        gateway = data.draw(st.sampled_from(["cryptopay", "nowpayments", "sandbox"]))
+        body = data.draw(
+            st.one_of(
+                st.binary(max_size=200),
+                st.builds(
+                    lambda d: json.dumps(d).encode(),
+                    st.dictionaries(
+                        st.sampled_from(
+                            [
+                                "update_type",
+                                "payload",
+                                "invoice_id",
+                                "payment_status",
+                                "status",
+                                "price_amount",
+                                "amount",
+                            ]
+                        ),
+                        st.one_of(
+                            st.text(max_size=10),
+                            st.integers(),
+                            st.none(),
+                            st.just("invoice_paid"),
+                            st.just({"invoice_id": 9001}),
+                        ),
+                        max_size=5,
+                    ),
+                ),
+            ),
+            label="body",
+        )
+        headers = {
+            name: data.draw(st.text(alphabet="0123456789abcdef", max_size=128), label=name)
+            for name in ("crypto-pay-api-signature", "x-nowpayments-sig", "X-Sandbox-Signature")
+            if data.draw(st.booleans(), label=f"send {name}")
+        }
+        response = client.post(f"/payments/{gateway}/webhook", data=body, headers=headers)
+        assert response.status_code in (400, 401, 404), response.status_code
+        assert snapshot() == before
+    assert verify_ledger() == []
+
+
+def test_nowpayments_signatures_over_javascript_numbers_verify(client, buyer, nowpayments):
+    """NOWPayments signs JSON.stringify of the sorted body, where 30.0 is written `30`: a
+    body carrying `30.0` must still verify against that signature."""
+    import hashlib
+    import hmac
+
+    _, payment = start(client, "30", gateway="nowpayments")
+    finished = nowpayments.payment(payment.invoice_id, "finished", amount=30.0)
+    body = json.dumps(finished).encode()
+    assert b'"price_amount": 30.0' in body
+    as_node_writes_it = json.dumps(
+        dict(finished, price_amount=30), sort_keys=True, separators=(",", ":")
+    )
+    signature = hmac.new(
+        nowpayments.ipn_secret.encode(), as_node_writes_it.encode(), hashlib.sha512
+    ).hexdigest()
+    response = notify(client, "nowpayments", body, {"x-nowpayments-sig": signature})
+    assert response.status_code == 200
+    assert balance(buyer.id) == to_units("30")

@@ -72,7 +72,7 @@ def topup():
                 form.amount.errors = [str(exc)]
             except payments.TopUpError as exc:
                 db.session.rollback()
-                flash(str(exc) + " Please try again, or choose another payment method.", "error")
+                flash(str(exc), "error")
                 return redirect(url_for(".topup"))
             else:
                 return redirect(payment.pay_url)

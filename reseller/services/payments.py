@@ -52,6 +52,8 @@ INVOICE_GRACE = 120
 # The worker asks the gateway about a pending payment after 1 minute, then backs off to
 # every 30 minutes.
 CHECK_FIRST, CHECK_LAST, CHECK_STEPS = 60, 1800, 6
+# Top-ups a customer may start per hour: each one is an invoice at the gateway.
+MAX_STARTED_PER_HOUR = 10
 
 
 # -- failures ---------------------------------------------------------------------------
@@ -73,7 +75,18 @@ class GatewayNotOffered(TopUpError):
 
 class InvoiceFailed(TopUpError):
     kind = "INVOICE_FAILED"
-    message = "The payment provider could not create an invoice. Nothing was charged."
+    message = (
+        "The payment provider could not create an invoice. Nothing was charged. "
+        "Please try again, or choose another payment method."
+    )
+
+
+class TooManyTopUps(TopUpError):
+    kind = "TOO_MANY_TOPUPS"
+    message = (
+        "You started many top-ups in the last hour. Pay one of them (see your payments "
+        "below), or try again later."
+    )
 
 
 class UnknownInvoice(BadNotification):
@@ -192,14 +205,21 @@ def order_id(payment: Payment) -> str:
 
 def start_topup(user: User, amount: int, gateway_name: str, urls: Urls) -> Payment:
     """Create our payment row, then the gateway's invoice. Returns the payment with its
-    `pay_url`. Raises GatewayNotOffered, BadTopUpAmount, or InvoiceFailed (the row is then
-    `failed`, nothing charged)."""
+    `pay_url`. Raises GatewayNotOffered, BadTopUpAmount, TooManyTopUps, or InvoiceFailed
+    (the row is then `failed`, nothing charged)."""
     gateway = next((g for g in offered() if g.name == gateway_name), None)
     if gateway is None:
         raise GatewayNotOffered()
     rules = limits()
     if not rules.minimum <= amount <= rules.maximum or amount % CENT:
         raise BadTopUpAmount("This amount is outside the allowed range.")
+    recent = db.session.execute(
+        select(func.count())
+        .select_from(Payment)
+        .where(Payment.user_id == user.id, Payment.created_at > utcnow() - dt.timedelta(hours=1))
+    ).scalar_one()
+    if recent >= MAX_STARTED_PER_HOUR:
+        raise TooManyTopUps()
     payment = Payment(
         user_id=user.id,
         gateway=gateway.name,
