@@ -239,7 +239,7 @@ def start_topup(user: User, amount: int, gateway_name: str, urls: Urls) -> Payme
         amount=to_decimal(amount).quantize(Decimal("0.01")),
         currency=payment.currency,
         description=f"{settings.get('site_name')}: top-up of {format_amount(amount)} "
-        f"{payment.currency} for {user.email}",
+        f"{payment.currency}, account #{user.id}",
         callback_url=urls.callback,
         return_url=urls.back,
         site_url=urls.site,
