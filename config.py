@@ -113,6 +113,9 @@ class Config:
         self.CRYPTOPAY_INVOICE_LIFETIME = _env_int("CRYPTOPAY_INVOICE_LIFETIME", 3600)
         self.NOWPAYMENTS_API_KEY = _env("NOWPAYMENTS_API_KEY")
         self.NOWPAYMENTS_IPN_SECRET = _env("NOWPAYMENTS_IPN_SECRET")
+        # Optional: lets the worker list an invoice's payments (a login, not only the key).
+        self.NOWPAYMENTS_EMAIL = _env("NOWPAYMENTS_EMAIL")
+        self.NOWPAYMENTS_PASSWORD = _env("NOWPAYMENTS_PASSWORD")
         self.NOWPAYMENTS_API_URL = _env("NOWPAYMENTS_API_URL", "https://api.nowpayments.io/v1")
         self.NOWPAYMENTS_INVOICE_LIFETIME = _env_int("NOWPAYMENTS_INVOICE_LIFETIME", 7 * 86400)
         self.SANDBOX_INVOICE_LIFETIME = _env_int("SANDBOX_INVOICE_LIFETIME", 3600)

@@ -208,12 +208,16 @@ class FakeCryptoPay(_FakeServer):
 
 
 class FakeNowPayments(_FakeServer):
-    """NOWPayments: POST /v1/invoice and GET /v1/payment/<id>, header x-api-key."""
+    """NOWPayments: POST /v1/invoice and GET /v1/payment/<id>, header x-api-key; POST
+    /v1/auth (e-mail and password → a JWT) and GET /v1/payment/?invoiceId= with it."""
+
+    EMAIL, PASSWORD = "merchant@example.com", "np-account-password"
 
     def __init__(self, api_key: str = "NP-FAKE-KEY", ipn_secret: str = "np-ipn-secret"):
         super().__init__()
         self.api_key = api_key
         self.ipn_secret = ipn_secret
+        self.tokens: set[str] = set()
         self.invoices: dict[str, dict[str, Any]] = {}
         self.payments: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(5077000001)
@@ -245,6 +249,22 @@ class FakeNowPayments(_FakeServer):
             }
             self.invoices[invoice_id] = invoice
             return 200, invoice
+        if method == "POST" and path == "/v1/auth":
+            if body != {"email": self.EMAIL, "password": self.PASSWORD}:
+                return 401, {"status": False, "statusCode": 401, "message": "Invalid credentials"}
+            token = f"eyJhbGciOiJIUzI1NiJ9.fake{len(self.tokens)}"
+            self.tokens.add(token)
+            return 200, {"token": token}
+        if method == "GET" and path == "/v1/payment/":
+            bearer = (headers.get("Authorization") or "").removeprefix("Bearer ")
+            if bearer not in self.tokens:
+                return 401, {"status": False, "statusCode": 401, "message": "Unauthorized"}
+            data = [
+                p
+                for p in self.payments.values()
+                if str(p["invoice_id"]) == str(query.get("invoiceId"))
+            ]
+            return 200, {"data": data, "limit": 100, "page": 0, "pagesCount": 1, "total": len(data)}
         if method == "GET" and path.startswith("/v1/payment/"):
             payment = self.payments.get(path.rsplit("/", 1)[-1])
             if payment is None:
@@ -252,12 +272,14 @@ class FakeNowPayments(_FakeServer):
             return 200, payment
         return 404, {"status": False, "code": "NOT_FOUND"}
 
-    def payment(self, invoice_id: str, status: str, *, amount: Any = None, currency=None):
-        """A payment on an invoice (as the IPN and GET /payment/<id> describe it)."""
+    def payment(
+        self, invoice_id: str, status: str, *, amount: Any = None, currency=None, new=False
+    ):
+        """A payment on an invoice (as the IPN and GET /payment/<id> describe it): the
+        invoice's latest one, or a `new` one beside it."""
         invoice = self.invoices[str(invoice_id)]
-        existing = next(
-            (p for p in self.payments.values() if str(p["invoice_id"]) == str(invoice_id)), None
-        )
+        mine = [p for p in self.payments.values() if str(p["invoice_id"]) == str(invoice_id)]
+        existing = None if new or not mine else mine[-1]
         payment_id = existing["payment_id"] if existing else next(self._payment_ids)
         price = float(invoice["price_amount"]) if amount is None else amount
         payment = {

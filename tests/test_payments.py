@@ -728,3 +728,37 @@ def test_nowpayments_signatures_over_javascript_numbers_verify(client, buyer, no
     response = notify(client, "nowpayments", body, {"x-nowpayments-sig": signature})
     assert response.status_code == 200
     assert balance(buyer.id) == to_units("30")
+
+
+def test_nowpayments_invoice_without_any_ipn_is_reconciled_with_a_login(
+    app, client, buyer, nowpayments, clock
+):
+    _, payment = start(client, "30", gateway="nowpayments")
+    nowpayments.payment(payment.invoice_id, "failed")  # a first attempt failed
+    nowpayments.payment(payment.invoice_id, "finished", new=True)  # the second paid; no IPN
+    clock.travel(61)
+    assert payments.reconcile().credited == 0  # the API key alone cannot list an invoice
+    assert balance(buyer.id) == 0
+
+    from reseller.gateways.nowpayments import NowPayments
+
+    payments.use_gateway(
+        app,
+        NowPayments(
+            nowpayments.api_key,
+            nowpayments.ipn_secret,
+            url=nowpayments.url,
+            email=nowpayments.EMAIL,
+            password=nowpayments.PASSWORD,
+        ),
+    )
+    clock.travel(3600)
+    assert payments.reconcile().credited == 1
+    assert balance(buyer.id) == to_units("30")
+    (listing,) = nowpayments.calls("/payment/")
+    assert listing["query"]["invoiceId"] == payment.invoice_id
+    assert listing["headers"]["Authorization"].startswith("Bearer eyJ")
+    assert nowpayments.calls("/auth")[0]["json"]["email"] == nowpayments.EMAIL
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "paid"
+    assert verify_ledger() == []

@@ -10,8 +10,10 @@ keyed with the IPN secret. Only `finished` means paid; `partially_paid`, `failed
 
 `GET /payment/{payment_id}` (API key only) reads a payment back, so a payment we have
 heard of once is reconciled even when its final IPN is lost. Listing the payments of an
-invoice needs the account's e-mail and password (a JWT), which we do not ask for: an
-invoice that never produced any IPN is left to NOWPayments' own retries and to expiry.
+invoice (`GET /payment/?invoiceId=…`) also needs a bearer token from `POST /auth` with the
+account's e-mail and password: with NOWPAYMENTS_EMAIL and NOWPAYMENTS_PASSWORD set, an
+invoice that never produced any IPN is reconciled too; without them it is left to
+NOWPayments' own IPN retries and to expiry.
 """
 
 from __future__ import annotations
@@ -90,9 +92,12 @@ class NowPayments(Gateway):
         lifetime: int = DEFAULT_LIFETIME,
         connect_timeout: float = 5.0,
         read_timeout: float = 15.0,
+        email: str | None = None,
+        password: str | None = None,
     ):
         self._api_key = api_key
         self._ipn_secret = ipn_secret.encode()
+        self._login = {"email": email, "password": password} if email and password else None
         self.lifetime = int(lifetime)
         self._http = JsonClient(url, connect_timeout=connect_timeout, read_timeout=read_timeout)
 
@@ -108,6 +113,8 @@ class NowPayments(Gateway):
             config["NOWPAYMENTS_IPN_SECRET"],
             url=config.get("NOWPAYMENTS_API_URL") or DEFAULT_URL,
             lifetime=config.get("NOWPAYMENTS_INVOICE_LIFETIME") or DEFAULT_LIFETIME,
+            email=config.get("NOWPAYMENTS_EMAIL"),
+            password=config.get("NOWPAYMENTS_PASSWORD"),
             connect_timeout=config.get("PAYMENT_CONNECT_TIMEOUT", 5.0),
             read_timeout=config.get("PAYMENT_READ_TIMEOUT", 15.0),
         )
@@ -137,18 +144,45 @@ class NowPayments(Gateway):
         )
 
     def check_invoices(self, invoices: list[tuple[str, str | None]]) -> list[PaymentEvent]:
-        events = []
+        events: list[PaymentEvent] = []
+        bearer: dict[str, str] | None = None
         for invoice_id, reference in invoices:
-            if not reference:
-                continue  # no payment id known yet: nothing we may ask with the API key
-            data = self._http.call("GET", f"payment/{reference}", headers=self._headers())
-            try:
-                event = self._event(data, body=None)
-            except MalformedNotification:
-                continue
-            if event.invoice_id == invoice_id:
-                events.append(event)
+            if reference:
+                found = [self._http.call("GET", f"payment/{reference}", headers=self._headers())]
+            elif self._login is not None:
+                if bearer is None:
+                    bearer = self._bearer()
+                answer = self._http.call(
+                    "GET",
+                    "payment/",
+                    headers=bearer,
+                    params={"invoiceId": invoice_id, "limit": 100, "page": 0},
+                )
+                found = answer.get("data") if isinstance(answer, dict) else None
+                if not isinstance(found, list):
+                    raise GatewayUnavailable("payment list: no data in the answer")
+            else:
+                continue  # no payment id known yet, and no login to list the invoice's
+            read = []
+            for data in found:
+                try:
+                    event = self._event(data, body=None)
+                except MalformedNotification:
+                    continue
+                if event.invoice_id == invoice_id:
+                    read.append(event)
+            # A finished payment last, so that a failed attempt on the same invoice never
+            # follows the credit.
+            events.extend(sorted(read, key=lambda e: e.state is InvoiceState.PAID))
         return events
+
+    def _bearer(self) -> dict[str, str]:
+        """Headers with a fresh bearer token (NOWPayments' tokens last minutes)."""
+        answer = self._http.call("POST", "auth", headers=self._headers(), json=self._login)
+        token = answer.get("token") if isinstance(answer, dict) else None
+        if not token:
+            raise GatewayUnavailable("auth: no token in the answer")
+        return {**self._headers(), "Authorization": f"Bearer {token}"}
 
     def verify_notification(self, body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
         signature = header(headers, SIGNATURE_HEADER).lower()
