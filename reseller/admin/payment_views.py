@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from wtforms import BooleanField, DateField, SelectField, StringField
@@ -78,7 +80,16 @@ def payment(payment_id: int):
         ledger=payments.ledger_rows(item.id),
         action_form=PostForm(),
         can_check=payments.can_check(item),
+        pretty=_pretty_json,
     )
+
+
+def _pretty_json(text: str) -> str:
+    """A notification body, indented when it is JSON (it is shown as received otherwise)."""
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
 
 
 @bp.post("/payments/<int:payment_id>/check")

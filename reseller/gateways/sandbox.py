@@ -36,7 +36,7 @@ PAY_PATH = "payments/sandbox/"
 
 class SandboxGateway(Gateway):
     name = "sandbox"
-    label = "Sandbox (test payments, no real money)"
+    label = "Sandbox (no real money)"
     required_settings = ()
     named_only = True  # in production, only when PAYMENT_GATEWAYS names it
     can_check = False  # the sandbox keeps no invoices: only its notifications say "paid"

@@ -313,7 +313,10 @@ def sandbox_pay(payment: Payment) -> Outcome:
     if notify is None or payment.invoice_id is None:
         raise GatewayNotOffered()
     body, headers = notify(
-        payment.invoice_id, to_decimal(payment.amount), payment.currency, order_id(payment)
+        payment.invoice_id,
+        to_decimal(payment.amount).quantize(Decimal("0.01")),
+        payment.currency,
+        order_id(payment),
     )
     return handle_notification(payment.gateway, body, headers)
 

@@ -58,6 +58,23 @@ def test_top_up_through_the_sandbox_gateway(new_page, live_server, screenshot): 
     page.get_by_role("link", name="Back to the shop without paying").click()
     expect(page.locator("table.payments tbody tr").first).to_contain_text("Waiting for payment")
 
+    # The operator sees both on the console's Payments page, with the verified notification.
+    admin = new_page()
+    log_in(admin, live, *live.admin)
+    admin.goto(live("/admin"))
+    expect(admin.locator("#topups-heading")).to_be_visible()
+    admin.get_by_role("navigation", name="Console").get_by_role("link", name="Payments").click()
+    rows = admin.locator("table.payments tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("pending")
+    expect(rows.nth(1)).to_contain_text("paid")
+    expect(rows.nth(1)).to_contain_text(EMAIL)
+    screenshot(admin, "topup-04-console-payments")
+    rows.nth(1).get_by_role("link").first.click()
+    admin.get_by_text("Verified notification").click()
+    expect(admin.locator("pre.raw")).to_contain_text('"amount": "12.50"')
+    screenshot(admin, "topup-05-console-payment")
+
     assert in_app(live, lambda: accounts.user_by_email(EMAIL).balance) == to_units("12.50")
     assert in_app(live, verify_ledger) == []
     assert page.problems == []
