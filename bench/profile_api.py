@@ -55,7 +55,7 @@ def parse_args() -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=PYTHON",
-        help="override a config value, e.g. --set RATELIMIT_HEADERS_ENABLED=True",
+        help="override a config value, e.g. --set RATELIMIT_ENABLED=False",
     )
     return parser.parse_args()
 

@@ -1,13 +1,13 @@
 """Extension singletons, bound to the app in `create_app` with `init_app`."""
 
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
+
+from .rate_limits import RateLimiter
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -26,4 +26,4 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
-limiter = Limiter(key_func=get_remote_address)
+limiter = RateLimiter()

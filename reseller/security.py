@@ -1,4 +1,4 @@
-"""Security headers on every answer, `Retry-After` on rate-limited ones, and the input guard.
+"""Security headers on every answer, and the input guard.
 
 The Content Security Policy allows only our own scripts, styles and images: pages carry no
 inline script and load nothing from elsewhere.
@@ -7,7 +7,6 @@ inline script and load nothing from elsewhere.
 from __future__ import annotations
 
 import logging
-import time
 
 from flask import Flask, abort, request
 
@@ -40,26 +39,6 @@ def register_security_headers(app: Flask) -> None:
         headers.setdefault("Referrer-Policy", "same-origin")
         if hsts:
             headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        return response
-
-
-def register_retry_after(app: Flask) -> None:
-    """A 429 answer carries `Retry-After`: the seconds until the exceeded limit's window
-    resets (read from the limiter's storage only then, never on an answer that passed)."""
-    from .extensions import limiter
-
-    @app.after_request
-    def set_retry_after(response):
-        if response.status_code != 429 or "Retry-After" in response.headers:
-            return response
-        seconds = 1
-        try:
-            breached = limiter.current_limit
-            if breached is not None:
-                seconds = max(1, int(breached.reset_at - time.time()))
-        except Exception:  # the storage went away meanwhile: a short wait is still right
-            log.warning("rate-limit storage unreadable for Retry-After", exc_info=True)
-        response.headers["Retry-After"] = str(seconds)
         return response
 
 

@@ -276,13 +276,13 @@ def test_the_api_keeps_answering_when_the_rate_limit_store_is_down(tmp_path):
     with app.app_context():
         reset_database()
         key = accounts.reveal_api_key(accounts.create_user("c@example.com", "password123"))
-    logging.getLogger("flask-limiter").disabled = True  # the swallowed error is logged
+    logging.getLogger("reseller.rate_limits").disabled = True  # the swallowed error is logged
     try:
         answer = app.test_client().get(
             "/stubs/handler_api.php", query_string={"api_key": key, "action": "getBalance"}
         )
     finally:
-        logging.getLogger("flask-limiter").disabled = False
+        logging.getLogger("reseller.rate_limits").disabled = False
     assert answer.status_code == 200
     assert answer.get_data(as_text=True) == "ACCESS_BALANCE:0.00"
 

@@ -184,7 +184,7 @@ def _record_activity(user) -> None:
 
 @bp.errorhandler(429)
 def rate_limited(error):
-    """HTTP 429 in the caller's dialect (`Retry-After` comes from security.register_retry_after)."""
+    """HTTP 429 in the caller's dialect (`Retry-After` is set by reseller.rate_limits)."""
     if (request.values.get("format") or "").lower() == "json":
         return Response(json.dumps({"error": "RATE_LIMITED"}), 429, mimetype="application/json")
     return Response("RATE_LIMITED", 429, mimetype="text/plain")
