@@ -39,13 +39,12 @@ def create_app(config=None) -> Flask:
 
 def register_operations(app: Flask) -> None:
     from .observability import configure_logging, register_health, register_request_id
-    from .security import register_input_guard, register_retry_after, register_security_headers
+    from .security import register_input_guard, register_security_headers
 
     configure_logging(app)
     register_proxy_fix(app)
     register_request_id(app)
     register_security_headers(app)
-    register_retry_after(app)
     register_input_guard(app)
     register_health(app)
 
@@ -61,7 +60,7 @@ def register_proxy_fix(app: Flask) -> None:
 
 
 def register_database_dialect_tweaks() -> None:
-    from . import sqlite  # noqa: F401  (installs engine event listeners once)
+    from . import pool, sqlite  # noqa: F401  (install engine and pool event listeners once)
 
 
 def register_extensions(app: Flask) -> None:

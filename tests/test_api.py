@@ -508,6 +508,53 @@ def test_hot_reads_need_no_transaction(api, customer, action):
             assert connection.get_isolation_level() != "AUTOCOMMIT"  # the pool was reset
 
 
+def test_the_core_key_lookup_agrees_with_the_orm(app, make_user, clock):
+    """accounts.api_caller reads the account behind a key with one Core statement built at
+    import; loading the User through the ORM must give the same answer for every kind of
+    account and key."""
+    from reseller.models import utcnow
+    from reseller.services import accounts
+
+    plain = make_user(email="plain@example.com")
+    rich = make_user(email="rich@example.com", balance="12.34")
+    stamped = make_user(email="stamped@example.com", balance="0.01")
+    inactive = make_user(email="off@example.com", balance="5.00")
+    stamped.last_activity_at = utcnow().replace(microsecond=0)
+    inactive.active = False
+    db.session.commit()
+    keys = [api_key_of(u) for u in (plain, rich, stamped, inactive)]
+    keys += ["no-such-key", "", " " + keys[0], keys[0].upper(), "x" * 201]
+    for key in keys:
+        db.session.expire_all()
+        orm = db.session.execute(
+            select(User).where(User.api_key_hash == accounts.api_key_digest(key))
+        ).scalar_one_or_none()
+        if len(key) > 200:
+            orm = None  # refused before any lookup
+        expected = (
+            None
+            if orm is None
+            else accounts.ApiCaller(orm.id, orm.active, orm.balance, orm.last_activity_at)
+        )
+        assert accounts.api_caller(key) == expected, key[:12]
+    assert sum(accounts.api_caller(key) is not None for key in keys) == 4
+    # …and it runs the statement built at import, not a new one per call.
+    from sqlalchemy import event
+
+    executed = []
+
+    def record(conn, clause, *args):
+        executed.append(clause)
+
+    event.listen(db.engine, "before_execute", record)
+    try:
+        accounts.api_caller(keys[1])
+        accounts.api_caller(keys[2])
+    finally:
+        event.remove(db.engine, "before_execute", record)
+    assert len(executed) == 2 and executed[0] is executed[1]
+
+
 def test_the_api_works_on_in_memory_sqlite(tmp_path):
     """In-memory SQLite keeps one shared connection (StaticPool): the key lookup's own
     autocommit read works there and leaves a transaction the session has open intact."""

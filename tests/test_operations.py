@@ -12,7 +12,8 @@ import time
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.pool import NullPool
 
 from reseller import create_app
 from reseller.extensions import db
@@ -162,30 +163,109 @@ def test_an_unreachable_database_is_503_and_clean_errors(tmp_path, kind):
         db.engine.dispose()
 
 
-@pytest.mark.postgres_only
-def test_the_database_dropping_every_connection_is_survived_without_a_restart(
-    app, client, customer, api
-):
-    assert api.text("getBalance") == "ACCESS_BALANCE:10.00"
-    assert healthz(client)[0] == 200
-    # A PostgreSQL restart or failover: every server connection goes away at once.
-    admin_engine = create_engine(db.engine.url)
+def drop_every_connection() -> int:
+    """What a PostgreSQL restart or failover does to its clients: every server connection
+    ends. Returns how many ended, once their server processes are gone (clients coming back
+    after a restart find them so)."""
+    others = "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+    db.session.remove()  # as at the end of a request: the session holds no connection
+    admin_engine = create_engine(db.engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with admin_engine.connect() as connection:
             killed = connection.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE pid <> pg_backend_pid() AND datname = current_database()"
-                )
+                text(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity {others}")
             ).scalar_one()
+            deadline = time.monotonic() + 10
+            while connection.execute(
+                text(f"SELECT count(*) FROM pg_stat_activity {others}")
+            ).scalar_one():
+                assert time.monotonic() < deadline, "the terminated backends did not go away"
+                time.sleep(0.02)
     finally:
         admin_engine.dispose()
-    assert killed >= 1
-    # pool_pre_ping finds the dead connections and replaces them: no error, no restart.
+    return killed
+
+
+@pytest.fixture
+def statement_errors(app):
+    """Errors raised by statements sent on the app's connections."""
+    errors = []
+
+    def record(context):
+        errors.append(context.original_exception)
+
+    event.listen(db.engine, "handle_error", record)
+    yield errors
+    event.remove(db.engine, "handle_error", record)
+
+
+@pytest.mark.postgres_only
+def test_the_database_dropping_every_connection_is_survived_without_a_restart(
+    app, client, customer, api, statement_errors
+):
     assert api.text("getBalance") == "ACCESS_BALANCE:10.00"
-    assert api.json("getBalance") == {"balance": 10.0}
+    assert api.text("getNumber", service="tg", country="0").startswith("ACCESS_NUMBER:")
+    balance = api.json("getBalance")["balance"]
+    assert healthz(client)[0] == 200
+    assert drop_every_connection() >= 1
+    # reseller.pool sees the closed sockets at checkout and replaces those connections
+    # (no pre-ping round trip): no statement is ever sent on a dead one.
+    assert api.json("getBalance") == {"balance": balance}
+    assert api.text("getNumber", service="tg", country="0").startswith("ACCESS_NUMBER:")
     status, report = healthz(client)
     assert status == 200 and report["database"] == "ok"
+    assert statement_errors == []
+
+
+@pytest.mark.postgres_only
+def test_a_connection_dying_after_the_checkout_check_is_retried_or_answered_cleanly(
+    app, client, customer, api, statement_errors, monkeypatch, clock
+):
+    """The race the socket check cannot see: the server goes away just after it looked."""
+    from reseller import pool
+
+    monkeypatch.setattr(pool, "socket_has_news", lambda dbapi_connection: False)
+    assert api.text("getBalance") == "ACCESS_BALANCE:10.00"
+    drop_every_connection()
+    # The hot read meets the dead connection, which invalidates the pool, and reads again.
+    assert api.text("getBalance") == "ACCESS_BALANCE:10.00"
+    assert len(statement_errors) == 1
+    # The pool was invalidated: a request that writes gets fresh connections.
+    assert api.text("getNumber", service="tg", country="0").startswith("ACCESS_NUMBER:")
+
+    # A write whose first statement meets a dead connection answers a clean, retryable
+    # error and changes nothing; trying again works.
+    from reseller.services import accounts
+
+    number = api.text("getNumber", service="ot", country="0").split(":")[1]  # never an SMS
+    balance = api.text("getBalance")
+    caller = accounts.api_caller(api.key)
+    clock.travel(600)  # past the early-cancel window
+    drop_every_connection()
+    with monkeypatch.context() as patched:
+        patched.setattr(accounts, "api_caller", lambda key: caller)  # skip the retried read
+        assert api.text("setStatus", id=number, status="8") == "ERROR_SQL"
+    assert api.text("getStatus", id=number) == "STATUS_WAIT_CODE"
+    assert api.text("getBalance") == balance  # nothing was refunded by the failed try
+    assert api.text("setStatus", id=number, status="8") == "ACCESS_CANCEL"
+    assert api.text("getBalance") != balance
+
+
+def test_the_socket_check_tells_a_closed_connection_from_an_idle_one(app):
+    from reseller.pool import socket_has_news
+
+    with db.engine.connect() as connection:
+        dbapi_connection = connection.connection.dbapi_connection
+        connection.exec_driver_sql("SELECT 1")
+        assert socket_has_news(dbapi_connection) is False  # idle, healthy (or SQLite)
+    if db.engine.dialect.name == "postgresql":
+        raw = db.engine.raw_connection()
+        try:
+            assert socket_has_news(raw.dbapi_connection) is False
+            drop_every_connection()
+            assert socket_has_news(raw.dbapi_connection) is True
+        finally:
+            raw.invalidate()
 
 
 # --- request ids ------------------------------------------------------------------------------
