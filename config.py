@@ -82,7 +82,8 @@ class Config:
             "To top up your balance, contact the operator with your account email.",
         )
 
-        # Upstream provider: "grizzly" or "sandbox" (the sandbox only when named).
+        # The provider the environment describes: "grizzly", "sandbox" (only when named) or
+        # "none" (providers are added with `flask providers add` or the console only).
         self.UPSTREAM = _env("UPSTREAM", "grizzly")
         self.GRIZZLY_API_KEY = _env("GRIZZLY_API_KEY")
         self.GRIZZLY_API_URL = _env(
@@ -91,6 +92,12 @@ class Config:
         self.UPSTREAM_CONNECT_TIMEOUT = _env_float("UPSTREAM_CONNECT_TIMEOUT", 5.0)
         self.UPSTREAM_READ_TIMEOUT = _env_float("UPSTREAM_READ_TIMEOUT", 15.0)
         self.SANDBOX_CODE_DELAY = _env_int("SANDBOX_CODE_DELAY", 10)
+        # Circuit breaker: after this many failures in a row a provider is skipped for
+        # BREAKER_COOLDOWN seconds, then tried again.
+        self.BREAKER_FAILURES = _env_int("BREAKER_FAILURES", 3)
+        self.BREAKER_COOLDOWN = _env_int("BREAKER_COOLDOWN", 60)
+        self.ROUTING_POLICY = _env("ROUTING_POLICY", "priority")
+        self.SERVE_AT_LOSS = _env("SERVE_AT_LOSS", "no")
         # Seconds after which an unanswered purchase is settled (0: timeouts + 30 s).
         self.SETTLE_AFTER = _env_int("SETTLE_AFTER", 0)
 
@@ -150,8 +157,14 @@ class Config:
 
     def validate(self) -> None:
         """Raise ConfigError when this configuration cannot run."""
-        if self.UPSTREAM not in ("grizzly", "sandbox"):
-            raise ConfigError(f"UPSTREAM must be 'grizzly' or 'sandbox', got {self.UPSTREAM!r}")
+        if self.UPSTREAM not in ("grizzly", "sandbox", "none"):
+            raise ConfigError(
+                f"UPSTREAM must be 'grizzly', 'sandbox' or 'none', got {self.UPSTREAM!r}"
+            )
+        if self.ROUTING_POLICY not in ("priority", "cheapest"):
+            raise ConfigError(
+                f"ROUTING_POLICY must be 'priority' or 'cheapest', got {self.ROUTING_POLICY!r}"
+            )
         from reseller.gateways import config_problem
 
         problem = config_problem(vars(self))
@@ -211,10 +224,11 @@ class ProductionConfig(Config):
             raise ConfigError("SECRET_KEY is not set: production refuses to start without it")
         if not self.SQLALCHEMY_DATABASE_URI:
             raise ConfigError("DATABASE_URL is not set: production refuses to start without it")
-        if self.UPSTREAM != "sandbox" and not self.GRIZZLY_API_KEY:
+        if self.UPSTREAM == "grizzly" and not self.GRIZZLY_API_KEY:
             raise ConfigError(
                 "GRIZZLY_API_KEY is not set: production refuses to start without it "
-                "(set UPSTREAM=sandbox to run the sandbox on purpose)"
+                "(set UPSTREAM=sandbox to run the sandbox on purpose, or UPSTREAM=none to "
+                "add providers with `flask providers add` only)"
             )
 
 

@@ -65,12 +65,14 @@ def _echo_quotes(scope: admin.RuleScope, limit: int = 10) -> None:
 def stats_command(top: int) -> None:
     """The overview figures: upstream balance, outcomes and money per period."""
     currency = current_app.config["CURRENCY"]
-    reading = stats.upstream_balance()
-    if reading.reachable:
-        flag = "  LOW" if reading.low else ""
-        click.echo(f"upstream balance: {format_amount(reading.balance)} {currency}{flag}")
-    else:
-        click.echo(f"upstream balance: unreachable ({reading.error})")
+    for name, reading in stats.enabled_provider_balances().items():
+        if reading.reachable:
+            flag = "  LOW" if reading.low else ""
+            click.echo(
+                f"upstream balance: {format_amount(reading.balance)} {currency} ({name}){flag}"
+            )
+        else:
+            click.echo(f"upstream balance: unreachable ({reading.error}) ({name})")
 
     data = stats.overview(top=top)
     labels = [label for _key, label, _days in stats.PERIODS]
@@ -93,6 +95,18 @@ def stats_command(top: int) -> None:
     unknown = data.periods["30d"].cost_unknown
     if unknown:
         click.echo(f"({unknown} activation(s) with a code but no known cost are not in the cost)")
+
+    by_provider = stats.provider_figures()
+    if by_provider:
+        click.echo("\nby provider (30 days, by purchase date):")
+        for name, periods in sorted(by_provider.items()):
+            f = periods["30d"]
+            rate = "-" if f.success_rate is None else f"{f.success_rate * 100:.1f}%"
+            click.echo(
+                f"  {name:<12} purchases {f.purchases:>6}  success {rate:>6}  refunds "
+                f"{f.refunds:>5}  cost {format_cost(f.cost):>10}  "
+                f"profit {format_amount(f.profit):>10}"
+            )
 
     for title, rows in (
         ("top services (30 days)", data.top_services["30d"]),

@@ -136,10 +136,11 @@ def seed_demo() -> None:
 
 
 def register(app: Flask) -> None:
-    from . import admin_commands, worker_commands
+    from . import admin_commands, provider_commands, worker_commands
 
     app.cli.add_command(users_cli)
     app.cli.add_command(ledger_cli)
     app.cli.add_command(seed_demo)
     worker_commands.register(app)
     admin_commands.register(app)
+    provider_commands.register(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from decimal import Decimal
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -230,10 +231,68 @@ class Country(db.Model):
 
 
 class UpstreamPrice(db.Model):
-    """The upstream's price list, cached; refreshed by the worker, read per request."""
+    """What we sell per (service, country): the cost of the provider routing would choose
+    now and the stock of every eligible provider together. Rebuilt from `ProviderPrice`
+    (services.catalog.rebuild_offers); read per request by pricing."""
 
     __tablename__ = "upstream_prices"
 
+    service: Mapped[str] = mapped_column(String(40), primary_key=True)
+    country_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    cost: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str | None] = mapped_column(String(20))  # whose cost `cost` is
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Provider(db.Model):
+    """An upstream account the operator buys numbers from, speaking one protocol.
+
+    `api_key_encrypted` is Fernet under a key derived from SECRET_KEY; a provider created
+    from the environment (`from_env`) reads its URL and key from the configuration instead.
+    The circuit breaker lives here so that every process and host shares it.
+    """
+
+    __tablename__ = "providers"
+    __table_args__ = (
+        CheckConstraint("rate > 0", name="rate_positive"),
+        CheckConstraint("failures >= 0", name="failures_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(20), unique=True)  # slug; activations keep it
+    display_name: Mapped[str] = mapped_column(String(80))
+    protocol: Mapped[str] = mapped_column(String(20))  # a key of upstream.PROTOCOLS
+    base_url: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    api_key_encrypted: Mapped[str] = mapped_column(Text, default="", server_default="")
+    from_env: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    priority: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
+    notes: Mapped[str | None] = mapped_column(Text)
+    # What the provider bills in, and how many of our money units one of its units buys.
+    currency: Mapped[str] = mapped_column(String(10), default="USD", server_default="USD")
+    rate: Mapped[Decimal] = mapped_column(db.Numeric(18, 8), default=1, server_default="1")
+    rate_updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Circuit breaker: consecutive transport failures, and skipped until this time.
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    open_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    last_failure_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Provider {self.name} {self.protocol}>"
+
+
+class ProviderPrice(db.Model):
+    """One provider's cost (our money units, converted) and stock for a (service, country)."""
+
+    __tablename__ = "provider_prices"
+
+    provider_id: Mapped[int] = mapped_column(
+        ForeignKey("providers.id", ondelete="CASCADE"), primary_key=True
+    )
     service: Mapped[str] = mapped_column(String(40), primary_key=True)
     country_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     cost: Mapped[int] = mapped_column(BigInteger)

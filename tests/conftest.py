@@ -229,7 +229,7 @@ def grizzly(app, fake):
     """The app's upstream: a GrizzlyClient against `fake`, the catalog filled from it."""
     from reseller.services import catalog
     from reseller.services.provider import use_upstream
-    from reseller.upstream.grizzly import GrizzlyClient
+    from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 
     client = GrizzlyClient(
         "test-key", url=fake.url, connect_timeout=2, read_timeout=2, retries=1, backoff=0

@@ -3,7 +3,7 @@
 In tests, as a context manager (binds 127.0.0.1 on a free port)::
 
     with FakeGrizzly(api_key="test-key") as grizzly:
-        client = GrizzlyClient("test-key", url=grizzly.url)
+        client = SmsActivateClient("test-key", url=grizzly.url)
         grizzly.script("getNumberV2", Fault.DROP, process=True)  # bought, answer lost
         ...
         assert grizzly.count("getNumberV2") == 1
@@ -653,6 +653,9 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds until a code arrives; negative = never",
     )
     parser.add_argument("--early-cancel-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--first-id", type=int, default=700_000_001, help="ids of its own, as a provider's"
+    )
     args = parser.parse_args(argv)
     fake = FakeGrizzly(
         api_key=args.api_key,
@@ -663,6 +666,7 @@ def main(argv: list[str] | None = None) -> None:
         latency=args.latency_ms / 1000,
         early_cancel_seconds=args.early_cancel_seconds,
     )
+    fake._next_id = args.first_id
     fake.start()
     print(f"listening on {fake.url}", flush=True)
     try:

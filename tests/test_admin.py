@@ -422,6 +422,8 @@ def test_settings_page_edits_every_setting(client, boss):
         "topup_presets": "5, 20",
         "topup_bonus_percent": "5",
         "topup_bonus_threshold": "150.00",
+        "routing_policy": "cheapest",
+        "serve_at_loss": "yes",
     }
     assert set(new) == {spec.key for spec in settings.SPECS}
     response = client.post("/admin/settings", data=new)

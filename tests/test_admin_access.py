@@ -70,6 +70,29 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("admin.pricing_refresh", "POST", "/admin/pricing/refresh", {}),
     ("admin.settings_page", "GET", "/admin/settings", None),
     ("admin.settings_page", "POST", "/admin/settings", _settings_form),
+    ("admin.providers_page", "GET", "/admin/providers", None),
+    (
+        "admin.provider_add",
+        "POST",
+        "/admin/providers",
+        {
+            "name": "spare",
+            "protocol": "sandbox",
+            "priority": "5",
+            "currency": "USD",
+            "rate": "1",
+        },
+    ),
+    ("admin.provider_edit", "GET", "/admin/providers/spare", None),
+    (
+        "admin.provider_edit",
+        "POST",
+        "/admin/providers/spare",
+        {"display_name": "Spare", "priority": "7", "currency": "USD", "rate": "1"},
+    ),
+    ("admin.provider_action", "POST", "/admin/providers/spare/disable", {}),
+    ("admin.provider_action", "POST", "/admin/providers/spare/enable", {}),
+    ("admin.provider_action", "POST", "/admin/providers/spare/remove", {}),
     ("admin.audit_log", "GET", "/admin/audit?action=user.disable", None),
 ]
 POSTS = [route for route in ROUTES if route[1] == "POST"]

@@ -7,13 +7,14 @@ from decimal import Decimal
 
 import pytest
 from flask import g
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from reseller.extensions import db
 from reseller.models import (
     Activation,
     LedgerEntry,
     PricingRule,
+    ProviderPrice,
     Service,
     UpstreamPrice,
     User,
@@ -442,6 +443,11 @@ def test_price_changed_since_the_page_was_loaded(logged_in, customer):
 def test_price_risen_upstream_is_a_price_change_too(logged_in, customer, runner):
     # Our cached cost is stale: the upstream refuses our price, we learn its cost, refund.
     db.session.get(UpstreamPrice, ("tg", 12)).cost = to_units("0.01")
+    db.session.execute(
+        update(ProviderPrice)
+        .where(ProviderPrice.service == "tg", ProviderPrice.country_id == 12)
+        .values(cost=to_units("0.01"))
+    )
     db.session.commit()
     seen = format_amount(pricing.quote("tg", 12).price)
     page = text_of(buy(logged_in, "tg", "12", max_price=seen))

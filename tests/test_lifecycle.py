@@ -11,7 +11,7 @@ from reseller.services import activations, catalog, settings
 from reseller.services.activations import TRANSITIONS
 from reseller.services.ledger import verify_ledger
 from reseller.services.provider import use_upstream
-from reseller.upstream.grizzly import GrizzlyClient
+from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 from tests.conftest import Api, api_key_of, run_threads
 from tests.fake_grizzly import FakeGrizzly, Fault, Reply
 

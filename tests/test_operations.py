@@ -19,7 +19,7 @@ from reseller import create_app
 from reseller.extensions import db
 from reseller.services import catalog, wallet
 from reseller.services.provider import raw_upstream, upstream, use_upstream
-from reseller.upstream.grizzly import GrizzlyClient
+from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 from tests.conftest import Api, api_key_of, isolate_requests, make_config, reset_database
 
 UNREACHABLE_URL = "http://127.0.0.1:9/stubs/handler_api.php"  # the discard port: refused
@@ -93,6 +93,7 @@ def test_healthz_never_asks_the_upstream_and_the_worker_asks_once_a_minute(
     db.session.commit()
     other = create_app(make_config(tmp_path))
     other_counting = CountingUpstream(raw_upstream())
+    db.session.commit()  # reading the provider's row began a transaction (on SQLite, a lock)
     use_upstream(other, other_counting)
     with other.app_context():
         refresh_reading()

@@ -27,7 +27,7 @@ from reseller.models import Activation, LedgerEntry, Service, User
 from reseller.observability import JsonFormatter, RedactingFilter, redact
 from reseller.services import accounts, settings
 from reseller.services.provider import use_upstream
-from reseller.upstream.grizzly import GrizzlyClient
+from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 from tests.conftest import Api, api_key_of, isolate_requests, make_config, reset_database
 from tests.fake_grizzly import FakeGrizzly, Fault
 from tests.test_operations import json_logging_app  # noqa: F401 (a fixture)

@@ -11,7 +11,7 @@ from reseller.extensions import db
 from reseller.models import Activation, ActivationEvent
 from reseller.services import settings, worker
 from reseller.services.ledger import verify_ledger
-from reseller.upstream.grizzly import GrizzlyClient
+from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 from tests.fake_grizzly import Fault
 from tests.test_lifecycle import balance, refunds, status_of
 

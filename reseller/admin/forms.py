@@ -4,7 +4,14 @@ owns their rules; these forms only require and trim."""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms import (
+    DateField,
+    PasswordField,
+    SelectField,
+    StringField,
+    SubmitField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
@@ -72,8 +79,12 @@ def settings_form_class(keys: list[str]) -> type[FlaskForm]:
 
     for key in keys:
         spec = settings.BY_KEY[key]
-        field_class = TextAreaField if key in MULTILINE_SETTINGS else StringField
-        setattr(SettingsForm, key, field_class(spec.label, description=spec.help))
+        if spec.choices:
+            field = SelectField(spec.label, choices=list(spec.choices), description=spec.help)
+        else:
+            field_class = TextAreaField if key in MULTILINE_SETTINGS else StringField
+            field = field_class(spec.label, description=spec.help)
+        setattr(SettingsForm, key, field)
     return SettingsForm
 
 
@@ -109,6 +120,7 @@ class ActivationFilterForm(_SearchForm):
     service = StringField("Service", filters=[_strip], validators=[Length(max=40)])
     country = StringField("Country", filters=[_strip], validators=[Length(max=10)])
     email = StringField("Customer email", filters=[_strip], validators=[Length(max=254)])
+    provider = StringField("Provider", filters=[_strip], validators=[Length(max=20)])
     created_from = DateField("From", validators=[Optional()])
     created_to = DateField("To", validators=[Optional()])
     settlement = SelectField(
@@ -136,3 +148,44 @@ class AuditFilterForm(_SearchForm):
 class PriceFilterForm(_SearchForm):
     service = StringField("Service", filters=[_strip], validators=[Length(max=40)])
     country = StringField("Country", filters=[_strip], validators=[Length(max=10)])
+
+
+class ProviderEditForm(FlaskForm):
+    """Change a provider; the provider service validates every value."""
+
+    display_name = StringField("Display name", filters=[_strip], validators=[Length(max=80)])
+    url = StringField(
+        "Base URL",
+        filters=[_strip],
+        validators=[Length(max=300)],
+        description="Empty: the protocol's known address, when it has one.",
+    )
+    api_key = PasswordField(
+        "API key",
+        filters=[_strip],
+        validators=[Length(max=500)],
+        description="Leave empty to keep the stored key.",
+    )
+    priority = StringField(
+        "Priority", filters=[_strip], default="10", description="Lower is tried first."
+    )
+    currency = StringField("Currency", filters=[_strip], default="USD")
+    rate = StringField(
+        "Rate",
+        filters=[_strip],
+        default="1",
+        description="Our money per one unit of the provider's currency.",
+    )
+    notes = TextAreaField("Notes", filters=[_strip], validators=[Length(max=2000)])
+    submit = SubmitField("Save provider")
+
+
+class ProviderForm(ProviderEditForm):
+    name = StringField(
+        "Name",
+        filters=[_strip],
+        validators=[DataRequired(message="A name is required."), Length(max=20)],
+        description="A slug: lower-case letters, digits, dashes. Activations keep it.",
+    )
+    protocol = SelectField("Protocol", choices=[])
+    submit = SubmitField("Add provider")

@@ -21,7 +21,8 @@ from ..models import (
 )
 from ..money import format_amount, format_cost
 from ..pagination import page_number
-from ..services import admin, catalog, payments, pricing, settings, stats
+from ..services import admin, catalog, payments, pricing, provider_admin, settings, stats
+from ..upstream.registry import PRESETS, PROTOCOLS
 from . import bp
 from .chart import money_chart
 from .forms import (
@@ -30,6 +31,8 @@ from .forms import (
     CreditForm,
     CustomerSearchForm,
     PriceFilterForm,
+    ProviderEditForm,
+    ProviderForm,
     RuleForm,
     RuleValueForm,
     settings_form_class,
@@ -60,9 +63,9 @@ def admin_required(view):
 
 @bp.context_processor
 def inject_console():
-    # `upstream_balance` is a callable, so that only the pages that show it ask for it.
+    # `provider_balances` is a callable, so that only the pages that show it ask for it.
     return {
-        "upstream_balance": stats.upstream_balance,
+        "provider_balances": stats.enabled_provider_balances,
         "periods": stats.PERIODS,
         "money": format_amount,
         "cost": format_cost,
@@ -101,7 +104,7 @@ def index():
         top=top,
         names=names,
         chart=money_chart(data.days, data.daily),
-        reading=stats.upstream_balance(),
+        readings=stats.enabled_provider_balances(),
         risks=admin.settlement_risks(),
         topups=payments.totals(),
     )
@@ -227,6 +230,7 @@ def activations():
             created_to=form.created_to.data,
             user_id=user_id,
             settlement=form.settlement.data or None,
+            provider=form.provider.data or None,
         )
         page = db.paginate(
             admin.activations_query(query_filter),
@@ -480,3 +484,116 @@ def audit_log():
 
 def _money(units: int) -> str:
     return f"{format_amount(units)} {current_app.config['CURRENCY']}"
+
+
+# --- providers ----------------------------------------------------------------------------
+
+
+def _provider_form() -> ProviderForm:
+    form = ProviderForm()
+    form.protocol.choices = [SelectChoice(p, p) for p in PROTOCOLS]
+    return form
+
+
+def _render_providers(form: ProviderForm, status: int = 200):
+    return (
+        render_template(
+            "admin/providers.html",
+            rows=provider_admin.console_rows(),
+            form=form,
+            action_form=PostForm(),
+            presets=PRESETS,
+            policy=settings.get("routing_policy"),
+        ),
+        status,
+    )
+
+
+@bp.get("/providers")
+@admin_required
+def providers_page():
+    return _render_providers(_provider_form())
+
+
+@bp.post("/providers")
+@admin_required
+def provider_add():
+    form = _provider_form()
+    if form.validate_on_submit():
+        try:
+            added = provider_admin.add(
+                form.name.data,
+                form.protocol.data,
+                form.url.data,
+                form.api_key.data,
+                priority=form.priority.data or 10,
+                display_name=form.display_name.data,
+                currency=form.currency.data or "USD",
+                rate=form.rate.data or "1",
+                notes=form.notes.data,
+                actor=current_user,
+            )
+        except admin.AdminError as exc:
+            form.name.errors.append(str(exc))
+        else:
+            flash(
+                f"Provider {added.name} added; its prices are read on the worker's next pass.",
+                "success",
+            )
+            return redirect(url_for(".providers_page"))
+    return _render_providers(form, 400)
+
+
+def _provider_or_404(name: str):
+    try:
+        return provider_admin.get(name)
+    except admin.AdminError:
+        abort(404)
+
+
+@bp.route("/providers/<name>", methods=["GET", "POST"])
+@admin_required
+def provider_edit(name: str):
+    row = _provider_or_404(name)
+    form = ProviderEditForm(obj=None if request.method == "POST" else row)
+    if request.method == "GET":
+        form.url.data, form.api_key.data = row.base_url, ""
+        form.rate.data = format(row.rate.normalize(), "f") if row.rate else "1"
+    elif form.validate_on_submit():
+        try:
+            provider_admin.update(
+                row,
+                display_name=form.display_name.data,
+                url=None if row.from_env else form.url.data,
+                api_key=form.api_key.data or None,
+                priority=form.priority.data,
+                currency=form.currency.data,
+                rate=form.rate.data,
+                notes=form.notes.data,
+                actor=current_user,
+            )
+        except admin.AdminError as exc:
+            db.session.rollback()
+            form.display_name.errors.append(str(exc))
+        else:
+            flash(f"Provider {row.name} saved.", "success")
+            return redirect(url_for(".providers_page"))
+    status = 400 if form.errors else 200
+    return render_template("admin/provider.html", row=row, form=form), status
+
+
+@bp.post("/providers/<name>/<any(enable, disable, remove):action>")
+@admin_required
+def provider_action(name: str, action: str):
+    row = _provider_or_404(name)
+    if PostForm().validate_on_submit():
+        try:
+            if action == "remove":
+                provider_admin.remove(row, current_user)
+            else:
+                provider_admin.set_enabled(row, action == "enable", current_user)
+        except admin.AdminError as exc:
+            flash(str(exc), "error")
+        else:
+            flash(f"Provider {name} {action}d.", "success")
+    return redirect(url_for(".providers_page"))

@@ -63,8 +63,14 @@ def private_digest(value: str) -> str:
     return hmac.new(_derive(b"counters"), value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def fernet_for(purpose: bytes) -> Fernet:
+    """A Fernet under a key derived from SECRET_KEY for one purpose (API keys, provider
+    keys): each purpose its own key."""
+    return Fernet(base64.urlsafe_b64encode(_derive(purpose)))
+
+
 def _fernet() -> Fernet:
-    return Fernet(base64.urlsafe_b64encode(_derive(b"encryption")))
+    return fernet_for(b"encryption")
 
 
 def new_api_key() -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 
 from flask import current_app
 from sqlalchemy import func, or_, select, update
@@ -35,7 +36,7 @@ from ..models import ActivationStatus as S
 from ..money import to_decimal, to_units
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer, UpstreamState
-from . import catalog, pricing, settings, wallet
+from . import catalog, pricing, routing, settings, wallet
 from . import errors as err
 from .accounts import ApiCaller
 from .provider import upstream
@@ -258,6 +259,12 @@ def buy_number(user: Customer, request: PurchaseRequest) -> Activation:
         raise err.NoNumbers()
     if max_price is not None and max_price < quote.price:
         raise err.WrongMaxPrice(quote.price)
+    # Providers able to serve now, in the policy's order, within what the customer pays
+    # (unless the operator serves at a loss rather than lose the order).
+    at_loss = settings.get("serve_at_loss") == "yes"
+    route = routing.candidates(service_code, country_id, None if at_loss else quote.price)
+    if not route:
+        raise err.NoNumbers()
 
     if order_id is not None:
         exists = db.session.execute(
@@ -268,13 +275,19 @@ def buy_number(user: Customer, request: PurchaseRequest) -> Activation:
         if exists:
             raise err.OrderAlreadyExists()
 
-    activation_id = _hold(user, service_code, country_id, quote.price, order_id)
-    return _purchase_upstream(activation_id, service_code, country_id, quote.price)
+    activation_id = _hold(user, service_code, country_id, quote.price, order_id, route[0].name)
+    return _purchase_upstream(activation_id, service_code, country_id, quote.price, route)
 
 
-def _hold(user: Customer, service: str, country_id: int, price: int, order_id: str | None) -> int:
+def _hold(
+    user: Customer,
+    service: str,
+    country_id: int,
+    price: int,
+    order_id: str | None,
+    provider_name: str,
+) -> int:
     """Commit the activation as pending with its price debited. Returns its id."""
-    provider = upstream()
     user_id = user.id
     try:
         activation = Activation(
@@ -283,7 +296,7 @@ def _hold(user: Customer, service: str, country_id: int, price: int, order_id: s
             country_id=country_id,
             status=S.PENDING.value,
             price=price,
-            upstream_name=provider.name,
+            upstream_name=provider_name,
             order_id=order_id,
         )
         db.session.add(activation)
@@ -339,6 +352,8 @@ _DEFINITE_PURCHASE_ERRORS: dict[type[up.UpstreamError], type[err.ServiceError]] 
     up.AccountInactive: err.ServiceUnavailable,
     up.UpstreamUnavailable: err.ServiceUnavailable,  # nothing was sent: nothing bought
 }
+# When every provider refused, the customer hears the most useful of their answers.
+_REFUSAL_RANK = (err.WrongMaxPrice, err.NoNumbers, err.BadService, err.BadCountry)
 
 
 def _definite_error(exc: up.UpstreamError) -> type[err.ServiceError] | None:
@@ -350,40 +365,88 @@ def _definite_error(exc: up.UpstreamError) -> type[err.ServiceError] | None:
     return err.ServiceUnavailable  # any other protocol token: the purchase was refused
 
 
-def _purchase_upstream(activation_id: int, service: str, country_id: int, price: int) -> Activation:
-    provider = upstream()
-    db.session.commit()  # no transaction may be open while we call out
-    try:
-        number = provider.get_number(service, country_id, max_price=to_decimal(price))
-    except up.WrongMaxPrice as exc:
-        # Upstream's cost rose above what we charge: refund, learn the cost, quote anew.
-        _fail(activation_id, f"upstream price above ours ({exc.min_price})")
-        new_price = _learn_cost(service, country_id, exc.min_price)
-        if new_price is None:
-            raise err.NoNumbers() from None
-        raise err.WrongMaxPrice(new_price) from None
-    except up.UnknownOutcome as exc:
-        log.warning("purchase %s: unknown outcome (%s)", activation_id, exc)
-        if _transition(activation_id, S.UNKNOWN, actor="system", note=str(exc)[:300]):
-            _commit()
-        raise err.ServiceUnavailable() from None
-    except up.UpstreamError as exc:
-        mapped = _definite_error(exc)
-        if mapped is None:  # pragma: no cover - UnknownOutcome handled above
-            raise err.ServiceUnavailable() from None
-        log.info("purchase %s refused upstream: %s", activation_id, exc.token)
-        _fail(activation_id, f"upstream: {exc.token}")
-        raise mapped() from None
-    except Exception:
-        log.exception("purchase %s: unexpected failure; keeping the hold", activation_id)
-        db.session.rollback()
-        if _transition(activation_id, S.UNKNOWN, actor="system", note="unexpected error"):
-            _commit()
-        raise err.ServiceUnavailable() from None
+def _switch_provider(activation_id: int, name: str) -> bool:
+    """Record that the pending purchase now goes to `name` (before calling it, so that a
+    lost answer is settled with the right provider). Commits."""
+    result = db.session.execute(
+        update(Activation)
+        .where(Activation.id == activation_id, Activation.status == S.PENDING.value)
+        .values(upstream_name=name)
+        .execution_options(synchronize_session=False)
+    )
+    _commit()
+    return result.rowcount == 1
 
+
+def _purchase_upstream(
+    activation_id: int, service: str, country_id: int, price: int, route: list
+) -> Activation:
+    """Buy from the routed providers in turn: the next one only after a definite refusal,
+    one attempt each. A lost answer keeps the hold with that provider (reconciliation
+    settles it there). Raises the customer-facing error when none sold."""
+    refusals: list[err.ServiceError] = []
+    at_loss = settings.get("serve_at_loss") == "yes"
+    for attempt, candidate in enumerate(route):
+        # The hold named the first; a later one is recorded before it is called.
+        if attempt and not _switch_provider(activation_id, candidate.name):
+            raise err.ServiceUnavailable()  # settled meanwhile
+        provider = candidate.client
+        max_price = None if at_loss else candidate.max_price(price)
+        try:
+            number = provider.get_number(service, country_id, max_price=max_price)
+        except up.WrongMaxPrice as exc:
+            # The provider's cost rose above what we charge: learn it, try the next.
+            log.info("purchase %s: %s dearer now (%s)", activation_id, candidate.name, exc)
+            routing.learn_cost(candidate.name, service, country_id, exc.min_price)
+            catalog.rebuild_offer(service, country_id)
+            refusals.append(err.WrongMaxPrice(price))
+            continue
+        except up.UnknownOutcome as exc:
+            log.warning(
+                "purchase %s: unknown outcome at %s (%s)", activation_id, candidate.name, exc
+            )
+            if _transition(activation_id, S.UNKNOWN, actor="system", note=str(exc)[:300]):
+                _commit()
+            raise err.ServiceUnavailable() from None
+        except up.UpstreamError as exc:
+            mapped = _definite_error(exc)
+            if mapped is None:  # pragma: no cover - UnknownOutcome handled above
+                raise err.ServiceUnavailable() from None
+            log.info("purchase %s refused by %s: %s", activation_id, candidate.name, exc.token)
+            if isinstance(exc, up.NoNumbers):
+                routing.learn_sold_out(candidate.name, service, country_id)
+                catalog.rebuild_offer(service, country_id)
+            refusals.append(mapped())
+            continue
+        except Exception:
+            log.exception("purchase %s: unexpected failure; keeping the hold", activation_id)
+            db.session.rollback()
+            if _transition(activation_id, S.UNKNOWN, actor="system", note="unexpected error"):
+                _commit()
+            raise err.ServiceUnavailable() from None
+        return _allocate(activation_id, provider, number, candidate.rate)
+
+    _fail(activation_id, "refused by " + ", ".join(f"{c.name}" for c in route))
+    raise _best_refusal(refusals, service, country_id)
+
+
+def _best_refusal(refusals: list[err.ServiceError], service: str, country_id: int):
+    for cls in _REFUSAL_RANK:
+        for refusal in refusals:
+            if isinstance(refusal, cls):
+                if cls is err.WrongMaxPrice:
+                    quote = pricing.quote(service, country_id)
+                    if quote is None:
+                        return err.NoNumbers()
+                    return err.WrongMaxPrice(quote.price)
+                return refusal
+    return refusals[0] if refusals else err.NoNumbers()
+
+
+def _allocate(activation_id: int, provider, number, rate: Decimal) -> Activation:
     now = utcnow()
     lifetime = settings.get("activation_lifetime")
-    cost = to_units(number.cost, round_up=True) if number.cost is not None else None
+    cost = to_units(number.cost * rate, round_up=True) if number.cost is not None else None
     # The first poll is one interval away: no code arrives in the instant after a purchase,
     # and a cancel or poll right away need not ask the upstream first.
     first_poll = now + dt.timedelta(seconds=settings.get("poll_interval"))
@@ -391,7 +454,7 @@ def _purchase_upstream(activation_id: int, service: str, country_id: int, price:
         activation_id,
         S.ALLOCATED,
         actor="system",
-        note=f"upstream #{number.upstream_id}",
+        note=f"{provider.name} #{number.upstream_id}",
         upstream_id=number.upstream_id,
         phone=number.phone,
         upstream_cost=cost,
@@ -474,24 +537,6 @@ def tie_upstream_number(activation_id: int, upstream_id: str, phone: str | None)
     return result.rowcount == 1
 
 
-def _learn_cost(service: str, country_id: int, min_price: str | None) -> int | None:
-    from ..models import UpstreamPrice
-
-    if not min_price:
-        return None
-    try:
-        cost = to_units(min_price, round_up=True)
-    except ValueError:
-        return None
-    row = db.session.get(UpstreamPrice, (service, country_id))
-    if row is not None and cost > row.cost:
-        row.cost = cost
-        row.updated_at = utcnow()
-        _commit()
-    quote = pricing.quote(service, country_id)
-    return quote.price if quote else None
-
-
 # --- status -------------------------------------------------------------------------
 
 
@@ -533,9 +578,10 @@ def refresh_status(activation: Activation, *, actor: str = "customer") -> Activa
         return db.session.get(Activation, activation_id)
     current = db.session.get(Activation, activation_id)
     upstream_id, status, expires_at = current.upstream_id, S(current.status), current.expires_at
+    seller = current.upstream_name
     db.session.commit()  # no transaction is open while we call out
     try:
-        answer = upstream().get_status(upstream_id)
+        answer = upstream(seller).get_status(upstream_id)
     except up.UpstreamError as exc:
         log.info("poll %s: %s", activation_id, exc.token)
         answer = None
@@ -550,7 +596,12 @@ def refresh_status(activation: Activation, *, actor: str = "customer") -> Activa
     return db.session.get(Activation, activation_id)
 
 
-def _record_code(activation_id: int, code: str, text: str | None, actor: str) -> bool:
+def _record_code(
+    activation_id: int, code: str, text: str | None, actor: str, delivered: int | None = None
+) -> bool:
+    """Record a new code. `delivered`: how many SMS the provider says it has delivered,
+    when it says (a provider that lists every SMS repeats the last one until another
+    comes); an answer we have already recorded changes nothing."""
     now = utcnow()
     seq = (
         db.session.execute(
@@ -558,6 +609,8 @@ def _record_code(activation_id: int, code: str, text: str | None, actor: str) ->
         ).scalar_one()
         + 1
     )
+    if delivered is not None and delivered < seq:
+        return False
     won = _transition(
         activation_id,
         S.CODE_RECEIVED,
@@ -577,7 +630,7 @@ def _record_code(activation_id: int, code: str, text: str | None, actor: str) ->
 def _apply_status(activation_id: int, status: S, answer, actor: str) -> None:
     try:
         if answer.state == UpstreamState.CODE and answer.code is not None:
-            _record_code(activation_id, answer.code, None, actor)
+            _record_code(activation_id, answer.code, answer.text, actor, answer.messages)
         elif answer.state == UpstreamState.CANCELLED and status == S.ALLOCATED:
             _transition(
                 activation_id,
@@ -636,9 +689,10 @@ def cancel(activation: Activation, *, actor: str = "customer") -> Activation:
     if utcnow() < activation.allocated_at + dt.timedelta(seconds=window):
         raise err.EarlyCancelDenied()
     activation_id, upstream_id = activation.id, activation.upstream_id
+    seller = activation.upstream_name
     db.session.commit()
     try:
-        answer = upstream().set_status(upstream_id, STATUS_CANCEL)
+        answer = upstream(seller).set_status(upstream_id, STATUS_CANCEL)
     except (up.AlreadyCancel, up.NoActivation, up.WrongActivationId):
         answer = None  # perhaps cancelled already: the status below decides
     except up.EarlyCancelDenied:
@@ -649,7 +703,7 @@ def cancel(activation: Activation, *, actor: str = "customer") -> Activation:
         log.info("cancel %s refused upstream: %s", activation_id, exc.token)
         _poll_now(activation_id)  # perhaps a code arrived meanwhile: let the next poll see it
         raise err.BadStatus() from None
-    if not _cancel_confirmed(upstream_id, answer):
+    if not _cancel_confirmed(seller, upstream_id, answer):
         log.warning("cancel %s: upstream answered %s, not a cancel", activation_id, answer)
         _poll_now(activation_id)
         raise err.BadStatus()
@@ -660,11 +714,11 @@ def cancel(activation: Activation, *, actor: str = "customer") -> Activation:
     return activation
 
 
-def _cancel_confirmed(upstream_id: str, answer: SetStatusAnswer | None) -> bool:
-    """Whether the upstream cancelled: it answered status 8 with ACCESS_CANCEL, or (after
+def _cancel_confirmed(seller: str, upstream_id: str, answer: SetStatusAnswer | None) -> bool:
+    """Whether the seller cancelled: it answered status 8 with ACCESS_CANCEL, or (after
     any other answer) reports the activation cancelled or gone. ACCESS_READY, ACCESS_RETRY_GET
     or ACCESS_ACTIVATION in answer to a cancel are no cancel."""
-    return answer == SetStatusAnswer.CANCEL or _upstream_says_cancelled(upstream_id)
+    return answer == SetStatusAnswer.CANCEL or _upstream_says_cancelled(seller, upstream_id)
 
 
 def _poll_now(activation_id: int) -> None:
@@ -674,9 +728,9 @@ def _poll_now(activation_id: int) -> None:
     _commit()
 
 
-def _upstream_says_cancelled(upstream_id: str) -> bool:
+def _upstream_says_cancelled(seller: str, upstream_id: str) -> bool:
     try:
-        answer = upstream().get_status(upstream_id)
+        answer = upstream(seller).get_status(upstream_id)
     except (up.NoActivation, up.WrongActivationId):
         return True  # the upstream no longer holds it
     except up.UpstreamError:
@@ -692,9 +746,10 @@ def request_another_sms(activation: Activation, *, actor: str = "customer") -> A
     if status != S.CODE_RECEIVED:
         raise err.BadStatus()
     activation_id, upstream_id = activation.id, activation.upstream_id
+    seller = activation.upstream_name
     db.session.commit()
     try:
-        upstream().set_status(upstream_id, STATUS_RETRY)
+        upstream(seller).set_status(upstream_id, STATUS_RETRY)
     except (up.UpstreamUnavailable, up.UnknownOutcome):
         raise err.ServiceUnavailable() from None
     except up.UpstreamError:
@@ -718,19 +773,20 @@ def complete(activation: Activation, *, actor: str = "customer") -> Activation:
     if status not in (S.CODE_RECEIVED, S.RETRY_WAIT):
         raise err.BadStatus()
     activation_id, upstream_id = activation.id, activation.upstream_id
+    seller = activation.upstream_name
     db.session.commit()
-    _finish_upstream(upstream_id)
+    _finish_upstream(seller, upstream_id)
     if _transition(activation_id, S.COMPLETED, actor=actor, note="completed", closed_at=utcnow()):
         _commit()
     return db.session.get(Activation, activation_id)
 
 
-def _finish_upstream(upstream_id: str | None) -> None:
-    """Tell the upstream we are done (best effort: the money is final once a code came)."""
+def _finish_upstream(seller: str, upstream_id: str | None) -> None:
+    """Tell the seller we are done (best effort: the money is final once a code came)."""
     if not upstream_id:
         return
     try:
-        upstream().set_status(upstream_id, STATUS_COMPLETE)
+        upstream(seller).set_status(upstream_id, STATUS_COMPLETE)
     except up.UpstreamError as exc:
         log.info("finish %s upstream: %s (ignored)", upstream_id, exc.token)
 
@@ -745,10 +801,10 @@ def expire(activation_id: int, *, actor: str = "worker") -> bool:
     if activation is None or activation.expires_at is None or utcnow() < activation.expires_at:
         return False
     status = S(activation.status)
-    upstream_id = activation.upstream_id
+    upstream_id, seller = activation.upstream_id, activation.upstream_name
     db.session.commit()
     if status in (S.CODE_RECEIVED, S.RETRY_WAIT):
-        _finish_upstream(upstream_id)
+        _finish_upstream(seller, upstream_id)
         done = _transition(
             activation_id, S.COMPLETED, actor=actor, note="lifetime over", closed_at=utcnow()
         )
@@ -758,7 +814,7 @@ def expire(activation_id: int, *, actor: str = "worker") -> bool:
         return False
     # Last look: a code may have arrived at the last moment.
     try:
-        answer = upstream().get_status(upstream_id)
+        answer = upstream(seller).get_status(upstream_id)
     except (up.NoActivation, up.WrongActivationId):
         answer = None
     except up.UpstreamError:
@@ -768,14 +824,14 @@ def expire(activation_id: int, *, actor: str = "worker") -> bool:
         return False
     if answer is None or answer.state != UpstreamState.CANCELLED:
         try:
-            cancelled = upstream().set_status(upstream_id, STATUS_CANCEL)
+            cancelled = upstream(seller).set_status(upstream_id, STATUS_CANCEL)
         except (up.AlreadyCancel, up.NoActivation, up.WrongActivationId):
             cancelled = None
         except up.UpstreamError as exc:
             log.info("expire %s: upstream refused cancel (%s)", activation_id, exc.token)
             _poll_now(activation_id)
             return False
-        if not _cancel_confirmed(upstream_id, cancelled):
+        if not _cancel_confirmed(seller, upstream_id, cancelled):
             log.warning("expire %s: upstream answered %s, not a cancel", activation_id, cancelled)
             _poll_now(activation_id)
             return False

@@ -425,6 +425,7 @@ class ActivationFilter:
     created_to: dt.date | None = None  # inclusive
     user_id: int | None = None
     settlement: str | None = None
+    provider: str | None = None  # the provider that sold it
 
 
 def activations_query(f: ActivationFilter) -> Select:
@@ -440,6 +441,8 @@ def activations_query(f: ActivationFilter) -> Select:
         stmt = stmt.where(Activation.user_id == f.user_id)
     if f.settlement:
         stmt = stmt.where(Activation.settlement == f.settlement)
+    if f.provider:
+        stmt = stmt.where(Activation.upstream_name == f.provider.lower())
     if f.email:
         stmt = stmt.join(User, User.id == Activation.user_id).where(
             User.email.contains(accounts.normalise_email(f.email), autoescape=True)

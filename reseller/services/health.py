@@ -1,4 +1,4 @@
-"""Health of the parts: the database now, the upstream as last seen.
+"""Health of the parts: the database now, the providers as last seen.
 
 /healthz never calls the upstream: a load balancer's check must answer at once even while
 GrizzlySMS is slow or down. `flask worker` refreshes the shared upstream reading (the
@@ -50,11 +50,38 @@ def upstream_status() -> dict:
     return status
 
 
+def providers_status() -> dict:
+    """{name: {"enabled", "breaker", "reachable", "balance", "checked_at", "age_seconds"}}
+    for every provider, from the shared readings and breaker state (no provider is asked)."""
+    from . import provider, routing
+    from .stats import stored_provider_balances
+
+    readings = stored_provider_balances()
+    now = utcnow()
+    report = {}
+    for row in provider.all_providers():
+        reading = readings[row.name]
+        report[row.name] = {
+            "enabled": row.enabled,
+            "breaker": routing.breaker_state(row, now).state,
+            "reachable": reading.reachable if reading.checked_at else None,
+            "balance": format_cost(reading.balance) if reading.balance is not None else None,
+            "checked_at": reading.checked_at.isoformat(timespec="seconds")
+            if reading.checked_at
+            else None,
+            "age_seconds": int((now - reading.checked_at).total_seconds())
+            if reading.checked_at
+            else None,
+        }
+    return report
+
+
 def check() -> dict:
     report: dict = {"database": "ok" if database_ok() else "unreachable"}
     if report["database"] == "ok":
         try:
             report["upstream"] = upstream_status()
+            report["providers"] = providers_status()
         except Exception:
             db.session.rollback()
             log.exception("upstream health check failed")

@@ -1,84 +1,227 @@
-"""The app's upstream provider, built once per app from the configuration."""
+"""Provider accounts and a client for each.
+
+A `Provider` row names a protocol (a key of `upstream.registry.PROTOCOLS`), a base URL and
+an API key stored encrypted under a key derived from SECRET_KEY. An instance configured
+only by environment variables (`UPSTREAM=grizzly` + `GRIZZLY_API_KEY`/`GRIZZLY_API_URL`, or
+`UPSTREAM=sandbox`) gets that provider created on first use (`from_env`: its URL and key
+keep coming from the environment).
+
+Clients are built from the row on each use (one primary-key read) and kept per process
+keyed by everything they were built from, so a changed row yields a new client: the
+cache only saves connection set-up, never decides anything.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+
+from cryptography.fernet import InvalidToken
 from flask import Flask, current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
-from ..upstream.base import Upstream
+from ..models import JobState, Provider
+from ..upstream import errors as up
+from ..upstream.base import Connection, Upstream
+from ..upstream.registry import client_class
+from .accounts import fernet_for
 
-EXTENSION_KEY = "reseller.upstream"
+EXTENSION_KEY = "reseller.upstream"  # a stand-in client for the default provider (tests)
+CLIENTS_KEY = "reseller.upstream.clients"
+SEEDED_JOB = "providers_seeded"  # once set, an empty provider list stays empty
+
+# UPSTREAM value → (protocol, display name) of the provider the environment describes.
+ENV_PROVIDERS = {"grizzly": ("sms-activate", "GrizzlySMS"), "sandbox": ("sandbox", "Sandbox")}
 
 
-def build_upstream(app: Flask) -> Upstream:
-    config = app.config
-    if config["UPSTREAM"] == "sandbox":
-        from ..upstream.sandbox import SandboxUpstream
+class UnknownProvider(up.UpstreamUnavailable):
+    """No provider of that name (an activation's seller removed): unreachable to us."""
 
-        return SandboxUpstream(
-            code_delay=config["SANDBOX_CODE_DELAY"],
-            lifetime=config["ACTIVATION_LIFETIME"],
-            early_cancel=config["EARLY_CANCEL_WINDOW"],
-        )
-    from ..upstream.grizzly import GrizzlyClient
+    token = "UNKNOWN_PROVIDER"
 
-    return GrizzlyClient(
-        api_key=config["GRIZZLY_API_KEY"] or "",
-        url=config["GRIZZLY_API_URL"],
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+def _box():
+    return fernet_for(b"provider-keys")
+
+
+def encrypt_key(key: str) -> str:
+    return _box().encrypt(key.encode()).decode() if key else ""
+
+
+def reveal_key(provider: Provider) -> str:
+    """The provider's API key in clear ("" when unset or undecryptable: SECRET_KEY changed)."""
+    if provider.from_env:
+        return current_app.config.get("GRIZZLY_API_KEY") or ""
+    if not provider.api_key_encrypted:
+        return ""
+    try:
+        return _box().decrypt(provider.api_key_encrypted.encode()).decode()
+    except (InvalidToken, ValueError):
+        return ""
+
+
+def masked_key(provider: Provider) -> str:
+    """What the console shows of a key: its last four characters at most."""
+    key = reveal_key(provider)
+    if not key:
+        return "not set"
+    return "…" + key[-4:] if len(key) > 8 else "set"
+
+
+# --- rows ---------------------------------------------------------------------------------
+
+
+def default_name() -> str:
+    """The name of the provider the environment describes (`UPSTREAM`)."""
+    return current_app.config["UPSTREAM"]
+
+
+def ensure_default() -> None:
+    """Create the environment's provider the first time providers are looked at (once per
+    database: after that, removing it is the operator's choice). Commits."""
+    if db.session.get(JobState, SEEDED_JOB) is not None:
+        return
+    name = default_name()
+    try:
+        db.session.add(JobState(name=SEEDED_JOB))
+        exists = db.session.execute(select(Provider.id).where(Provider.name == name)).first()
+        if name in ENV_PROVIDERS and exists is None:
+            protocol, display_name = ENV_PROVIDERS[name]
+            db.session.add(
+                Provider(
+                    name=name,
+                    display_name=display_name,
+                    protocol=protocol,
+                    from_env=True,
+                    priority=1,
+                    notes="Created from the environment (UPSTREAM and its variables).",
+                )
+            )
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()  # another process created it first
+
+
+def all_providers() -> list[Provider]:
+    """Every provider, by priority then name (creating the environment's one if none)."""
+    ensure_default()
+    return list(
+        db.session.execute(select(Provider).order_by(Provider.priority, Provider.name)).scalars()
+    )
+
+
+def by_name(name: str) -> Provider | None:
+    row = db.session.execute(select(Provider).where(Provider.name == name)).scalar_one_or_none()
+    if row is None and name == default_name() and name in ENV_PROVIDERS:
+        ensure_default()
+        row = db.session.execute(select(Provider).where(Provider.name == name)).scalar_one_or_none()
+    return row
+
+
+# --- clients ------------------------------------------------------------------------------
+
+
+def _connection(provider: Provider) -> Connection:
+    config = current_app.config
+    url = config["GRIZZLY_API_URL"] if provider.from_env else provider.base_url
+    return Connection(
+        name=provider.name,
+        url=url or "",
+        api_key=reveal_key(provider),
         connect_timeout=config["UPSTREAM_CONNECT_TIMEOUT"],
         read_timeout=config["UPSTREAM_READ_TIMEOUT"],
     )
 
 
+def client_for(provider: Provider) -> Upstream:
+    """The raw client for a provider row (no transaction guard)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if provider.from_env and EXTENSION_KEY in app.extensions:
+        return app.extensions[EXTENSION_KEY]
+    connection = _connection(provider)
+    key = (provider.id, provider.protocol, connection)
+    clients = app.extensions.setdefault(CLIENTS_KEY, {})
+    client = clients.get(key)
+    if client is None:
+        client = clients[key] = client_class(provider.protocol).connect(connection)
+    return client
+
+
 class OutsideTransaction:
-    """Wraps the provider so that every call first ends the session's transaction.
+    """Wraps a provider's client so that every call first ends the session's transaction,
+    and its outcome feeds the provider's circuit breaker (services.routing).
 
     No upstream call may run inside a database transaction: it would hold row locks (on
     SQLite, the whole database) for the length of a network round trip. Callers have
     already committed what they mean to keep; this makes the rule impossible to forget.
     """
 
-    def __init__(self, provider: Upstream):
+    def __init__(self, provider: Upstream, name: str | None = None, healthy: bool = True):
         self._provider = provider
-        self.name = provider.name
+        self.name = name or provider.name
+        self._healthy = healthy  # the breaker counted no failure when the row was read
 
     def __getattr__(self, attribute):
+        from . import routing
+
         target = getattr(self._provider, attribute)
         if not callable(target):
             return target
 
         def call(*args, **kwargs):
             db.session.commit()
-            return target(*args, **kwargs)
+            try:
+                result = target(*args, **kwargs)
+            except up.UpstreamError as exc:
+                if routing.counts_against(exc):
+                    routing.record_failure(self.name, exc.token)
+                    self._healthy = False
+                raise
+            if not self._healthy:
+                routing.record_success(self.name)
+                self._healthy = True
+            return result
 
         return call
 
 
-def raw_upstream() -> Upstream:
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    provider = app.extensions.get(EXTENSION_KEY)
+def _row(name: str | None) -> Provider:
+    provider = by_name(name or default_name())
     if provider is None:
-        provider = app.extensions[EXTENSION_KEY] = build_upstream(app)
+        raise UnknownProvider(name or default_name())
     return provider
 
 
-def upstream() -> OutsideTransaction:
-    """The current app's upstream (tests may replace it with `use_upstream`)."""
-    provider = raw_upstream()
-    if provider.name == "sandbox":
-        _follow_settings(provider)
-    return OutsideTransaction(provider)
+def raw_upstream(name: str | None = None) -> Upstream:
+    """The client of the provider `name` (default: the environment's). Raises
+    UnknownProvider."""
+    return client_for(_row(name))
 
 
-def _follow_settings(sandbox) -> None:
-    """The sandbox plays by the operator's current lifetime and early-cancel settings."""
-    import datetime as dt
+def upstream(name: str | None = None) -> OutsideTransaction:
+    """The provider `name`'s client (default: the environment's), guarded so that no call
+    runs inside a transaction. Raises UnknownProvider."""
+    return guarded(_row(name))
 
+
+def guarded(provider: Provider) -> OutsideTransaction:
+    """The provider row's client, guarded: no call inside a transaction, every outcome fed
+    to the breaker."""
     from . import settings
 
-    sandbox.lifetime = dt.timedelta(seconds=settings.get("activation_lifetime"))
-    sandbox.early_cancel = dt.timedelta(seconds=settings.get("early_cancel_window"))
+    client = client_for(provider)
+    client.adopt_timings(
+        dt.timedelta(seconds=settings.get("activation_lifetime")),
+        dt.timedelta(seconds=settings.get("early_cancel_window")),
+    )
+    healthy = provider.failures == 0 and provider.open_until is None
+    return OutsideTransaction(client, provider.name, healthy)
 
 
 def use_upstream(app: Flask, provider: Upstream) -> None:
+    """Make `provider` the client of the environment's provider (tests, tools)."""
     app.extensions[EXTENSION_KEY] = provider

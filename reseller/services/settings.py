@@ -21,10 +21,11 @@ class SettingSpec:
     key: str
     label: str
     config_key: str
-    kind: str  # "text", "int", "money", "percent"
+    kind: str  # "text", "int", "money", "percent", "choice"
     help: str = ""
     minimum: float | None = None
     maximum: float | None = None
+    choices: tuple[str, ...] = ()
 
 
 SPECS: tuple[SettingSpec, ...] = (
@@ -141,6 +142,24 @@ SPECS: tuple[SettingSpec, ...] = (
         0,
         1e6,
     ),
+    SettingSpec(
+        "routing_policy",
+        "Routing policy",
+        "ROUTING_POLICY",
+        "choice",
+        "priority: the provider with the lowest priority number first; cheapest: the "
+        "lowest cost first (ties by priority). Either way only providers with stock.",
+        choices=("priority", "cheapest"),
+    ),
+    SettingSpec(
+        "serve_at_loss",
+        "Serve at a loss on failover",
+        "SERVE_AT_LOSS",
+        "choice",
+        "no: failover only to providers whose cost is within the customer's price; yes: "
+        "also dearer ones, to keep the customer's order (the customer still pays the quote).",
+        choices=("no", "yes"),
+    ),
 )
 BY_KEY = {spec.key: spec for spec in SPECS}
 
@@ -155,6 +174,10 @@ def parse(spec: SettingSpec, raw: Any) -> Any:
     if spec.kind == "text":
         if len(text) > 2000:
             raise SettingError(f"{spec.label}: at most 2000 characters")
+        return text
+    if spec.kind == "choice":
+        if text not in spec.choices:
+            raise SettingError(f"{spec.label}: one of {', '.join(spec.choices)}")
         return text
     try:
         if spec.kind == "int":

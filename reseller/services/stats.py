@@ -34,8 +34,7 @@ from ..extensions import db
 from ..models import Activation, ActivationEvent, JobState, LedgerEntry, LedgerKind, utcnow
 from ..models import ActivationStatus as S
 from ..money import to_units
-from . import jobs, settings
-from .provider import upstream
+from . import jobs, provider, settings
 
 log = logging.getLogger(__name__)
 
@@ -249,15 +248,15 @@ def _top(rows: dict[tuple[dt.date, str | int], Ranked], window: set[dt.date], n:
     return [r for r in ordered if r.revenue or r.codes][:n]
 
 
-# --- the upstream balance ------------------------------------------------------------------
+# --- provider balances ----------------------------------------------------------------------
 
-BALANCE_JOB = "upstream_balance"
-BALANCE_MAX_AGE = 60  # seconds a reading is reused before the upstream is asked again
+BALANCE_JOB = "balance:{}"  # per provider: its last balance reading
+BALANCE_MAX_AGE = 60  # seconds a reading is reused before the provider is asked again
 
 
 @dataclass(frozen=True)
 class BalanceReading:
-    balance: int | None  # money units; None when the upstream has not answered
+    balance: int | None  # our money units (converted at the provider's rate); None: no answer
     error: str | None  # why not, when it did not
     checked_at: dt.datetime | None
 
@@ -280,23 +279,123 @@ def _stored_reading(job: JobState | None) -> BalanceReading:
     return BalanceReading(data.get("balance"), data.get("error"), job.last_run_at)
 
 
-def stored_upstream_balance() -> BalanceReading:
-    """The last shared reading, whatever its age; never asks the upstream."""
-    return _stored_reading(db.session.get(JobState, BALANCE_JOB))
+def stored_upstream_balance(name: str | None = None) -> BalanceReading:
+    """The last shared reading of provider `name` (default: the environment's), whatever
+    its age; never asks the provider."""
+    name = name or provider.default_name()
+    return _stored_reading(db.session.get(JobState, BALANCE_JOB.format(name)))
 
 
-def upstream_balance(max_age: int = BALANCE_MAX_AGE) -> BalanceReading:
-    """The upstream balance, asked at most once per `max_age` seconds across every process
-    (the reading is shared in `JobState`). Never raises for upstream trouble: an
-    unreachable upstream gives a reading without a balance."""
-    if not jobs.claim_job(BALANCE_JOB, every=max_age, hold=60):
-        return _stored_reading(db.session.get(JobState, BALANCE_JOB))
+def upstream_balance(max_age: int = BALANCE_MAX_AGE, name: str | None = None) -> BalanceReading:
+    """Provider `name`'s balance (default: the environment's), asked at most once per
+    `max_age` seconds across every process (the reading is shared in `JobState`). Never
+    raises for provider trouble: an unreachable provider gives a reading without a balance."""
+    name = name or provider.default_name()
+    job_name = BALANCE_JOB.format(name)
+    if not jobs.claim_job(job_name, every=max_age, hold=60):
+        return _stored_reading(db.session.get(JobState, job_name))
     balance, error = None, None
     try:
-        balance = to_units(Decimal(upstream().get_balance()))
+        seller = provider.upstream(name)
+        amount = Decimal(seller.get_balance())
+        balance = to_units(amount * routing_rate(name))
     except Exception as exc:  # noqa: BLE001 - the console must render whatever the provider does
         db.session.rollback()
         error = getattr(exc, "token", None) or type(exc).__name__
-        log.warning("upstream balance: %s", exc)
-    jobs.finish_job(BALANCE_JOB, value=json.dumps({"balance": balance, "error": error}))
-    return _stored_reading(db.session.get(JobState, BALANCE_JOB))
+        log.warning("%s balance: %s", name, exc)
+    jobs.finish_job(job_name, value=json.dumps({"balance": balance, "error": error}))
+    return _stored_reading(db.session.get(JobState, job_name))
+
+
+def routing_rate(name: str) -> Decimal:
+    row = provider.by_name(name)
+    return Decimal(str(row.rate)) if row is not None else Decimal(1)
+
+
+def provider_balances(max_age: int = BALANCE_MAX_AGE) -> dict[str, BalanceReading]:
+    """Every provider's balance reading, refreshing those older than `max_age`."""
+    return {p.name: upstream_balance(max_age, p.name) for p in provider.all_providers()}
+
+
+def enabled_provider_balances(max_age: int = BALANCE_MAX_AGE) -> dict[str, BalanceReading]:
+    """The enabled providers' balance readings (the console's warnings), refreshing those
+    older than `max_age`."""
+    return {
+        p.name: upstream_balance(max_age, p.name) for p in provider.all_providers() if p.enabled
+    }
+
+
+def stored_provider_balances() -> dict[str, BalanceReading]:
+    """Every provider's last reading; never asks a provider."""
+    names = [p.name for p in provider.all_providers()]
+    jobs_by_name = {
+        j.name: j
+        for j in db.session.execute(
+            select(JobState).where(JobState.name.in_([BALANCE_JOB.format(n) for n in names]))
+        ).scalars()
+    }
+    return {n: _stored_reading(jobs_by_name.get(BALANCE_JOB.format(n))) for n in names}
+
+
+# --- per provider ---------------------------------------------------------------------------
+
+
+@dataclass
+class ProviderFigures:
+    """One provider's activations bought in a period (dated by purchase)."""
+
+    purchases: int = 0  # numbers it sold us
+    codes: int = 0
+    cancelled: int = 0  # cancelled or expired: refunded to the customer, not charged to us
+    failed: int = 0  # refused or never answered: refunded, nothing bought
+    revenue: int = 0  # what customers paid for numbers that delivered a code
+    cost: int = 0  # what the provider charged for those
+
+    @property
+    def refunds(self) -> int:
+        return self.cancelled + self.failed
+
+    @property
+    def profit(self) -> int:
+        return self.revenue - self.cost
+
+    @property
+    def success_rate(self) -> float | None:
+        done = self.codes + self.cancelled
+        return self.codes / done if done else None
+
+
+def provider_figures(now: dt.datetime | None = None) -> dict[str, dict[str, ProviderFigures]]:
+    """{provider name: {period key: figures}} for today, 7 and 30 days (UTC days), from
+    the activations each provider sold, dated by purchase."""
+    now = now or utcnow()
+    today = dt.datetime.combine(now.date(), dt.time())
+    since = {key: today - dt.timedelta(days=days - 1) for key, _label, days in PERIODS}
+    result: dict[str, dict[str, ProviderFigures]] = {}
+    for key, start in since.items():
+        grouped = db.session.execute(
+            select(
+                Activation.upstream_name,
+                Activation.status,
+                func.count(),
+                func.coalesce(func.sum(Activation.price), 0),
+                func.coalesce(func.sum(Activation.upstream_cost), 0),
+            )
+            .where(Activation.created_at >= start)
+            .group_by(Activation.upstream_name, Activation.status)
+        ).all()
+        for name, status, count, revenue, cost in grouped:
+            figures = result.setdefault(name, {k: ProviderFigures() for k in since})[key]
+            if status == S.FAILED.value:
+                figures.failed += count
+                continue
+            if status in (S.PENDING.value, S.UNKNOWN.value):
+                continue
+            figures.purchases += count
+            if status in (*CODE_STATES, S.RETRY_WAIT.value):
+                figures.codes += count
+                figures.revenue += int(revenue)
+                figures.cost += int(cost)
+            elif status in (S.CANCELLED.value, S.EXPIRED.value):
+                figures.cancelled += count
+    return result

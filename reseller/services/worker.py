@@ -20,7 +20,7 @@ from ..models import Activation, JobState, utcnow
 from ..models import ActivationStatus as S
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer
-from . import activations, catalog, payments, settings
+from . import activations, catalog, payments, provider, settings
 from .jobs import claim_job, claim_rows, finish_job, release
 from .provider import upstream
 
@@ -110,8 +110,24 @@ def expire_overdue(report: PassReport) -> None:
             release(Activation, activation_id)
 
 
+def _sellers() -> list[str]:
+    """Providers that may hold numbers of ours: every enabled one, and any (even disabled)
+    with an open activation."""
+    open_names = set(
+        db.session.execute(
+            select(Activation.upstream_name)
+            .where(Activation.status.in_([s.value for s in activations.ACTIVE_STATES]))
+            .distinct()
+        ).scalars()
+    )
+    names = [p.name for p in provider.all_providers() if p.enabled or p.name in open_names]
+    return names + sorted(open_names - set(names))
+
+
 def settle_purchases(report: PassReport) -> None:
-    """Settle purchases whose answer never came; release the numbers bought for them.
+    """Settle purchases whose answer never came and release the numbers bought for them,
+    provider by provider: each purchase with the provider it was sent to, against that
+    provider's active list only.
 
     A pending/unknown purchase older than `settle_after()` is refunded whatever the
     upstream says. Only when the upstream's active list cannot be read does it wait longer
@@ -127,21 +143,27 @@ def settle_purchases(report: PassReport) -> None:
     if not claim_job("settle", every=0, hold=300):
         return
     try:
-        state = SettleState.load()
-        try:
-            active = upstream().get_active_activations()
-        except up.UpstreamError as exc:
-            report.errors.append(f"active activations: {exc.token}")
-            _refund_stale_holds(report, unconfirmed=f"active list unavailable: {exc.token}")
-            finish_job("settle", value=state.dump())
-            return
-        _refund_stale_holds(report)
-        state = _sweep_orphans(active, state, report)
-        finish_job("settle", value=state.dump())
+        for name in _sellers():
+            _settle_with(name, report)
+        finish_job("settle")
     except Exception:
         db.session.rollback()
         finish_job("settle", ran=False)
         raise
+
+
+def _settle_with(name: str, report: PassReport) -> None:
+    state = SettleState.load(name)
+    try:
+        active = upstream(name).get_active_activations()
+    except up.UpstreamError as exc:
+        report.errors.append(f"active activations at {name}: {exc.token}")
+        _refund_stale_holds(name, report, unconfirmed=f"active list unavailable: {exc.token}")
+        state.store(name)
+        return
+    _refund_stale_holds(name, report)
+    _sweep_orphans(name, active, state, report).store(name)
+    db.session.commit()
 
 
 def settle_blind_after() -> int:
@@ -149,11 +171,12 @@ def settle_blind_after() -> int:
     return settle_after() + int(settings.get("activation_lifetime"))
 
 
-def _refund_stale_holds(report: PassReport, *, unconfirmed: str | None = None) -> None:
+def _refund_stale_holds(name: str, report: PassReport, *, unconfirmed: str | None = None) -> None:
     wait = settle_after() if unconfirmed is None else settle_blind_after()
     cutoff = utcnow() - dt.timedelta(seconds=wait)
     stale = db.session.execute(
         select(Activation.id).where(
+            Activation.upstream_name == name,
             Activation.status.in_([S.PENDING.value, S.UNKNOWN.value]),
             Activation.created_at <= cutoff,
         )
@@ -168,6 +191,7 @@ def _refund_stale_holds(report: PassReport, *, unconfirmed: str | None = None) -
 class ForeignActivation:
     """An upstream activation we did not buy (left alone, listed on the console)."""
 
+    provider: str
     upstream_id: str
     service: str | None
     country_id: int | None
@@ -178,17 +202,17 @@ class ForeignActivation:
 
 @dataclass
 class SettleState:
-    """What the settle job remembers between passes (JobState "settle"): when the upstream's
-    list was last read, when each orphan was first seen (and the reading before, so that it
-    appeared between the two), and the foreign activations of the last reading."""
+    """What the settle job remembers between passes, per provider (JobState "settle:NAME"):
+    when its list was last read, when each orphan was first seen (and the reading before, so
+    that it appeared between the two), and the foreign activations of the last reading."""
 
     listed_at: dt.datetime | None = None
     seen: dict[str, tuple[dt.datetime, dt.datetime | None]] = field(default_factory=dict)
     foreign: list[ForeignActivation] = field(default_factory=list)
 
     @classmethod
-    def load(cls) -> SettleState:
-        job = db.session.get(JobState, "settle")
+    def load(cls, name: str) -> SettleState:
+        job = db.session.get(JobState, f"settle:{name}")
         try:
             data = json.loads(job.value) if job is not None and job.value else {}
             return cls(
@@ -198,12 +222,22 @@ class SettleState:
                     for key, item in data.get("seen", {}).items()
                 },
                 foreign=[
-                    ForeignActivation(**{**item, "first_seen": _when(item["first_seen"])})
+                    ForeignActivation(
+                        **{**item, "provider": name, "first_seen": _when(item["first_seen"])}
+                    )
                     for item in data.get("foreign", [])
                 ],
             )
         except (ValueError, TypeError, KeyError, AttributeError):  # an older shape: start anew
             return cls()
+
+    def store(self, name: str) -> None:
+        """Keep this state for provider `name` (no commit)."""
+        job = db.session.get(JobState, f"settle:{name}")
+        if job is None:
+            job = JobState(name=f"settle:{name}")
+            db.session.add(job)
+        job.value, job.last_run_at = self.dump(), utcnow()
 
     def dump(self) -> str:
         return json.dumps(
@@ -214,7 +248,11 @@ class SettleState:
                     for key, (first, after) in self.seen.items()
                 },
                 "foreign": [
-                    {**vars(item), "first_seen": _iso(item.first_seen)} for item in self.foreign
+                    {
+                        **{k: v for k, v in vars(item).items() if k != "provider"},
+                        "first_seen": _iso(item.first_seen),
+                    }
+                    for item in self.foreign
                 ],
             }
         )
@@ -229,19 +267,27 @@ def _iso(moment: dt.datetime | None) -> str | None:
 
 
 def foreign_activations() -> tuple[list[ForeignActivation], dt.datetime | None]:
-    """The upstream activations the last settle pass judged foreign, and when it read them."""
-    state = SettleState.load()
-    return state.foreign, state.listed_at
+    """The provider activations the last settle pass judged foreign (every provider's), and
+    when the oldest of those lists was read."""
+    foreign: list[ForeignActivation] = []
+    read: list[dt.datetime] = []
+    for row in provider.all_providers():
+        state = SettleState.load(row.name)
+        foreign.extend(state.foreign)
+        if state.listed_at is not None:
+            read.append(state.listed_at)
+    return foreign, min(read) if read else None
 
 
-def _sweep_orphans(active: list, state: SettleState, report: PassReport) -> SettleState:
+def _sweep_orphans(name: str, active: list, state: SettleState, report: PassReport) -> SettleState:
     now = utcnow()
     judged_before = now - dt.timedelta(seconds=settle_after())
     holders = (
         dict(
             db.session.execute(
                 select(Activation.upstream_id, Activation.status).where(
-                    Activation.upstream_id.in_([a.upstream_id for a in active])
+                    Activation.upstream_name == name,
+                    Activation.upstream_id.in_([a.upstream_id for a in active]),
                 )
             ).all()
         )
@@ -253,7 +299,7 @@ def _sweep_orphans(active: list, state: SettleState, report: PassReport) -> Sett
     for item in active:
         holder = holders.get(item.upstream_id)
         if holder == S.FAILED.value:
-            _release(item.upstream_id, report)  # tied earlier, or its answer came too late
+            _release(name, item.upstream_id, report)  # tied earlier, or its answer came too late
         elif holder is None:
             first, after = state.seen.get(item.upstream_id, (now, state.listed_at))
             seen[item.upstream_id] = (first, after)
@@ -263,26 +309,32 @@ def _sweep_orphans(active: list, state: SettleState, report: PassReport) -> Sett
     foreign = []
     for item in judged:
         first, after = seen[item.upstream_id]
-        purchase = _purchase_for(item, first, after)
+        purchase = _purchase_for(name, item, first, after)
         if purchase is not None and activations.tie_upstream_number(
             purchase, item.upstream_id, item.phone
         ):
             log.warning(
-                "upstream activation %s was bought for purchase %s", item.upstream_id, purchase
+                "%s activation %s was bought for purchase %s", name, item.upstream_id, purchase
             )
             del seen[item.upstream_id]
-            _release(item.upstream_id, report)
+            _release(name, item.upstream_id, report)
         else:
             foreign.append(
                 ForeignActivation(
-                    item.upstream_id, item.service, item.country_id, item.phone, item.status, first
+                    name,
+                    item.upstream_id,
+                    item.service,
+                    item.country_id,
+                    item.phone,
+                    item.status,
+                    first,
                 )
             )
-    report.foreign = len(foreign)
+    report.foreign += len(foreign)
     return SettleState(listed_at=now, seen=seen, foreign=foreign)
 
 
-def _purchase_for(item, first: dt.datetime, after: dt.datetime | None) -> int | None:
+def _purchase_for(name: str, item, first: dt.datetime, after: dt.datetime | None) -> int | None:
     """The earliest settled purchase without a number that upstream activation `item` can be
     tied to: same service and country, and the item appeared (after the reading `after`, by
     the reading `first`) within the purchase's window (created … created + settle_after)."""
@@ -291,6 +343,7 @@ def _purchase_for(item, first: dt.datetime, after: dt.datetime | None) -> int | 
     stmt = (
         select(Activation.id, Activation.created_at)
         .where(
+            Activation.upstream_name == name,
             Activation.status == S.FAILED.value,
             Activation.settlement.is_not(None),
             Activation.upstream_id.is_(None),
@@ -307,10 +360,10 @@ def _purchase_for(item, first: dt.datetime, after: dt.datetime | None) -> int | 
     return None
 
 
-def _release(upstream_id: str, report: PassReport) -> None:
-    """Cancel at the upstream a number no customer holds; counted once the upstream confirms."""
+def _release(name: str, upstream_id: str, report: PassReport) -> None:
+    """Cancel at provider `name` a number no customer holds; counted once it confirms."""
     try:
-        answer = upstream().set_status(upstream_id, activations.STATUS_CANCEL)
+        answer = upstream(name).set_status(upstream_id, activations.STATUS_CANCEL)
     except up.UpstreamError as exc:
         log.info("releasing upstream activation %s: %s", upstream_id, exc.token)
         return
@@ -320,24 +373,40 @@ def _release(upstream_id: str, report: PassReport) -> None:
 
 
 def refresh_prices(report: PassReport, *, force: bool = False) -> None:
+    """Every enabled provider's catalogue, then the offers (`PRICE_REFRESH_INTERVAL`)."""
     every = current_app.config["PRICE_REFRESH_INTERVAL"]
+    force = force or bool(catalog.unsynced())  # a new provider sells from the next pass
     if not claim_job("prices", every=0 if force else every, hold=600):
         return
     try:
-        counts = catalog.refresh(upstream())
-        report.prices_refreshed = True
-        finish_job("prices", value=json.dumps(counts))
-    except up.UpstreamError as exc:
+        results = catalog.refresh_all()
+    except Exception:
         db.session.rollback()
-        report.errors.append(f"prices: {exc.token}")
         finish_job("prices", ran=False)
+        raise
+    failed = {name: r["error"] for name, r in results.items() if "error" in r}
+    for name, token in failed.items():
+        report.errors.append(f"prices at {name}: {token}")
+    if results and len(failed) == len(results):
+        finish_job("prices", ran=False)  # nobody answered: try again next pass
+        return
+    report.prices_refreshed = True
+    finish_job("prices", value=json.dumps({n: r.get("prices") for n, r in results.items()}))
+
+
+def refresh_offers(report: PassReport) -> None:  # noqa: ARG001
+    """Rebuild the offers when the providers routing would use changed (a breaker opened
+    or cooled, a setting changed) since they were built."""
+    if not catalog.offers_current():
+        catalog.rebuild_offers()
 
 
 def refresh_upstream_balance(report: PassReport) -> None:  # noqa: ARG001
-    """Keep the shared upstream reading (for /healthz and the console) at most a minute old."""
+    """Keep every provider's shared balance reading (for /healthz and the console) at most
+    a minute old."""
     from . import stats
 
-    stats.upstream_balance()
+    stats.provider_balances()
     db.session.commit()
 
 
@@ -354,6 +423,7 @@ def run_once() -> PassReport:
     settings.forget()
     for step in (
         refresh_prices,
+        refresh_offers,
         refresh_upstream_balance,
         expire_overdue,
         poll_due,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
@@ -27,6 +27,10 @@ class UpstreamState(StrEnum):
 class StatusAnswer:
     state: UpstreamState
     code: str | None = None  # STATUS_OK:<code> / STATUS_WAIT_RETRY:<last code>
+    # How many SMS the provider has delivered, when its protocol says (5sim lists them all):
+    # a CODE answer whose count we have already recorded carries no new code.
+    messages: int | None = None
+    text: str | None = None  # the SMS text, when the provider sends it
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,17 @@ class SetStatusAnswer(StrEnum):
     CANCEL = "ACCESS_CANCEL"
 
 
+@dataclass(frozen=True)
+class Connection:
+    """How to reach one provider account: what `Upstream.connect` builds a client from."""
+
+    name: str  # the provider's slug, used in messages
+    url: str = ""
+    api_key: str = field(default="", repr=False)
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+
+
 class Upstream(abc.ABC):
     """What the activation service needs from a provider.
 
@@ -85,6 +100,17 @@ class Upstream(abc.ABC):
     """
 
     name: str = "upstream"
+    # Names in the last price list the client could not map to our codes (console).
+    skipped: tuple[str, ...] = ()
+
+    @classmethod
+    @abc.abstractmethod
+    def connect(cls, connection: Connection) -> Upstream:
+        """A client for one provider account."""
+
+    def adopt_timings(self, lifetime: dt.timedelta, early_cancel: dt.timedelta) -> None:  # noqa: B027
+        """Play by the operator's activation lifetime and early-cancel window (a simulated
+        provider does; a real one keeps its own)."""
 
     @abc.abstractmethod
     def get_balance(self) -> Decimal: ...

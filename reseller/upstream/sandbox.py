@@ -45,6 +45,7 @@ from ..models import SandboxActivation
 from ..money import to_decimal, to_units
 from .base import (
     ActiveActivation,
+    Connection,
     CountryInfo,
     PriceEntry,
     PurchasedNumber,
@@ -213,6 +214,17 @@ class SandboxUpstream(Upstream):
         self.code_delay = dt.timedelta(seconds=code_delay)
         self.lifetime = dt.timedelta(seconds=lifetime)
         self.early_cancel = dt.timedelta(seconds=early_cancel)
+
+    @classmethod
+    def connect(cls, connection: Connection) -> SandboxUpstream:
+        """The sandbox needs no URL or key; its code delay is the app's SANDBOX_CODE_DELAY."""
+        from flask import current_app
+
+        return cls(code_delay=current_app.config.get("SANDBOX_CODE_DELAY", 10))
+
+    def adopt_timings(self, lifetime: dt.timedelta, early_cancel: dt.timedelta) -> None:
+        self.lifetime = lifetime
+        self.early_cancel = early_cancel
 
     def __repr__(self) -> str:
         return (

@@ -1,6 +1,7 @@
 """Two gunicorn instances (4 workers each) on one PostgreSQL, a fake GrizzlySMS process and
 a Redis for shared rate-limit counters: money and data stay right under real concurrency,
-and a worker killed in the middle of a purchase loses nothing."""
+a worker killed in the middle of a purchase loses nothing, and with a second provider the
+customers keep buying when the first starts failing half-way."""
 
 from __future__ import annotations
 
@@ -449,3 +450,104 @@ def test_worker_killed_mid_purchase_loses_nothing(cluster):
     (tied,) = cluster.query("SELECT upstream_id FROM activations WHERE user_id = :u", u=user_id)[0]
     assert tied and state["activations"][tied]["state"] == "cancelled", (tied, state)
     assert "ledger OK" in cluster.flask("ledger", "verify").stdout
+
+
+def test_two_providers_one_failing_half_way(cluster):
+    """A backup provider (its own fake process) at priority 2. Half-way through a purchase
+    storm the primary starts refusing purchases (HTTP 503): every order still sells, at the
+    same price, through the backup; the breaker, shared through the database, soon stops the
+    instances asking the primary; every later action goes to the provider that sold."""
+    port = free_port()
+    cluster.spawn(
+        "backup",
+        [
+            sys.executable,
+            "tests/fake_grizzly.py",
+            "--port",
+            str(port),
+            "--code-delay",
+            "-1",
+            "--early-cancel-seconds",
+            "0",
+            "--balance",
+            "100000.00",
+            "--first-id",
+            "900000001",
+        ],
+    )
+    backup_url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(backup_url + "/_fake/state", timeout=1).ok, what="backup")
+    cluster.flask(
+        "providers", "add", "backup", "--protocol", "sms-activate", "--priority", "2",
+        "--url", backup_url + "/stubs/handler_api.php", "--api-key", "test-key",
+    )  # fmt: skip
+    cluster.flask("prices", "sync")
+    each = 6
+    customers = cluster.create_customers(5, f"{float(PRICE) * each:.2f}")
+    bases = [url for url, _ in cluster.web]
+
+    def buy(customer) -> str:
+        body = call(requests.Session(), random.choice(bases), customer["key"],
+                    action="getNumber", service="tg", country="12")  # fmt: skip
+        assert body.startswith("ACCESS_NUMBER:"), body
+        return body.split(":")[1]
+
+    def storm() -> list[str]:
+        jobs = [c for c in customers for _ in range(each // 2)]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return list(pool.map(buy, jobs))
+
+    first = storm()
+    primary_before = sum(1 for action, _ in cluster.fake_calls() if action == "getNumberV2")
+    down = {"body": "Service Unavailable", "status": 503}
+    requests.post(
+        cluster.fake_url + "/_fake/script",
+        json={"action": "getNumberV2", "answers": [down] * 100},
+        timeout=5,
+    )
+    second = storm()
+
+    sellers = dict(cluster.query("SELECT id::text, upstream_name FROM activations"))
+    assert {sellers[i] for i in first} == {"grizzly"}
+    assert {sellers[i] for i in second} == {"backup"}
+    sold = cluster.query(
+        "SELECT DISTINCT price FROM activations WHERE id::text = ANY(:ids)", ids=first + second
+    )
+    prices = {p for (p,) in sold}
+    assert prices == {int(float(PRICE) * 10_000)}  # the quote, whoever sold
+    asked = sum(1 for action, _ in cluster.fake_calls() if action == "getNumberV2")
+    refused = asked - primary_before
+    assert 3 <= refused < len(second), refused  # the breaker stopped the asking
+    breaker = cluster.query("SELECT failures, open_until FROM providers WHERE name = 'grizzly'")
+    assert breaker[0][0] >= 3 and breaker[0][1] is not None
+
+    # Cancel everything: each cancel reaches the provider that sold the number.
+    keys = {c["email"]: c["key"] for c in customers}
+    owners = dict(
+        cluster.query(
+            "SELECT a.id::text, u.email FROM activations a JOIN users u ON u.id = a.user_id "
+            "WHERE a.id::text = ANY(:ids)",
+            ids=first + second,
+        )
+    )
+    for activation_id in first + second:
+        key = keys[owners[activation_id]]
+        answer = call(requests.Session(), random.choice(bases), key,
+                      action="setStatus", id=activation_id, status="8")  # fmt: skip
+        assert answer == "ACCESS_CANCEL", (activation_id, answer)
+    upstream = dict(cluster.query("SELECT id::text, upstream_id FROM activations"))
+    primary_cancels = {
+        p["id"] for a, p in cluster.fake_calls() if a == "setStatus" and p.get("status") == "8"
+    }
+    backup_calls = requests.get(backup_url + "/_fake/calls", timeout=5).json()
+    backup_cancels = {p["id"] for a, p in backup_calls if a == "setStatus"}
+    assert {upstream[i] for i in first} <= primary_cancels
+    assert {upstream[i] for i in second} == backup_cancels
+    assert not backup_cancels & primary_cancels
+    balances = cluster.query(
+        "SELECT balance FROM users WHERE email = ANY(:emails)", emails=list(keys)
+    )
+    assert {b for (b,) in balances} == {int(float(PRICE) * each * 10_000)}
+    assert "ledger OK" in cluster.flask("ledger", "verify").stdout
+    listing = cluster.flask("providers", "list").stdout
+    assert "backup" in listing and "grizzly" in listing

@@ -22,7 +22,7 @@ from reseller.upstream.base import (
     StatusAnswer,
     UpstreamState,
 )
-from reseller.upstream.grizzly import GrizzlyClient
+from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 from tests.fake_grizzly import PROHIBITED_TEXT, FakeGrizzly, Fault, Reply
 
 KEY = "sk-live-7f3a9c1e5b2d"  # distinctive, so any leak is easy to spot

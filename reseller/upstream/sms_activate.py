@@ -1,4 +1,7 @@
-"""The GrizzlySMS client: the classic SMS-Activate dialect over HTTP GET.
+"""The SMS-Activate protocol client (`handler_api.php`): GrizzlySMS, HeroSMS, SMSBower,
+SMSHub and any other provider speaking the classic dialect over HTTP GET, each by its base
+URL. Their quirks are handled here: ids as strings or numbers, `canGetAnotherSms` variants,
+codes with leading zeros, JSON or plain-text answers, free-text refusals.
 
 Two rules shape this module:
 
@@ -15,7 +18,6 @@ Two rules shape this module:
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import json
 import logging
 import re
@@ -25,10 +27,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from .base import (
     ActiveActivation,
+    Connection,
     CountryInfo,
     PriceEntry,
     PurchasedNumber,
@@ -47,6 +49,7 @@ from .errors import (
     UpstreamUnavailable,
     error_for_token,
 )
+from .transport import describe_failure, retry_after, session_for
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +75,6 @@ def _redact_urllib3_logs() -> None:
     logger = logging.getLogger("urllib3.connectionpool")
     if not any(isinstance(f, _ApiKeyRedaction) for f in logger.filters):
         logger.addFilter(_ApiKeyRedaction())
-
-
-def _session_for(url: str) -> requests.Session:
-    """A keep-alive session that has read the environment (HTTPS_PROXY, NO_PROXY,
-    REQUESTS_CA_BUNDLE…) once, here, instead of on every call as requests does by default
-    (a scan of os.environ per request)."""
-    session = requests.Session()
-    found = session.merge_environment_settings(url, {}, None, None, None)
-    session.proxies.update(found["proxies"])
-    session.verify = found["verify"]
-    session.trust_env = False
-    return session
 
 
 class _Lost(Exception):
@@ -112,8 +103,8 @@ class _Answer:
         return json.loads(self.text)
 
 
-class GrizzlyClient(Upstream):
-    """`Upstream` backed by the GrizzlySMS handler API.
+class SmsActivateClient(Upstream):
+    """`Upstream` backed by an SMS-Activate-protocol handler API.
 
     Raises the `reseller.upstream.errors` classes: one per protocol token,
     `UpstreamRejected` for free text, `UpstreamUnavailable` / `RateLimited` for transport
@@ -126,6 +117,7 @@ class GrizzlyClient(Upstream):
         self,
         api_key: str,
         url: str = DEFAULT_URL,
+        name: str | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 15.0,
         retries: int = 2,
@@ -135,16 +127,28 @@ class GrizzlyClient(Upstream):
     ):
         self._api_key = api_key
         self.url = url
+        if name is not None:
+            self.name = name
         self.timeout = (connect_timeout, read_timeout)
         self.retries = retries
         self.backoff = backoff
         self.max_retry_after = max_retry_after
-        self._session = session or _session_for(url)
+        self._session = session or session_for(url)
         self._sleep: Callable[[float], None] = time.sleep
         _redact_urllib3_logs()
 
     def __repr__(self) -> str:
-        return f"GrizzlyClient(url={self.url!r})"
+        return f"SmsActivateClient(name={self.name!r}, url={self.url!r})"
+
+    @classmethod
+    def connect(cls, connection: Connection) -> SmsActivateClient:
+        return cls(
+            connection.api_key,
+            url=connection.url or DEFAULT_URL,
+            name=connection.name,
+            connect_timeout=connection.connect_timeout,
+            read_timeout=connection.read_timeout,
+        )
 
     # -- reads (retried) ---------------------------------------------------------------
 
@@ -257,18 +261,18 @@ class GrizzlyClient(Upstream):
         try:
             answer = self._once("getNumberV2", params)
         except _Lost as lost:
-            raise UnknownOutcome(f"grizzly getNumberV2: {lost}") from None
+            raise UnknownOutcome(f"{self.name} getNumberV2: {lost}") from None
         try:
             return self._purchased(answer)
         except _Lost as lost:
-            raise UnknownOutcome(f"grizzly getNumberV2: {lost}") from None
+            raise UnknownOutcome(f"{self.name} getNumberV2: {lost}") from None
 
     def set_status(self, upstream_id: str, status: int) -> SetStatusAnswer:
         params = {"id": str(upstream_id), "status": str(int(status))}
         try:
             answer = self._once("setStatus", params)
         except _Lost as lost:
-            raise UpstreamUnavailable(f"grizzly setStatus: {lost}") from None
+            raise UpstreamUnavailable(f"{self.name} setStatus: {lost}") from None
         try:
             return SetStatusAnswer(answer.text.partition(":")[0])
         except ValueError:
@@ -340,13 +344,11 @@ class GrizzlyClient(Upstream):
         attempt = 0
         while True:
             failure, response = self._send(action, params)
-            retry_after: float | None = None
+            wait: float | None = None
             if response is not None and response.status_code == 429:
-                retry_after = _retry_after(response)
-                if attempt >= self.retries or (
-                    retry_after is not None and retry_after > self.max_retry_after
-                ):
-                    raise RateLimited(retry_after)
+                wait = retry_after(response)
+                if attempt >= self.retries or (wait is not None and wait > self.max_retry_after):
+                    raise RateLimited(wait)
                 failure = "rate limited"
             elif response is not None and response.status_code >= 500:
                 failure = f"HTTP {response.status_code}"
@@ -355,9 +357,9 @@ class GrizzlyClient(Upstream):
             elif response is not None:
                 return _Answer(response.content)
             if attempt >= self.retries:
-                raise UpstreamUnavailable(f"grizzly {action}: {failure}")
-            delay = retry_after if retry_after is not None else self.backoff * 2**attempt
-            log.debug("grizzly %s: %s, retrying in %.2fs", action, failure, delay)
+                raise UpstreamUnavailable(f"{self.name} {action}: {failure}")
+            delay = wait if wait is not None else self.backoff * 2**attempt
+            log.debug("%s %s: %s, retrying in %.2fs", self.name, action, failure, delay)
             self._sleep(delay)
             attempt += 1
 
@@ -371,10 +373,12 @@ class GrizzlyClient(Upstream):
         failure, response = self._send(action, params)
         if response is None:
             if failure == "connection failed":
-                raise UpstreamUnavailable(f"grizzly {action}: {failure}")
+                raise UpstreamUnavailable(f"{self.name} {action}: {failure}")
             raise _Lost(failure)
         if response.status_code == 429:
-            raise RateLimited(_retry_after(response))
+            raise RateLimited(retry_after(response))
+        if response.status_code == 503:  # the server says it did not take the request on
+            raise UpstreamUnavailable(f"{self.name} {action}: HTTP 503")
         if response.status_code >= 500:
             raise _Lost(f"HTTP {response.status_code}")
         if response.status_code != 200:
@@ -385,7 +389,7 @@ class GrizzlyClient(Upstream):
         """A 4xx: its token if the body carries one, else the endpoint is unusable."""
         error = self._error(_Answer(response.content))
         if isinstance(error, UpstreamRejected):
-            return UpstreamUnavailable(f"grizzly {action}: HTTP {response.status_code}")
+            return UpstreamUnavailable(f"{self.name} {action}: HTTP {response.status_code}")
         return error
 
     def _send(
@@ -404,51 +408,15 @@ class GrizzlyClient(Upstream):
             response = self._session.get(self.url, params=query, timeout=self.timeout)
             response.content  # noqa: B018 - read the body inside the try
         except requests.RequestException as exc:
-            failure = _describe(exc)
+            failure = describe_failure(exc)
             response = None
         elapsed_ms = (time.monotonic() - started) * 1000
         outcome = f"HTTP {response.status_code}" if response is not None else failure
-        log.debug("grizzly %s: %s in %.0f ms", action, outcome, elapsed_ms)
+        log.debug("%s %s: %s in %.0f ms", self.name, action, outcome, elapsed_ms)
         return failure, response
 
 
 # -- pure parsing helpers ----------------------------------------------------------------
-
-
-def _describe(exc: requests.RequestException) -> str:
-    """A key-free description; "connection failed" means nothing was sent."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return "connection failed"
-    if isinstance(exc, requests.ConnectionError) and not isinstance(
-        exc, requests.exceptions.ProxyError | requests.exceptions.SSLError
-    ):
-        reason = exc.args[0] if exc.args else None
-        if isinstance(reason, MaxRetryError):
-            reason = reason.reason
-        if isinstance(reason, NewConnectionError | ConnectTimeoutError):
-            return "connection failed"
-    if isinstance(exc, requests.Timeout):
-        return "read timeout"
-    if isinstance(exc, requests.ConnectionError):
-        return "connection lost before the answer"
-    return f"unreadable answer ({type(exc).__name__})"
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def _json_error(data: Any) -> UpstreamError | None:

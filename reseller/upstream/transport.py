@@ -1,0 +1,60 @@
+"""HTTP plumbing shared by the protocol clients: sessions, failure descriptions, Retry-After.
+
+Descriptions never carry a URL or a key; "connection failed" means nothing was sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+
+def session_for(url: str) -> requests.Session:
+    """A keep-alive session that has read the environment (HTTPS_PROXY, NO_PROXY,
+    REQUESTS_CA_BUNDLE…) once, here, instead of on every call as requests does by default
+    (a scan of os.environ per request)."""
+    session = requests.Session()
+    found = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(found["proxies"])
+    session.verify = found["verify"]
+    session.trust_env = False
+    return session
+
+
+def describe_failure(exc: requests.RequestException) -> str:
+    """A key-free description; "connection failed" means nothing was sent."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection failed"
+    if isinstance(exc, requests.ConnectionError) and not isinstance(
+        exc, requests.exceptions.ProxyError | requests.exceptions.SSLError
+    ):
+        reason = exc.args[0] if exc.args else None
+        if isinstance(reason, MaxRetryError):
+            reason = reason.reason
+        if isinstance(reason, NewConnectionError | ConnectTimeoutError):
+            return "connection failed"
+    if isinstance(exc, requests.Timeout):
+        return "read timeout"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection lost before the answer"
+    return f"unreadable answer ({type(exc).__name__})"
+
+
+def retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())

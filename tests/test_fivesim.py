@@ -1,0 +1,199 @@
+"""The 5sim client against a fake 5sim speaking its wire format, and 5sim as a provider
+behind routing: failover to it, and every later action on its numbers going to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from reseller.extensions import db
+from reseller.models import Activation
+from reseller.money import to_units
+from reseller.services import catalog, provider_admin
+from reseller.services import provider as provider_accounts
+from reseller.services.ledger import verify_ledger
+from reseller.upstream import errors as up
+from reseller.upstream.base import SetStatusAnswer, UpstreamState
+from reseller.upstream.fivesim import FiveSimClient, _timestamp
+from tests.conftest import Api, api_key_of
+from tests.fake_fivesim import FakeFiveSim
+from tests.fake_grizzly import FakeGrizzly, Fault, Reply
+
+TOKEN = "fivesim-token"
+
+
+@pytest.fixture
+def fake():
+    with FakeFiveSim(TOKEN) as server:
+        yield server
+    assert not server.errors
+
+
+@pytest.fixture
+def client(fake):
+    five = FiveSimClient(TOKEN, url=fake.url, connect_timeout=1, read_timeout=1, backoff=0)
+    five._sleep = lambda seconds: None
+    return five
+
+
+def test_balance_and_a_bad_token(client, fake):
+    assert client.get_balance() == Decimal("100.0")
+    stranger = FiveSimClient("wrong", url=fake.url)
+    with pytest.raises(up.BadKey):
+        stranger.get_balance()
+
+
+def test_prices_are_mapped_and_the_unmapped_named(client):
+    prices = {(p.service, p.country_id): p for p in client.get_prices()}
+    # usa/telegram: two operators with stock; we buy "any", so the dearer one is our cost.
+    assert prices[("tg", 187)].cost == Decimal("0.25") and prices[("tg", 187)].count == 55
+    assert prices[("tg", 16)].cost == Decimal("0.40")
+    assert prices[("tg", 0)].count == 0  # listed, out of stock
+    assert ("tg", 12) not in prices  # 5sim has no "USA (virtual)"
+    assert client.skipped == ("country atlantis", "product mysteryapp")
+
+
+def test_buy_check_and_finish(client, fake):
+    number = client.get_number("tg", 187, max_price=Decimal("0.30"))
+    assert number.phone.startswith("1555") and number.cost == Decimal("0.2")
+    assert fake.calls[-1] == ("buy", {"maxPrice": "0.30", "path": "usa/any/telegram"})
+    assert client.get_status(number.upstream_id).state == UpstreamState.WAIT_CODE
+    fake.deliver(number.upstream_id, "012345")
+    answer = client.get_status(number.upstream_id)
+    assert (answer.state, answer.code, answer.messages) == (UpstreamState.CODE, "012345", 1)
+    assert client.set_status(number.upstream_id, 3) == SetStatusAnswer.RETRY_GET  # no call
+    assert client.set_status(number.upstream_id, 6) == SetStatusAnswer.ACTIVATION
+    assert fake.orders[int(number.upstream_id)]["status"] == "FINISHED"
+
+
+def test_cancel_and_its_refusals(client, fake):
+    number = client.get_number("tg", 187)
+    assert client.set_status(number.upstream_id, 8) == SetStatusAnswer.CANCEL
+    assert client.get_status(number.upstream_id).state == UpstreamState.CANCELLED
+    other = client.get_number("tg", 187)
+    fake.deliver(other.upstream_id, "99999")
+    with pytest.raises(up.StatusAlreadyChanged):  # "order has sms"
+        client.set_status(other.upstream_id, 8)
+    with pytest.raises(up.NoActivation):  # "order not found"
+        client.get_status("123")
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ("no free phones", up.NoNumbers),
+        ("not enough user balance", up.NoBalance),
+        ("not enough rating", up.AccountInactive),
+        ("bad country", up.BadCountry),
+        ("no product", up.BadService),
+        ("something new", up.UpstreamRejected),
+        (Reply("", status=503), up.UpstreamUnavailable),
+    ],
+)
+def test_purchase_refusals_are_typed(client, fake, answer, error):
+    fake.script("buy", answer)
+    with pytest.raises(error):
+        client.get_number("tg", 187)
+
+
+@pytest.mark.parametrize("fault", [Fault.DROP, Fault.HTTP_500])
+def test_a_lost_purchase_answer_is_an_unknown_outcome(client, fake, fault):
+    fake.script("buy", fault, process=True)
+    with pytest.raises(up.UnknownOutcome):
+        client.get_number("tg", 187)
+    active = client.get_active_activations()
+    assert [(a.service, a.country_id) for a in active] == [("tg", 187)]
+
+
+def test_unmapped_service_or_country_is_refused_without_a_call(client, fake):
+    with pytest.raises(up.BadService):
+        client.get_number("zz", 187)
+    with pytest.raises(up.BadCountry):
+        client.get_number("tg", 12)
+    assert fake.count("buy") == 0
+
+
+def test_timestamps_with_nanoseconds():
+    assert _timestamp("2018-10-13T08:28:38.809469028Z") == dt.datetime(
+        2018, 10, 13, 8, 28, 38, 809469
+    )
+
+
+def test_the_token_never_appears_in_errors(fake):
+    dead = FiveSimClient(TOKEN, url="http://127.0.0.1:9/v1", connect_timeout=0.3, retries=0)
+    with pytest.raises(up.UpstreamUnavailable) as caught:
+        dead.get_balance()
+    assert TOKEN not in str(caught.value) and TOKEN not in repr(caught.value)
+
+
+# --- 5sim behind routing -------------------------------------------------------------------
+
+
+@pytest.fixture
+def grizzly():
+    prices = {(187, "tg"): (Decimal("0.20"), 10)}
+    with FakeGrizzly(api_key="g-key", prices=prices, code_delay=None) as server:
+        yield server
+
+
+@pytest.fixture
+def routed(app, fake, grizzly, make_user, client):
+    provider_accounts.all_providers()
+    provider_admin.set_enabled(provider_admin.get("sandbox"), False)
+    provider_admin.add("grizzly", "sms-activate", grizzly.url, "g-key", priority=1)
+    provider_admin.add("five", "5sim", fake.url, TOKEN, priority=2)
+    results = catalog.refresh_all()
+    assert results["five"]["skipped"] == ["country atlantis", "product mysteryapp"]
+    user = make_user(balance="10.00")
+    return Api(app.test_client(), api_key_of(user))
+
+
+def test_failover_to_5sim_and_its_lifecycle(routed, fake, grizzly, clock, runner):
+    grizzly.script("getNumberV2", "NO_NUMBERS")
+    answer = routed.json("getNumber", service="tg", country="us")
+    sold = db.session.get(Activation, answer["activationId"])
+    assert sold.upstream_name == "five" and sold.price == to_units("0.26")  # grizzly's quote
+    assert fake.calls[-1][1]["maxPrice"] == "0.26"
+    order_id = sold.upstream_id
+
+    fake.deliver(order_id, "11111")
+    clock.travel(5)
+    assert routed.text("getStatus", id=sold.id) == "STATUS_OK:11111"
+    assert routed.text("setStatus", id=sold.id, status="3") == "ACCESS_RETRY_GET"
+    clock.travel(5)
+    # 5sim still lists the first SMS: no second code appears until a new one arrives.
+    assert routed.text("getStatus", id=sold.id) == "STATUS_WAIT_RETRY:11111"
+    fake.deliver(order_id, "22222")
+    clock.travel(5)
+    assert routed.text("getStatus", id=sold.id) == "STATUS_OK:22222"
+    assert routed.text("setStatus", id=sold.id, status="6") == "ACCESS_ACTIVATION"
+    assert fake.orders[int(order_id)]["status"] == "FINISHED"
+    assert grizzly.count("getStatus") == 0 and grizzly.count("setStatus") == 0
+    db.session.expire_all()
+    assert verify_ledger() == []
+
+
+def test_a_5sim_number_cancelled_and_settled_at_5sim(routed, fake, grizzly, clock, runner):
+    grizzly.script("getNumberV2", "NO_NUMBERS")
+    sold = routed.json("getNumber", service="tg", country="us")["activationId"]
+    clock.travel(121)
+    assert routed.text("setStatus", id=sold, status="8") == "ACCESS_CANCEL"
+    db.session.expire_all()
+    row = db.session.get(Activation, sold)
+    assert row.status == "cancelled"
+    assert fake.orders[int(row.upstream_id)]["status"] == "CANCELED"
+    # A lost 5sim purchase is settled at 5sim: its orphan cancelled there.
+    grizzly.script("getNumberV2", "NO_NUMBERS")
+    fake.script("buy", Fault.DROP, process=True)
+    assert routed.text("getNumber", service="tg", country="us") == "ERROR_SQL"
+    clock.travel(120)
+    runner.invoke(args=["worker", "--once"])
+    clock.travel(120)
+    assert "orphans cancelled 1" in runner.invoke(args=["worker", "--once"]).output
+    assert all(o["status"] == "CANCELED" for o in fake.orders.values())
+    statuses = db.session.execute(select(Activation.status).order_by(Activation.id)).scalars()
+    assert list(statuses) == ["cancelled", "failed"]
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
