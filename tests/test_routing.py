@@ -197,17 +197,6 @@ def test_every_provider_refusing_refunds_once_and_answers_no_numbers(api, buyer,
     assert_books_balance()
 
 
-def test_a_sold_out_answer_routes_later_orders_elsewhere_at_once(api, two):
-    alpha, beta = two
-    alpha.script("getNumberV2", "NO_NUMBERS")
-    api.json("getNumber", service="tg", country="12")
-    # alpha's stock for the pair is now 0 in our catalogue: the next order goes to beta
-    # without asking alpha, and the offer shows beta's stock only.
-    sold = activation(api.json("getNumber", service="tg", country="12")["activationId"])
-    assert sold.upstream_name == "beta" and alpha.count("getNumberV2") == 1
-    assert pricing.quote("tg", 12).count == 80
-
-
 @pytest.mark.parametrize("fault", [Fault.DROP, Fault.SLOW, Fault.HTTP_500])
 def test_an_unknown_outcome_never_fails_over(api, buyer, two, clock, runner, fault):
     alpha, beta = two

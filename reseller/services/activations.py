@@ -413,9 +413,6 @@ def _purchase_upstream(
             if mapped is None:  # pragma: no cover - UnknownOutcome handled above
                 raise err.ServiceUnavailable() from None
             log.info("purchase %s refused by %s: %s", activation_id, candidate.name, exc.token)
-            if isinstance(exc, up.NoNumbers):
-                routing.learn_sold_out(candidate.name, service, country_id)
-                catalog.rebuild_offer(service, country_id)
             refusals.append(mapped())
             continue
         except Exception:

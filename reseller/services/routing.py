@@ -123,21 +123,6 @@ def eligible_names() -> list[str]:
 # --- what we learn from a refusal ---------------------------------------------------------
 
 
-def learn_sold_out(name: str, service: str, country_id: int) -> None:
-    """The provider said it has no numbers for the pair: route elsewhere until the next
-    price sync. Commits; the caller rebuilds the pair's offer."""
-    db.session.execute(
-        update(ProviderPrice)
-        .where(
-            ProviderPrice.provider_id == _id_of(name),
-            ProviderPrice.service == service,
-            ProviderPrice.country_id == country_id,
-        )
-        .values(count=0, updated_at=utcnow())
-    )
-    db.session.commit()
-
-
 def learn_cost(name: str, service: str, country_id: int, min_price: str | None) -> None:
     """The provider's cost rose (WRONG_MAX_PRICE:<its minimum>): store it. Commits; the
     caller rebuilds the pair's offer."""

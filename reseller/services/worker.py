@@ -157,7 +157,7 @@ def _settle_with(name: str, report: PassReport) -> None:
     try:
         active = upstream(name).get_active_activations()
     except up.UpstreamError as exc:
-        report.errors.append(f"active activations at {name}: {exc.token}")
+        report.errors.append(f"active activations: {exc.token} at {name}")
         _refund_stale_holds(name, report, unconfirmed=f"active list unavailable: {exc.token}")
         state.store(name)
         return
@@ -386,7 +386,7 @@ def refresh_prices(report: PassReport, *, force: bool = False) -> None:
         raise
     failed = {name: r["error"] for name, r in results.items() if "error" in r}
     for name, token in failed.items():
-        report.errors.append(f"prices at {name}: {token}")
+        report.errors.append(f"prices: {token} at {name}")
     if results and len(failed) == len(results):
         finish_job("prices", ran=False)  # nobody answered: try again next pass
         return
