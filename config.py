@@ -59,6 +59,17 @@ def _env_float(name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 class Config:
     """Base settings. Instances read the environment when created, so a test can set
     variables and build a fresh config."""
@@ -134,6 +145,11 @@ class Config:
         self.TOPUP_PRESETS = _env("TOPUP_PRESETS", "10, 25, 50, 100")
         self.TOPUP_BONUS_PERCENT = _env_float("TOPUP_BONUS_PERCENT", 0.0)
         self.TOPUP_BONUS_THRESHOLD = _env("TOPUP_BONUS_THRESHOLD", "100.00")
+        # Customer webhooks: receivers must be public addresses unless this is on
+        # (development and tests, where receivers listen on 127.0.0.1).
+        self.WEBHOOK_ALLOW_PRIVATE_TARGETS = _env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+        self.WEBHOOK_CONNECT_TIMEOUT = _env_float("WEBHOOK_CONNECT_TIMEOUT", 3.0)
+        self.WEBHOOK_READ_TIMEOUT = _env_float("WEBHOOK_READ_TIMEOUT", 5.0)
 
         # Rate limits (reseller.rate_limits, on the `limits` package). Use redis://… when
         # several processes or hosts serve. Answers carry no X-RateLimit-* headers (each
@@ -183,6 +199,7 @@ class DevelopmentConfig(Config):
             "sqlite:///" + str(BASE_DIR / "instance" / "reseller.sqlite")
         )
         self.UPSTREAM = _env("UPSTREAM", "sandbox")
+        self.WEBHOOK_ALLOW_PRIVATE_TARGETS = _env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
 
 
 class TestConfig(Config):
@@ -198,6 +215,7 @@ class TestConfig(Config):
         )
         self.UPSTREAM = "sandbox"
         self.SANDBOX_CODE_DELAY = 5
+        self.WEBHOOK_ALLOW_PRIVATE_TARGETS = True  # receivers in tests listen on 127.0.0.1
         self.RATELIMIT_ENABLED = False
         self.RATELIMIT_STORAGE_URI = "memory://"
         self.WTF_CSRF_ENABLED = False

@@ -460,3 +460,79 @@ class PaymentChange(db.Model):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
     payment: Mapped[Payment] = relationship(back_populates="changes")
+
+
+class WebhookEndpoint(db.Model):
+    """A customer's webhook: where their events go, the signing secret (encrypted like the
+    API key), and whether delivery is paused after repeated failure."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    # None once the customer removed it: the row stays, so an event being written for it
+    # at that moment still finds its endpoint (and is dropped at delivery).
+    url: Mapped[str | None] = mapped_column(String(500))
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    # Failed attempts in a row (any event); a success resets it, a threshold pauses.
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    paused_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    pause_reason: Mapped[str | None] = mapped_column(String(200))
+    last_success_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_failure_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    user: Mapped[User] = relationship()
+
+
+class WebhookEventStatus(enum.StrEnum):
+    QUEUED = "queued"  # waiting for its (next) attempt
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # attempts exhausted, or dropped (queue limit, endpoint removed)
+
+
+class WebhookEvent(db.Model):
+    """The outbox: one event for one endpoint, written in the transaction of the change that
+    causes it and delivered by the worker (claimed like any background row)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index("ix_webhook_events_due", "status", "next_attempt_at"),
+        Index("ix_webhook_events_endpoint_status", "endpoint_id", "status"),
+        Index("ix_webhook_events_finished", "finished_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The id receivers deduplicate by (X-Webhook-Id); never reused.
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    activation_id: Mapped[int | None] = mapped_column(ForeignKey("activations.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # sms, cancelled, expired, test
+    code: Mapped[str | None] = mapped_column(String(100))
+    text: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(20), default=WebhookEventStatus.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)  # delivered or failed
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WebhookAttempt(db.Model):
+    """One delivery attempt, for the customer's Account page (the latest 50 are kept)."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_endpoint", "endpoint_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    event_uid: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(20))
+    attempted_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(200))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    next_retry_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

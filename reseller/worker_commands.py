@@ -18,7 +18,8 @@ prices_cli = click.Group("prices", help="The upstream price cache and our retail
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between passes.")
 @click.option("--passes", default=0, help="Stop after this many passes (0: run forever).")
 def worker_command(once: bool, interval: float, passes: int) -> None:
-    """Poll the upstream, expire overdue activations, settle unknown purchases, refresh prices."""
+    """Poll the upstream, expire overdue activations, deliver customer webhooks, settle unknown
+    purchases, refresh prices."""
     count = 0
     while True:
         report = worker.run_once()

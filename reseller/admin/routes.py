@@ -21,7 +21,7 @@ from ..models import (
 )
 from ..money import format_amount, format_cost
 from ..pagination import page_number
-from ..services import admin, catalog, payments, pricing, provider_admin, settings, stats
+from ..services import admin, catalog, payments, pricing, provider_admin, settings, stats, webhooks
 from ..upstream.registry import PRESETS, PROTOCOLS
 from . import bp
 from .chart import money_chart
@@ -107,6 +107,7 @@ def index():
         readings=stats.enabled_provider_balances(),
         risks=admin.settlement_risks(),
         topups=payments.totals(),
+        webhook_figures=webhooks.figures(),
     )
 
 
@@ -125,6 +126,7 @@ def customers():
 
 
 def _render_customer(user: User, credit_form: CreditForm, status: int = 200):
+    webhook = webhooks.endpoint_for(user.id)
     ledger = db.paginate(
         admin.ledger_query(user.id), page=page_number(), per_page=PER_PAGE, error_out=False
     )
@@ -136,6 +138,9 @@ def _render_customer(user: User, credit_form: CreditForm, status: int = 200):
             action_form=PostForm(),
             ledger=ledger,
             activations=admin.recent_activations(user.id),
+            webhook=webhook,
+            webhook_failures=webhooks.recent_failures(webhook.id) if webhook else [],
+            webhook_queued=webhooks.queued_count(webhook.id) if webhook else 0,
         ),
         status,
     )

@@ -1,7 +1,8 @@
 from flask_wtf import FlaskForm
-from wtforms import Form, HiddenField, PasswordField, SelectField, SubmitField
+from wtforms import Form, HiddenField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length
 
+from ..safe_http import MAX_URL_LENGTH
 from ..services.accounts import MIN_PASSWORD_LENGTH
 
 
@@ -46,3 +47,15 @@ class HistoryFilterForm(Form):
 
     status = SelectField("Status", default="")
     service = SelectField("Service", default="")
+
+
+class WebhookForm(FlaskForm):
+    url = StringField(
+        "Webhook URL",
+        validators=[
+            DataRequired(message="Enter the URL of your receiver."),
+            Length(max=MAX_URL_LENGTH, message=f"Use at most {MAX_URL_LENGTH} characters."),
+        ],
+        render_kw={"placeholder": "https://example.com/sms-webhook", "inputmode": "url"},
+    )
+    submit = SubmitField("Save webhook")

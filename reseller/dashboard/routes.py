@@ -15,12 +15,12 @@ from ..models import Activation, LedgerKind, utcnow
 from ..models import ActivationStatus as S
 from ..money import format_amount, to_units
 from ..pagination import page_number
-from ..services import accounts, activations, catalog, history, pricing, settings
+from ..services import accounts, activations, catalog, history, pricing, settings, webhooks
 from ..services import errors as err
 from ..services.activations import PurchaseRequest
 from . import bp
 from .cards import STATUS_LABELS, card, country_name, duration, service_name
-from .forms import BuyForm, ChangePasswordForm, HistoryFilterForm
+from .forms import BuyForm, ChangePasswordForm, HistoryFilterForm, WebhookForm
 from .messages import failure
 
 HISTORY_PAGE_SIZE = 20
@@ -336,9 +336,84 @@ def account():
                 login_user(user)  # this session goes on; every other one ends
                 flash("Your password is changed. Other sessions are logged out.", "success")
                 return redirect(url_for(".account"))
+    return _render_account(form=form)
+
+
+def _render_account(form=None, webhook_form=None):
+    endpoint = webhooks.endpoint_for(current_user.id)
+    if webhook_form is None:
+        webhook_form = WebhookForm(formdata=None, url=endpoint.url if endpoint else None)
     return render_template(
         "dashboard/account.html",
-        form=form,
+        form=form or ChangePasswordForm(formdata=None),
         api_key=accounts.reveal_api_key(current_user),
         regenerate_form=PostForm(),
+        webhook_form=webhook_form,
+        webhook=endpoint,
+        webhook_secret=webhooks.reveal_secret(endpoint) if endpoint else None,
+        webhook_attempts=webhooks.recent_attempts(endpoint.id) if endpoint else [],
+        webhook_queued=webhooks.queued_count(endpoint.id) if endpoint else 0,
     )
+
+
+WEBHOOK_LIMIT = "30 per minute"  # saving resolves the host name; testing queues a request
+
+
+@bp.post("/account/webhook")
+@limiter.limit(WEBHOOK_LIMIT)
+def webhook_save():
+    form = WebhookForm()
+    if form.validate_on_submit():
+        was = webhooks.endpoint_for(current_user.id)
+        paused = was is not None and was.paused_at is not None
+        try:
+            webhooks.save_url(current_user, form.url.data)
+        except webhooks.WebhookError as exc:
+            db.session.rollback()
+            form.url.errors.append(str(exc))
+        else:
+            if was is None:
+                message = "Webhook saved. Copy the signing secret below to verify our requests."
+            elif paused:
+                message = "Webhook saved and delivery resumed; waiting events go out now."
+            else:
+                message = "Webhook saved."
+            flash(message, "success")
+            return redirect(url_for(".account") + "#webhook")
+    return _render_account(webhook_form=form)
+
+
+def _webhook_action(action, done: str):
+    form = PostForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        action(current_user)
+    except webhooks.WebhookError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        flash(done, "success")
+    return redirect(url_for(".account") + "#webhook")
+
+
+@bp.post("/account/webhook/test")
+@limiter.limit(WEBHOOK_LIMIT)
+def webhook_test():
+    return _webhook_action(
+        webhooks.send_test,
+        "A test event is queued: it is sent within seconds; reload to see the attempt below.",
+    )
+
+
+@bp.post("/account/webhook/secret")
+def webhook_secret():
+    return _webhook_action(
+        webhooks.regenerate_secret,
+        "A new signing secret was made; every request from now on is signed with it.",
+    )
+
+
+@bp.post("/account/webhook/remove")
+def webhook_remove():
+    return _webhook_action(webhooks.remove, "Webhook removed: no more events are sent.")

@@ -148,3 +148,45 @@ MORE_ACTIONS = (
         classic_answer='{"status": "success", "services": [{"code": "tg", "name": "Telegram"}]}',
     ),
 )
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+WEBHOOK_EVENTS = (
+    ("sms", "An SMS arrived: the first code, and each code after “another SMS”."),
+    ("cancelled", "You cancelled the activation; its price is back on your balance."),
+    ("expired", "The number's lifetime ended without a code; its price is back on your balance."),
+    ("test", "Sent by “Send test event” on the Account page."),
+)
+
+# A receiver's check, shown on the docs page and run by the tests against real deliveries.
+WEBHOOK_VERIFY_EXAMPLE = '''import hashlib, hmac, time
+
+def verify(secret: str, headers, body: bytes, tolerance: int = 300) -> bool:
+    """True when the request is ours: `body` is the raw request body, unparsed."""
+    timestamp = headers["X-Webhook-Timestamp"]
+    if abs(time.time() - int(timestamp)) > tolerance:
+        return False  # too old: a replay
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body,
+                        hashlib.sha256).hexdigest()
+    return hmac.compare_digest(headers["X-Webhook-Signature"], "sha256=" + expected)
+'''
+
+
+def webhook_examples() -> dict[str, str]:
+    """Example bodies, made by the code that makes the real ones."""
+    import datetime as dt
+    import json
+
+    from ..models import Activation, WebhookEvent
+    from ..services import webhooks
+
+    moment = dt.datetime(2026, 1, 15, 9, 30, 12)
+    activation = Activation(id=123456, service="tg", country_id=12)
+    examples = {}
+    for kind, code in (("sms", "54321"), ("cancelled", None)):
+        event = WebhookEvent(
+            kind=kind, activation_id=activation.id, code=code, text=None, occurred_at=moment
+        )
+        examples[kind] = json.dumps(webhooks.payload(event, activation), indent=2)
+    return examples

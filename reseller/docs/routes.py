@@ -5,9 +5,15 @@ from flask_login import current_user, login_required
 
 from ..api.errors import ERROR_TABLE
 from ..auth.forms import PostForm
-from ..services import accounts
+from ..services import accounts, webhooks
 from . import bp
-from .content import MAIN_ACTIONS, MORE_ACTIONS
+from .content import (
+    MAIN_ACTIONS,
+    MORE_ACTIONS,
+    WEBHOOK_EVENTS,
+    WEBHOOK_VERIFY_EXAMPLE,
+    webhook_examples,
+)
 
 EXAMPLE_PARAMS = {
     "getNumber": {"service": "tg", "country": "us"},
@@ -46,6 +52,10 @@ def index():
         more_actions=MORE_ACTIONS,
         error_table=ERROR_TABLE,
         regenerate_form=PostForm(),
+        webhook_events=WEBHOOK_EVENTS,
+        webhook_examples=webhook_examples(),
+        webhook_verify=WEBHOOK_VERIFY_EXAMPLE,
+        webhook_rules=webhooks,
     )
 
 

@@ -79,15 +79,25 @@ def new_api_key() -> str:
 
 def _store_api_key(user: User, key: str) -> None:
     user.api_key_hash = api_key_digest(key)
-    user.api_key_encrypted = _fernet().encrypt(key.encode()).decode()
+    user.api_key_encrypted = seal(key)
+
+
+def seal(text: str) -> str:
+    """`text` encrypted under a key derived from SECRET_KEY (API keys, webhook secrets)."""
+    return _fernet().encrypt(text.encode()).decode()
+
+
+def unseal(token: str) -> str | None:
+    """What `seal` encrypted, or None when it cannot be decrypted (SECRET_KEY changed)."""
+    try:
+        return _fernet().decrypt(token.encode()).decode()
+    except (InvalidToken, ValueError):
+        return None
 
 
 def reveal_api_key(user: User) -> str | None:
     """The user's API key in clear, or None when it cannot be decrypted (SECRET_KEY changed)."""
-    try:
-        return _fernet().decrypt(user.api_key_encrypted.encode()).decode()
-    except (InvalidToken, ValueError):
-        return None
+    return unseal(user.api_key_encrypted)
 
 
 def regenerate_api_key(user: User) -> str:

@@ -36,7 +36,7 @@ from ..models import ActivationStatus as S
 from ..money import to_decimal, to_units
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer, UpstreamState
-from . import catalog, pricing, routing, settings, wallet
+from . import catalog, pricing, routing, settings, wallet, webhooks
 from . import errors as err
 from .accounts import ApiCaller
 from .provider import upstream
@@ -83,9 +83,13 @@ def _transition(
     """
     sources = [s for s, targets in TRANSITIONS.items() if target in targets]
     row = db.session.execute(
-        select(Activation.status, Activation.user_id, Activation.price, Activation.order_id).where(
-            Activation.id == activation_id
-        )
+        select(
+            Activation.status,
+            Activation.user_id,
+            Activation.price,
+            Activation.order_id,
+            webhooks.OWNER_ENDPOINT,
+        ).where(Activation.id == activation_id)
     ).one_or_none()
     if row is None or S(row.status) not in sources:
         return False
@@ -110,6 +114,7 @@ def _transition(
             actor=actor,
         )
     )
+    webhooks.record_transition(row.webhook_endpoint_id, activation_id, target, values)
     if target in REFUNDING_STATES and row.price > 0:
         charged = db.session.execute(
             select(func.count(LedgerEntry.id)).where(

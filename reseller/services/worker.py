@@ -1,4 +1,4 @@
-"""The background pass: poll, expire, settle, refresh prices.
+"""The background pass: poll, expire, deliver webhooks, settle, refresh prices.
 
 Run by `flask worker` (a loop) or `flask worker --once` (cron). Several workers may run at
 once, on several hosts: rows are claimed in the database (`FOR UPDATE SKIP LOCKED` on
@@ -20,7 +20,7 @@ from ..models import Activation, JobState, utcnow
 from ..models import ActivationStatus as S
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer
-from . import activations, catalog, payments, provider, settings
+from . import activations, catalog, payments, provider, settings, webhooks
 from .jobs import claim_job, claim_rows, finish_job, release
 from .provider import upstream
 
@@ -35,6 +35,8 @@ class PassReport:
     settled_unconfirmed: int = 0  # of `settled`: without the upstream's active list
     orphans_cancelled: int = 0
     foreign: int = 0  # upstream activations we did not buy, left alone
+    webhooks_delivered: int = 0
+    webhooks_failed: int = 0
     prices_refreshed: bool = False
     payments_credited: int = 0
     payments_expired: int = 0
@@ -49,6 +51,7 @@ class PassReport:
                 else ""
             )
             + f", orphans cancelled {self.orphans_cancelled}, foreign {self.foreign}, "
+            f"webhooks delivered {self.webhooks_delivered} failed {self.webhooks_failed}, "
             f"prices {'refreshed' if self.prices_refreshed else 'fresh'}, "
             f"top-ups credited {self.payments_credited}, expired {self.payments_expired}"
             + (f", errors: {'; '.join(self.errors)}" if self.errors else "")
@@ -372,6 +375,14 @@ def _release(name: str, upstream_id: str, report: PassReport) -> None:
         log.warning("cancelled upstream activation %s, bought for no customer", upstream_id)
 
 
+def deliver_webhooks(report: PassReport) -> None:
+    """Push queued customer webhook events (codes polled above go out in the same pass)."""
+    counts = webhooks.deliver_due()
+    report.webhooks_delivered += counts.delivered
+    report.webhooks_failed += counts.failed
+    webhooks.prune_if_due()
+
+
 def refresh_prices(report: PassReport, *, force: bool = False) -> None:
     """Every enabled provider's catalogue, then the offers (`PRICE_REFRESH_INTERVAL`)."""
     every = current_app.config["PRICE_REFRESH_INTERVAL"]
@@ -427,6 +438,7 @@ def run_once() -> PassReport:
         refresh_upstream_balance,
         expire_overdue,
         poll_due,
+        deliver_webhooks,
         settle_purchases,
         reconcile_payments,
     ):
