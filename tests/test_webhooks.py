@@ -751,3 +751,13 @@ def test_https_is_pinned_to_the_checked_address_and_verifies_the_host_name(
     assert receiver.received[0].headers["host"] == f"hooks.example.com:{receiver.port}"
     wrong = post("other.example.com")
     assert wrong.status_code is None and wrong.error.startswith("TLS error")
+
+
+@pytest.mark.parametrize("config_overrides", [{"RATELIMIT_ENABLED": True}])
+def test_saving_and_testing_are_rate_limited_per_account(client, auth, customer, receiver):
+    auth.login(customer.email)
+    answers = [
+        client.post("/dashboard/account/webhook", data={"url": receiver.url}).status_code
+        for _ in range(31)
+    ]
+    assert answers[:30] == [302] * 30 and answers[30] == 429

@@ -356,11 +356,16 @@ def _render_account(form=None, webhook_form=None):
     )
 
 
-WEBHOOK_LIMIT = "30 per minute"  # saving resolves the host name; testing queues a request
+def _webhook_limit() -> str:
+    return "30 per minute"  # saving resolves the host name; testing queues a request
+
+
+def _account_key() -> str:
+    return f"account:{current_user.id}"
 
 
 @bp.post("/account/webhook")
-@limiter.limit(WEBHOOK_LIMIT)
+@limiter.limit(_webhook_limit, key_func=_account_key)
 def webhook_save():
     form = WebhookForm()
     if form.validate_on_submit():
@@ -398,7 +403,7 @@ def _webhook_action(action, done: str):
 
 
 @bp.post("/account/webhook/test")
-@limiter.limit(WEBHOOK_LIMIT)
+@limiter.limit(_webhook_limit, key_func=_account_key)
 def webhook_test():
     return _webhook_action(
         webhooks.send_test,
