@@ -482,7 +482,7 @@ def test_two_providers_one_failing_half_way(cluster):
         "--url", backup_url + "/stubs/handler_api.php", "--api-key", "test-key",
     )  # fmt: skip
     cluster.flask("prices", "sync")
-    each = 6
+    each = 8
     customers = cluster.create_customers(5, f"{float(PRICE) * each:.2f}")
     bases = [url for url, _ in cluster.web]
 
@@ -492,12 +492,12 @@ def test_two_providers_one_failing_half_way(cluster):
         assert body.startswith("ACCESS_NUMBER:"), body
         return body.split(":")[1]
 
-    def storm() -> list[str]:
-        jobs = [c for c in customers for _ in range(each // 2)]
+    def storm(per_customer: int) -> list[str]:
+        jobs = [c for c in customers for _ in range(per_customer)]
         with ThreadPoolExecutor(max_workers=16) as pool:
             return list(pool.map(buy, jobs))
 
-    first = storm()
+    first = storm(3)
     primary_before = sum(1 for action, _ in cluster.fake_calls() if action == "getNumberV2")
     down = {"body": "Service Unavailable", "status": 503}
     requests.post(
@@ -505,7 +505,7 @@ def test_two_providers_one_failing_half_way(cluster):
         json={"action": "getNumberV2", "answers": [down] * 100},
         timeout=5,
     )
-    second = storm()
+    second = storm(3)
 
     sellers = dict(cluster.query("SELECT id::text, upstream_name FROM activations"))
     assert {sellers[i] for i in first} == {"grizzly"}
@@ -516,10 +516,15 @@ def test_two_providers_one_failing_half_way(cluster):
     prices = {p for (p,) in sold}
     assert prices == {int(float(PRICE) * 10_000)}  # the quote, whoever sold
     asked = sum(1 for action, _ in cluster.fake_calls() if action == "getNumberV2")
-    refused = asked - primary_before
-    assert 3 <= refused < len(second), refused  # the breaker stopped the asking
+    assert asked - primary_before >= 3  # refused at least BREAKER_FAILURES times
     breaker = cluster.query("SELECT failures, open_until FROM providers WHERE name = 'grizzly'")
     assert breaker[0][0] >= 3 and breaker[0][1] is not None
+    # The breaker is open for every process: the next orders never ask the primary.
+    third = storm(2)
+    assert sum(1 for action, _ in cluster.fake_calls() if action == "getNumberV2") == asked
+    sellers = dict(cluster.query("SELECT id::text, upstream_name FROM activations"))
+    assert {sellers[i] for i in third} == {"backup"}
+    second += third
 
     # Cancel everything: each cancel reaches the provider that sold the number.
     keys = {c["email"]: c["key"] for c in customers}
