@@ -16,7 +16,7 @@ def test_anonymous_docs_page(client):
     assert response.status_code == 200
     page = response.get_data(as_text=True)
     assert "SMS-Activate compatible style" in page
-    assert "GrizzlySMS" in page
+    assert "our upstream providers" in page
     assert "Login required" in page
     assert "log in</a>" in page and "create an account</a>" in page
     for title in (
