@@ -745,3 +745,10 @@ def test_change_password(client, auth, customer):
     auth.logout()
     response = auth.login(customer.email, "new-password-1")
     assert response.status_code == 302
+
+
+def test_feed_ignores_ids_past_the_id_column(logged_in):
+    """No id of ours exceeds the 32-bit column: such an id is left out, not compared (on
+    PostgreSQL the comparison itself would fail the request)."""
+    data = feed(logged_in, ids="2147483648,99999999999999,1")
+    assert data["activations"] == []

@@ -220,7 +220,9 @@ def feed():
     wanted = []
     for part in (request.args.get("ids") or "").split(",")[:MAX_FEED_IDS]:
         part = part.strip()
-        if part.isascii() and part.isdigit() and len(part) <= 18:  # int() refuses '²'
+        # int() refuses '²'; ids past the column's range are no ids of ours (PostgreSQL
+        # would refuse to compare them with an integer column).
+        if part.isascii() and part.isdigit() and len(part) <= 10 and int(part) <= 2**31 - 1:
             wanted.append(int(part))
     closed = history.activations_by_id(current_user.id, set(wanted) - set(rows))
     rows.update(closed)
