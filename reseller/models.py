@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from . import clock
+from . import clock, keyring
 from .extensions import db
 
 
@@ -56,10 +56,10 @@ class User(UserMixin, db.Model):
     def is_active(self) -> bool:  # Flask-Login: a disabled account cannot log in
         return bool(self.active)
 
-    def get_id(self) -> str:  # Flask-Login: what the session cookie holds
-        from .services.accounts import session_id
-
-        return session_id(self)
+    def get_id(self) -> str:
+        """Flask-Login: what the session cookie holds. The id and a keyed fingerprint of the
+        password hash, so that changing the password ends every other session at once."""
+        return f"{self.id}.{keyring.fingerprint(b'session', self.password_hash)}"
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"

@@ -189,3 +189,43 @@ def test_login_is_rate_limited_per_ip_and_per_email(tmp_path):
         limiter.reset()
         db.session.remove()
         db.engine.dispose()
+
+
+def test_two_sign_ups_with_one_email_at_once_answer_already_exists(app, monkeypatch):
+    """Both requests pass the "is it taken?" check before either inserts (a barrier holds
+    them there); the loser's insert collides and gets the form error, not a 500."""
+    import threading
+
+    from reseller.services import accounts
+
+    barrier = threading.Barrier(2, timeout=10)
+    checked = threading.local()
+    real_lookup = accounts.user_by_email
+
+    def racing_lookup(email):
+        found = real_lookup(email)
+        # PostgreSQL's lookup locks nothing; SQLite's transaction holds the write lock, so
+        # end it here to let the other request reach this point too.
+        db.session.commit()
+        if not getattr(checked, "done", False):
+            checked.done = True
+            barrier.wait()  # both have looked; neither has inserted
+        return found
+
+    monkeypatch.setattr(accounts, "user_by_email", racing_lookup)
+    answers = []
+
+    def sign_up():
+        answers.append(signup(app.test_client(), email="race@example.com"))
+
+    threads = [threading.Thread(target=sign_up) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200, 302], statuses
+    loser = next(r for r in answers if r.status_code == 200)
+    assert "An account with this email already exists." in loser.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.execute(select(db.func.count(User.id))).scalar_one() == 1

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import functools
-import hashlib
 import hmac
 import secrets
 from typing import NamedTuple
 
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import current_app
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .. import db_reads
+from .. import db_reads, keyring
 from ..extensions import db
 from ..models import User, utcnow
 
@@ -38,35 +34,20 @@ def normalise_email(email: str) -> str:
     return (email or "").strip().lower()
 
 
-def _derive(purpose: bytes) -> bytes:
-    secret = current_app.config["SECRET_KEY"]
-    if not secret:
-        raise RuntimeError("SECRET_KEY is required for API keys")
-    return _hkdf(secret.encode() if isinstance(secret, str) else secret, purpose)
-
-
-@functools.lru_cache(maxsize=16)
-def _hkdf(secret: bytes, purpose: bytes) -> bytes:
-    # A pure function of SECRET_KEY: derived once per process, not on every API request.
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=b"reseller-api-keys", info=purpose
-    ).derive(secret)
-
-
 def api_key_digest(key: str) -> str:
     """The lookup hash of an API key (hex HMAC-SHA256)."""
-    return hmac.new(_derive(b"lookup"), key.encode(), hashlib.sha256).hexdigest()
+    return keyring.fingerprint(b"lookup", key, length=64)
 
 
 def private_digest(value: str) -> str:
     """A keyed hash naming `value` in shared storage (rate-limit counters) without showing it."""
-    return hmac.new(_derive(b"counters"), value.encode(), hashlib.sha256).hexdigest()[:32]
+    return keyring.fingerprint(b"counters", value)
 
 
 def fernet_for(purpose: bytes) -> Fernet:
     """A Fernet under a key derived from SECRET_KEY for one purpose (API keys, provider
     keys): each purpose its own key."""
-    return Fernet(base64.urlsafe_b64encode(_derive(purpose)))
+    return Fernet(base64.urlsafe_b64encode(keyring.derive(purpose)))
 
 
 def _fernet() -> Fernet:
@@ -144,20 +125,13 @@ def record_api_activity(caller: ApiCaller, now: dt.datetime) -> None:
     db.session.commit()
 
 
-def session_id(user: User) -> str:
-    """The identity a login session (Flask-Login) holds: the user's id and a fingerprint of
-    the password hash, so that changing the password ends every other session at once."""
-    fingerprint = hmac.new(_derive(b"session"), user.password_hash.encode(), hashlib.sha256)
-    return f"{user.id}.{fingerprint.hexdigest()[:32]}"
-
-
 def user_for_session(value: str | None) -> User | None:
     """The user a session identity names, if it is still valid (same password)."""
     user_id, _, _fingerprint = (value or "").partition(".")
     if not (user_id.isascii() and user_id.isdigit()) or len(user_id) > 10:
         return None
     user = db.session.get(User, int(user_id))
-    if user is None or not hmac.compare_digest(session_id(user), value or ""):
+    if user is None or not hmac.compare_digest(user.get_id(), value or ""):
         return None
     return user
 
@@ -176,7 +150,8 @@ def check_password_strength(password: str) -> None:
 
 
 def create_user(email: str, password: str, *, is_admin: bool = False) -> User:
-    """Create and commit an account. Raises AccountError for a taken email or weak password."""
+    """Create and commit an account. Raises AccountError for a taken email (also when a
+    concurrent sign-up takes it first) or a weak password."""
     email = normalise_email(email)
     if not email or "@" not in email:
         raise AccountError("Enter a valid email address.")
@@ -186,7 +161,14 @@ def create_user(email: str, password: str, *, is_admin: bool = False) -> User:
     user = User(email=email, password_hash=generate_password_hash(password), is_admin=is_admin)
     _store_api_key(user, new_api_key())
     db.session.add(user)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # A sign-up with the same email committed between our check and our insert.
+        db.session.rollback()
+        if user_by_email(email) is not None:
+            raise AccountError("An account with this email already exists.") from None
+        raise
     return user
 
 
