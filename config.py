@@ -6,6 +6,7 @@ A `.env` file beside this one is read when python-dotenv is installed (it is a d
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -39,24 +40,37 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = _env(name)
     if raw is None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    return _in_range(name, value, raw, minimum, maximum)
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_float(
+    name: str, default: float, minimum: float = 0, maximum: float | None = None
+) -> float:
     raw = _env(name)
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):  # 'nan' and 'inf' parse, and pass any bound
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return _in_range(name, value, raw, minimum, maximum)
+
+
+def _in_range(name: str, value, raw: str, minimum, maximum):
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"at least {minimum:g}" if maximum is None else f"{minimum:g} to {maximum:g}"
+        raise ConfigError(f"{name} must be {bounds}, got {raw!r}")
+    return value
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -100,27 +114,30 @@ class Config:
         self.GRIZZLY_API_URL = _env(
             "GRIZZLY_API_URL", "https://api.grizzlysms.com/stubs/handler_api.php"
         )
-        self.UPSTREAM_CONNECT_TIMEOUT = _env_float("UPSTREAM_CONNECT_TIMEOUT", 5.0)
-        self.UPSTREAM_READ_TIMEOUT = _env_float("UPSTREAM_READ_TIMEOUT", 15.0)
-        self.SANDBOX_CODE_DELAY = _env_int("SANDBOX_CODE_DELAY", 10)
+        self.UPSTREAM_CONNECT_TIMEOUT = _env_float("UPSTREAM_CONNECT_TIMEOUT", 5.0, 0.1, 300)
+        self.UPSTREAM_READ_TIMEOUT = _env_float("UPSTREAM_READ_TIMEOUT", 15.0, 0.1, 600)
+        self.SANDBOX_CODE_DELAY = _env_int("SANDBOX_CODE_DELAY", 10, 0, 86400)
         # Circuit breaker: after this many failures in a row a provider is skipped for
         # BREAKER_COOLDOWN seconds, then tried again.
-        self.BREAKER_FAILURES = _env_int("BREAKER_FAILURES", 3)
-        self.BREAKER_COOLDOWN = _env_int("BREAKER_COOLDOWN", 60)
+        self.BREAKER_FAILURES = _env_int("BREAKER_FAILURES", 3, 1, 1000)
+        self.BREAKER_COOLDOWN = _env_int("BREAKER_COOLDOWN", 60, 1, 86400)
         self.ROUTING_POLICY = _env("ROUTING_POLICY", "priority")
         self.SERVE_AT_LOSS = _env("SERVE_AT_LOSS", "no")
         # Seconds after which an unanswered purchase is settled (0: timeouts + 30 s).
-        self.SETTLE_AFTER = _env_int("SETTLE_AFTER", 0)
+        self.SETTLE_AFTER = _env_int("SETTLE_AFTER", 0, 0, 86400)
 
         # Pricing and the activation lifecycle (defaults; admin settings override).
+        # Their ranges are the operator settings' (services/settings.py), checked at start-up.
         self.PRICE_MARKUP_PERCENT = _env_float("PRICE_MARKUP_PERCENT", 30.0)
         self.PRICE_MINIMUM = _env("PRICE_MINIMUM", "0.10")
-        self.PRICE_REFRESH_INTERVAL = _env_int("PRICE_REFRESH_INTERVAL", 600)
+        self.PRICE_REFRESH_INTERVAL = _env_int("PRICE_REFRESH_INTERVAL", 600, 10, 86400)
         self.ACTIVATION_LIFETIME = _env_int("ACTIVATION_LIFETIME", 20 * 60)
         self.EARLY_CANCEL_WINDOW = _env_int("EARLY_CANCEL_WINDOW", 120)
         self.UPSTREAM_POLL_INTERVAL = _env_int("UPSTREAM_POLL_INTERVAL", 3)
         self.MAX_ACTIVE_ACTIVATIONS = _env_int("MAX_ACTIVE_ACTIVATIONS", 20)
         self.LOW_BALANCE_THRESHOLD = _env("LOW_BALANCE_THRESHOLD", "10.00")
+        # getNumber without `country` buys here (SMS-Activate's default is 0).
+        self.DEFAULT_COUNTRY = _env("DEFAULT_COUNTRY", "0")
 
         # Payment gateways (see README, "Top-ups"). A gateway is offered when its settings
         # are present; PAYMENT_GATEWAYS (comma-separated) names exactly the ones to run.
@@ -163,7 +180,7 @@ class Config:
 
         # Reverse proxies in front of the app (nginx, a load balancer): how many hops of
         # X-Forwarded-For/-Proto to believe, so rate limits see the client's address.
-        self.TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
+        self.TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0, 0, 10)
 
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
@@ -234,7 +251,9 @@ class ProductionConfig(Config):
         # request would open and close its own database connection.
         uri = self.SQLALCHEMY_DATABASE_URI or ""
         if uri != "sqlite://" and ":memory:" not in uri:  # in-memory SQLite has no pool
-            self.SQLALCHEMY_ENGINE_OPTIONS["pool_size"] = _env_int("DATABASE_POOL_SIZE", 10)
+            self.SQLALCHEMY_ENGINE_OPTIONS["pool_size"] = _env_int(
+                "DATABASE_POOL_SIZE", 10, 1, 1000
+            )
 
     def validate(self) -> None:
         super().validate()

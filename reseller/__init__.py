@@ -23,6 +23,7 @@ def create_app(config=None) -> Flask:
         config = config_from_env()
     if hasattr(config, "validate"):
         config.validate()
+    check_setting_defaults(config)
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_object(config)
@@ -35,6 +36,19 @@ def create_app(config=None) -> Flask:
     register_commands(app)
     register_operations(app)
     return app
+
+
+def check_setting_defaults(config) -> None:
+    """The environment's defaults for operator settings (PRICE_MARKUP_PERCENT…) in range,
+    or a one-line ConfigError naming the variable: caught at start-up, not by every quote."""
+    from config import ConfigError
+
+    from .services import settings
+
+    try:
+        settings.check_defaults(config)
+    except settings.SettingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def register_operations(app: Flask) -> None:

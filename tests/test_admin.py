@@ -415,6 +415,7 @@ def test_settings_page_edits_every_setting(client, boss):
         "early_cancel_window": "60",
         "max_active_activations": "5",
         "poll_interval": "4",
+        "default_country": "gb",
         "low_balance_threshold": "50.00",
         "payment_gateways": "sandbox",
         "topup_minimum": "2.00",
@@ -432,6 +433,7 @@ def test_settings_page_edits_every_setting(client, boss):
     assert settings.get("site_name") == "Numbers & Co"
     assert settings.get("activation_lifetime") == 900
     assert settings.get("minimum_price") == parse_amount("0.25")
+    assert settings.get("default_country") == 16
     rows = audit_rows("setting.update")
     assert {r.target for r in rows} == {f"setting:{key}" for key in new}
     lifetime = next(r for r in rows if r.target == "setting:activation_lifetime")

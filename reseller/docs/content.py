@@ -15,6 +15,7 @@ class ActionDoc:
     title: str
     action: str
     summary: str
+    # Meanings may name {default_country}: the docs view fills in the operator's setting.
     params: dict[str, str] = field(default_factory=dict)
     json_answer: str | None = None  # format=json
     classic_answer: str | None = None  # the SMS-Activate plain dialect
@@ -39,7 +40,8 @@ MAIN_ACTIONS = (
         "and given back in full if you cancel before any SMS or the number expires without one.",
         params={
             "service": "service code, e.g. tg (Telegram), wa (WhatsApp) — see getServicesList",
-            "country": "ISO 3166 alpha-2 code (us, gb, de…) or the numeric country id (12, 16…)",
+            "country": "ISO 3166 alpha-2 code (us, gb, de…) or the numeric country id (12, 16…); "
+            "when left out or empty: {default_country}, this site's default",
             "maxPrice": "optional: the most you accept to pay; a higher price answers "
             "WRONG_MAX_PRICE with our price",
         },
@@ -107,7 +109,7 @@ MORE_ACTIONS = (
         "Like getNumber, with a JSON answer; orderId makes the request idempotent.",
         params={
             "service": "service code",
-            "country": "alpha-2 code or numeric id",
+            "country": "alpha-2 code or numeric id; when left out: {default_country}",
             "maxPrice": "optional",
             "orderId": "optional: your own unique id; a repeat answers ORDER_ALREADY_EXISTS",
         },

@@ -5,7 +5,7 @@ from flask_login import current_user, login_required
 
 from ..api.errors import ERROR_TABLE
 from ..auth.forms import PostForm
-from ..services import accounts, webhooks
+from ..services import accounts, catalog, settings, webhooks
 from . import bp
 from .content import (
     MAIN_ACTIONS,
@@ -56,7 +56,15 @@ def index():
         webhook_examples=webhook_examples(),
         webhook_verify=WEBHOOK_VERIFY_EXAMPLE,
         webhook_rules=webhooks,
+        default_country=_default_country(),
     )
+
+
+def _default_country() -> str:
+    """The operator's default country for getNumber, as the docs page names it."""
+    country_id = settings.get("default_country")
+    country = catalog.country(country_id)
+    return f"{country.name} (id {country_id})" if country else f"country id {country_id}"
 
 
 @bp.post("/docs/api-key/regenerate")

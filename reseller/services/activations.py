@@ -247,10 +247,13 @@ def buy_number(user: Customer, request: PurchaseRequest) -> Activation:
     service = catalog.service(service_code)
     if service is None or not service.enabled:
         raise err.BadService()
-    try:
-        country_id = catalog.parse_country(request.country)
-    except catalog.UnknownCountry:
-        raise err.BadCountry() from None
+    if (request.country or "").strip():
+        try:
+            country_id = catalog.parse_country(request.country)
+        except catalog.UnknownCountry:
+            raise err.BadCountry() from None
+    else:  # SMS-Activate clients leave `country` out for its default
+        country_id = settings.get("default_country")
     country = catalog.country(country_id)
     if country is None or not country.enabled:
         raise err.BadCountry()

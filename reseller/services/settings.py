@@ -5,6 +5,7 @@ Read once per application context (a request, a worker pass) and cached there.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from ..extensions import db
 from ..models import Setting
 from ..money import BadAmount, parse_amount
+from . import catalog
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class SettingSpec:
     key: str
     label: str
     config_key: str
-    kind: str  # "text", "int", "money", "percent", "choice"
+    kind: str  # "text", "int", "money", "percent", "choice", "country"
     help: str = ""
     minimum: float | None = None
     maximum: float | None = None
@@ -97,6 +99,13 @@ SPECS: tuple[SettingSpec, ...] = (
         "The upstream is asked about an activation at most this often.",
         1,
         600,
+    ),
+    SettingSpec(
+        "default_country",
+        "Default country",
+        "DEFAULT_COUNTRY",
+        "country",
+        "getNumber without a country buys here (a numeric id or an alpha-2 code).",
     ),
     SettingSpec(
         "low_balance_threshold",
@@ -179,6 +188,13 @@ def parse(spec: SettingSpec, raw: Any) -> Any:
         if text not in spec.choices:
             raise SettingError(f"{spec.label}: one of {', '.join(spec.choices)}")
         return text
+    if spec.kind == "country":
+        try:
+            return catalog.parse_country(text)
+        except catalog.UnknownCountry:
+            raise SettingError(
+                f"{spec.label}: {text[:20]!r} is not a country id or alpha-2 code"
+            ) from None
     try:
         if spec.kind == "int":
             value: Any = int(text)
@@ -189,13 +205,25 @@ def parse(spec: SettingSpec, raw: Any) -> Any:
         else:  # money
             value = parse_amount(text)
             number = value / 10_000
-    except (ValueError, BadAmount):
-        raise SettingError(f"{spec.label}: {text!r} is not a valid value") from None
+    except (ValueError, OverflowError, BadAmount):
+        raise SettingError(f"{spec.label}: {text[:20]!r} is not a valid value") from None
+    if not math.isfinite(number):  # float('nan') and float('inf') parse, and pass any bound
+        raise SettingError(f"{spec.label}: {text[:20]!r} is not a finite number")
     if spec.minimum is not None and number < spec.minimum:
         raise SettingError(f"{spec.label}: at least {spec.minimum:g}")
     if spec.maximum is not None and number > spec.maximum:
         raise SettingError(f"{spec.label}: at most {spec.maximum:g}")
     return value
+
+
+def check_defaults(config) -> None:
+    """Raise SettingError (naming the environment variable) when a default from the
+    configuration is not a valid value: a bad variable stops start-up, not every request."""
+    for spec in SPECS:
+        try:
+            parse(spec, getattr(config, spec.config_key, None))
+        except SettingError as exc:
+            raise SettingError(f"{spec.config_key}: {exc}") from None
 
 
 def _load() -> dict[str, Any]:
