@@ -134,7 +134,11 @@ class ClassicDialect:
     def set_status(self, answer: SetStatusAnswer, activation: Activation) -> Response:
         return text(answer.value)
 
-    def active(self, rows: list[Activation], names: dict[int, str]) -> Response:
+    def active(
+        self, rows: list[Activation], names: dict[int, str], codes: dict[int, list[str]]
+    ) -> Response:
+        """`smsCode` is the list of codes received (null before any), as SMS-Activate sends
+        it: clients index it (`smsCode[0]`)."""
         if not rows:
             return as_json({"status": "error", "error": "NO_ACTIVATIONS"})
         return as_json(
@@ -147,7 +151,7 @@ class ClassicDialect:
                         "phoneNumber": a.phone,
                         "activationCost": _money(a.price),
                         "activationStatus": CLASSIC_ACTIVE_STATUS.get(a.status, "1"),
-                        "smsCode": a.code,
+                        "smsCode": codes.get(a.id) or None,
                         "smsText": a.sms_text,
                         "activationTime": _time(a.allocated_at or a.created_at),
                         "countryCode": str(a.country_id),
@@ -211,7 +215,9 @@ class JsonDialect(ClassicDialect):
     def set_status(self, answer: SetStatusAnswer, activation: Activation) -> Response:
         return as_json({"status": answer.value, "activationStatus": SET_STATUS_WORDS[answer]})
 
-    def active(self, rows: list[Activation], names: dict[int, str]) -> Response:
+    def active(
+        self, rows: list[Activation], names: dict[int, str], codes: dict[int, list[str]]
+    ) -> Response:
         return as_json(
             {
                 "activations": [

@@ -13,7 +13,7 @@ from flask import Response, current_app, g, request
 
 from ..extensions import csrf, db, limiter
 from ..models import utcnow
-from ..services import accounts, activations, catalog, pricing
+from ..services import accounts, activations, catalog, history, pricing
 from ..services import errors as err
 from ..services.activations import PurchaseRequest
 from . import bp
@@ -103,7 +103,8 @@ def set_status(user, dialect):
 
 def get_active_activations(user, dialect):
     rows = activations.active_for_user(user)
-    return dialect.active(rows, _country_names())
+    codes = history.codes_received(a.id for a in rows)
+    return dialect.active(rows, _country_names(), codes)
 
 
 def _country_names() -> dict[int, str]:

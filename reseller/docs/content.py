@@ -95,9 +95,15 @@ MAIN_ACTIONS = (
         '"price": 0.35, "code": null, "expires_at": "2026-11-25 14:50:57"}]}',
         classic_answer='{"status": "success", "activeActivations": [{"activationId": "12345", '
         '"serviceCode": "tg", "phoneNumber": "15551234567", "activationCost": 0.35, '
-        '"activationStatus": "4", "smsCode": null, "smsText": null, '
+        '"activationStatus": "4", "smsCode": ["123456"], "smsText": "Your code is 123456", '
         '"activationTime": "2026-11-25 14:30:57", "countryCode": "12", "countryName": "USA", '
         '"canGetAnotherSms": "1", "currency": 840}]}',
+        notes=(
+            "Classic answer: smsCode is the list of codes received so far, oldest first, or "
+            "null before the first (as SMS-Activate sends it); with format=json, code is the "
+            "latest code or null.",
+            'Classic answer with nothing running: {"status": "error", "error": "NO_ACTIVATIONS"}.',
+        ),
     ),
 )
 

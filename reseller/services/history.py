@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from sqlalchemy import Select, select
 
 from ..extensions import db
-from ..models import Activation, LedgerEntry
+from ..models import Activation, LedgerEntry, SmsMessage
 
 
 def activations_query(
@@ -51,3 +51,20 @@ def activations_by_id(user_id: int, ids: Iterable[int]) -> dict[int, Activation]
         select(Activation).where(Activation.user_id == user_id, Activation.id.in_(wanted))
     ).scalars()
     return {row.id: row for row in rows}
+
+
+def codes_received(activation_ids: Iterable[int]) -> dict[int, list[str]]:
+    """The codes each activation has received, oldest first (activations without any are
+    left out). Callers pass ids already scoped to one user."""
+    wanted = {int(i) for i in activation_ids}
+    if not wanted:
+        return {}
+    codes: dict[int, list[str]] = {}
+    rows = db.session.execute(
+        select(SmsMessage.activation_id, SmsMessage.code)
+        .where(SmsMessage.activation_id.in_(wanted))
+        .order_by(SmsMessage.activation_id, SmsMessage.seq)
+    )
+    for activation_id, code in rows:
+        codes.setdefault(activation_id, []).append(code)
+    return codes
