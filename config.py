@@ -178,6 +178,10 @@ class Config:
         self.LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per minute")
         self.API_RATE_LIMIT = _env("API_RATE_LIMIT", "60 per second")
 
+        # `Authorization: Bearer <HEALTHZ_TOKEN>` shows /healthz's private figures (the
+        # upstream balance) to monitoring; unset, only logged-in admins see them.
+        self.HEALTHZ_TOKEN = _env("HEALTHZ_TOKEN")
+
         # Reverse proxies in front of the app (nginx, a load balancer): how many hops of
         # X-Forwarded-For/-Proto to believe, so rate limits see the client's address.
         self.TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0, 0, 10)
@@ -198,6 +202,8 @@ class Config:
             raise ConfigError(
                 f"ROUTING_POLICY must be 'priority' or 'cheapest', got {self.ROUTING_POLICY!r}"
             )
+        if self.HEALTHZ_TOKEN is not None and len(self.HEALTHZ_TOKEN) < 16:
+            raise ConfigError("HEALTHZ_TOKEN must be at least 16 characters (or unset)")
         from reseller.gateways import config_problem
 
         problem = config_problem(vars(self))

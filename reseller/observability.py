@@ -6,6 +6,7 @@ and a filter blanks `api_key=…`, `password=…` and session cookies in any mes
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -13,7 +14,7 @@ import sys
 import time
 import uuid
 
-from flask import Flask, g, has_request_context, jsonify, request
+from flask import Flask, current_app, g, has_request_context, jsonify, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SECRET_PATTERNS = (
@@ -95,11 +96,30 @@ def register_request_id(app: Flask) -> None:
         return response
 
 
+def sees_private_health() -> bool:
+    """Whether this request may see the operator's figures in health reports (the upstream
+    balance; per-provider readings): a logged-in admin, or `Authorization: Bearer
+    <HEALTHZ_TOKEN>` (compared in constant time; no token configured, no bearer access).
+    The one rule for every health answer."""
+    from flask_login import current_user
+
+    token = current_app.config.get("HEALTHZ_TOKEN") or ""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    bearer = scheme.lower() == "bearer"
+    if token and bearer and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return True
+    return bool(current_user.is_authenticated and current_user.is_admin)
+
+
 def register_health(app: Flask) -> None:
     @app.get("/healthz")
     def healthz():
-        """Database reachable (checked now); upstream reachable and balance (cached)."""
+        """Database reachable (checked now); the upstream reading's health and age (cached);
+        its balance only for `sees_private_health()`."""
         from .services import health
 
-        report = health.check()
-        return jsonify(report), 200 if report["database"] == "ok" else 503
+        report = health.check(private=sees_private_health())
+        response = jsonify(report)
+        response.status_code = 200 if report["database"] == "ok" else 503
+        response.headers["Cache-Control"] = "no-store"  # private answers must not be cached
+        return response

@@ -23,6 +23,12 @@ from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 from tests.conftest import Api, api_key_of, isolate_requests, make_config, reset_database
 
 UNREACHABLE_URL = "http://127.0.0.1:9/stubs/handler_api.php"  # the discard port: refused
+HEALTHZ_TOKEN = "monitoring-token-0123456789"
+
+
+@pytest.fixture
+def config_overrides():
+    return {"HEALTHZ_TOKEN": HEALTHZ_TOKEN}
 
 
 class CountingUpstream:
@@ -43,7 +49,8 @@ class CountingUpstream:
 
 
 def healthz(client) -> tuple[int, dict]:
-    response = client.get("/healthz")
+    """/healthz as monitoring sees it: with the bearer token (the balance included)."""
+    response = client.get("/healthz", headers={"Authorization": f"Bearer {HEALTHZ_TOKEN}"})
     assert response.mimetype == "application/json"
     return response.status_code, response.get_json()
 
@@ -120,7 +127,7 @@ def test_an_unreachable_upstream_is_reported_and_never_slows_healthz(app, client
     slow.get_balance = lambda: time.sleep(30)  # were /healthz to ask, it would hang
     use_upstream(app, slow)
     started = time.monotonic()
-    response = client.get("/healthz")
+    response = client.get("/healthz", headers={"Authorization": f"Bearer {HEALTHZ_TOKEN}"})
     assert time.monotonic() - started < 2
     assert response.status_code == 200  # the app serves; the load balancer keeps it
     report = response.get_json()
@@ -381,3 +388,77 @@ def test_the_test_app_leaves_logging_alone(tmp_path):
     before = list(logging.getLogger().handlers)
     create_app(make_config(tmp_path))
     assert logging.getLogger().handlers == before
+
+
+# --- who sees the operator's figures ------------------------------------------------------------
+
+
+def _upstream_report(client, **headers) -> dict:
+    response = client.get("/healthz", headers=headers)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    return response.get_json()["upstream"]
+
+
+def test_anonymous_healthz_shows_health_and_age_but_no_balance(app, client, clock):
+    refresh_reading()
+    clock.travel(5)
+    report = _upstream_report(client)
+    assert report == {
+        "reachable": True,
+        "checked_at": report["checked_at"],
+        "age_seconds": report["age_seconds"],
+    }
+    assert 5 <= report["age_seconds"] <= 6
+    for wrong in (
+        "Bearer nope",
+        f"Bearer {HEALTHZ_TOKEN}x",
+        f"Basic {HEALTHZ_TOKEN}",
+        HEALTHZ_TOKEN,
+    ):
+        assert "balance" not in _upstream_report(client, Authorization=wrong)
+
+
+def test_the_failure_reason_is_private_too(app, client):
+    use_upstream(
+        app,
+        GrizzlyClient("k", url=UNREACHABLE_URL, connect_timeout=0.2, read_timeout=0.2, retries=0),
+    )
+    refresh_reading()
+    assert _upstream_report(client) == {
+        "reachable": False,
+        "checked_at": _upstream_report(client)["checked_at"],
+        "age_seconds": 0,
+    }
+    assert _upstream_report(client, Authorization=f"Bearer {HEALTHZ_TOKEN}")["error"] == (
+        "UNAVAILABLE"
+    )
+
+
+def test_the_balance_is_shown_to_the_token_and_to_admins_only(app, client, make_user, auth):
+    refresh_reading()
+    private = _upstream_report(client, Authorization=f"Bearer {HEALTHZ_TOKEN}")
+    assert Decimal(private["balance"]) > 0
+    assert "balance" in _upstream_report(client, Authorization=f"bearer  {HEALTHZ_TOKEN}")
+
+    make_user(email="customer@example.com")
+    auth.login("customer@example.com")
+    assert "balance" not in _upstream_report(client)
+    auth.logout()
+    make_user(email="boss@example.com", is_admin=True)
+    auth.login("boss@example.com")
+    assert Decimal(_upstream_report(client)["balance"]) == Decimal(private["balance"])
+
+
+def test_without_a_token_configured_no_bearer_opens_the_balance(app, client):
+    app.config["HEALTHZ_TOKEN"] = None
+    refresh_reading()
+    for header in ("Bearer ", "Bearer None", "Bearer"):
+        assert "balance" not in _upstream_report(client, Authorization=header)
+
+
+def test_a_short_healthz_token_stops_start_up(tmp_path):
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match="HEALTHZ_TOKEN"):
+        create_app(make_config(tmp_path, HEALTHZ_TOKEN="short"))

@@ -2,7 +2,8 @@
 
 /healthz never calls the upstream: a load balancer's check must answer at once even while
 GrizzlySMS is slow or down. `flask worker` refreshes the shared upstream reading (the
-balance, or why it could not be read) once a minute; the report carries its age.
+balance, or why it could not be read) once a minute; the report carries its age. Anyone
+sees whether the parts are healthy; only a privileged caller sees the operator's figures.
 """
 
 from __future__ import annotations
@@ -76,16 +77,41 @@ def providers_status() -> dict:
     return report
 
 
-def check() -> dict:
+# What anyone may see of a reading: whether it is healthy and how old it is (and, for a
+# provider, whether it is switched on and its breaker). Balances and error texts are the
+# operator's (the threat model counts them as assets).
+PUBLIC_UPSTREAM_FIELDS = ("reachable", "checked_at", "age_seconds")
+PUBLIC_PROVIDER_FIELDS = ("enabled", "breaker", *PUBLIC_UPSTREAM_FIELDS)
+
+
+def _public(reading: dict, fields: tuple[str, ...]) -> dict:
+    return {k: reading.get(k) for k in fields}
+
+
+def check(*, private: bool = False) -> dict:
+    """The health report. `private` (an admin, or the HEALTHZ_TOKEN bearer: decided by the
+    view, `observability.sees_private_health`) adds the operator's figures: balances and why
+    a reading failed."""
     report: dict = {"database": "ok" if database_ok() else "unreachable"}
     if report["database"] == "ok":
+        providers = None
         try:
-            report["upstream"] = upstream_status()
-            report["providers"] = providers_status()
+            upstream = upstream_status()
+            providers = providers_status()
         except Exception:
             db.session.rollback()
             log.exception("upstream health check failed")
-            report["upstream"] = {"reachable": None}
+            upstream = {"reachable": None}
+        if not private:
+            upstream = _public(upstream, PUBLIC_UPSTREAM_FIELDS)
+            if providers is not None:
+                providers = {
+                    name: _public(reading, PUBLIC_PROVIDER_FIELDS)
+                    for name, reading in providers.items()
+                }
+        report["upstream"] = upstream
+        if providers is not None:
+            report["providers"] = providers
         db.session.commit()  # hand the connection back: a health check holds nothing open
     report["status"] = "ok" if report["database"] == "ok" else "degraded"
     return report
