@@ -134,6 +134,11 @@ class Config:
         self.ACTIVATION_LIFETIME = _env_int("ACTIVATION_LIFETIME", 20 * 60)
         self.EARLY_CANCEL_WINDOW = _env_int("EARLY_CANCEL_WINDOW", 120)
         self.UPSTREAM_POLL_INTERVAL = _env_int("UPSTREAM_POLL_INTERVAL", 3)
+        # Seconds a web request (dashboard, its feed, getStatus) may wait on the upstream for
+        # status polls in all, and a worker pass for its polls: past them, the database
+        # answers and the next pass polls on.
+        self.WEB_POLL_BUDGET = _env_float("WEB_POLL_BUDGET", 2.0, 0, 60)
+        self.WORKER_POLL_BUDGET = _env_float("WORKER_POLL_BUDGET", 20.0, 1, 3600)
         self.MAX_ACTIVE_ACTIVATIONS = _env_int("MAX_ACTIVE_ACTIVATIONS", 20)
         self.LOW_BALANCE_THRESHOLD = _env("LOW_BALANCE_THRESHOLD", "10.00")
         # getNumber without `country` buys here (SMS-Activate's default is 0).

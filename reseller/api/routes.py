@@ -88,12 +88,16 @@ def get_number_v2(user, dialect):
     return dialect.number_v2(activation)
 
 
+def _status(user):
+    return activations.status_for_user(user, _param("id"), activations.web_poll_budget())
+
+
 def get_status(user, dialect):
-    return dialect.status(activations.status_for_user(user, _param("id")))
+    return dialect.status(_status(user))
 
 
 def get_status_v2(user, dialect):
-    return dialect.status_v2(activations.status_for_user(user, _param("id")))
+    return dialect.status_v2(_status(user))
 
 
 def set_status(user, dialect):

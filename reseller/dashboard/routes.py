@@ -59,8 +59,13 @@ def formatting():
 
 def _live_activations() -> list[Activation]:
     """The customer's open activations, each brought up to date with the upstream when its
-    poll slot is due (the poll cap holds however many tabs are open)."""
-    return [activations.refresh_status(a) for a in activations.active_for_user(current_user)]
+    poll slot is due (the poll cap holds however many tabs are open), within one small time
+    budget for the whole request: past it, the database answers and the worker polls."""
+    budget = activations.web_poll_budget()
+    return [
+        activations.refresh_status(a, budget=budget)
+        for a in activations.active_for_user(current_user)
+    ]
 
 
 # --- the dashboard ------------------------------------------------------------------
@@ -189,7 +194,8 @@ def act(activation_id: int, action: str):
         abort(404)
     try:
         # A code may have arrived since the page was drawn (within the poll cap).
-        activation = ACTIONS[action](activations.refresh_status(activation))
+        fresh = activations.refresh_status(activation, budget=activations.web_poll_budget())
+        activation = ACTIONS[action](fresh)
     except err.ServiceError as exc:
         db.session.rollback()
         activation = db.session.get(Activation, activation_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -34,6 +35,7 @@ from ..models import (
 )
 from ..models import ActivationStatus as S
 from ..money import to_decimal, to_units
+from ..upstream import deadline
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer, UpstreamState
 from . import catalog, pricing, routing, settings, wallet, webhooks
@@ -182,10 +184,10 @@ def get_for_user(user: Customer, raw_id) -> Activation:
     return activation
 
 
-def status_for_user(user: Customer, raw_id):
+def status_for_user(user: Customer, raw_id, budget: PollBudget | None = None):
     """getStatus: the user's activation as stored, read with one statement outside any
     transaction (a tight polling loop takes no lock), unless its upstream poll is due: then
-    brought up to date by `refresh_status`. Raises ActivationNotFound.
+    brought up to date by `refresh_status` within `budget`. Raises ActivationNotFound.
 
     Returns an Activation, or a row with the same column names."""
     row = db_reads.first_row(
@@ -195,9 +197,9 @@ def status_for_user(user: Customer, raw_id):
     )
     if row is None:
         raise err.ActivationNotFound()
-    if not _poll_due(row):
+    if not _poll_due(row) or (budget is not None and budget.spent):
         return row
-    return refresh_status(get_for_user(user, raw_id))
+    return refresh_status(get_for_user(user, raw_id), budget=budget)
 
 
 def active_for_user(user: Customer) -> list[Activation]:
@@ -571,12 +573,33 @@ def _poll_due(activation) -> bool:
     return activation.next_poll_at is None or activation.next_poll_at <= utcnow()
 
 
-def refresh_status(activation: Activation, *, actor: str = "customer") -> Activation:
-    """Bring the activation up to date with the upstream when its poll slot is due.
+class PollBudget:
+    """The total time a caller lets status polls wait on the upstream: a web request gets a
+    couple of seconds (`WEB_POLL_BUDGET`), a worker pass `WORKER_POLL_BUDGET`. Once spent,
+    `refresh_status` answers from the database and leaves the poll to the worker."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+
+    @property
+    def spent(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+
+def web_poll_budget() -> PollBudget:
+    """A fresh budget for one web request's status polls (the dashboard, its feed, the API)."""
+    return PollBudget(current_app.config["WEB_POLL_BUDGET"])
+
+
+def refresh_status(
+    activation: Activation, *, actor: str = "customer", budget: PollBudget | None = None
+) -> Activation:
+    """Bring the activation up to date with the upstream when its poll slot is due, waiting
+    on the upstream no longer than `budget` allows (None: the provider's own timeouts).
 
     Answers from the database otherwise. Never raises for upstream trouble.
     """
-    if not _poll_due(activation):
+    if not _poll_due(activation) or (budget is not None and budget.spent):
         return activation  # (the claim below decides when it looks due): no write
     activation_id = activation.id
     if not _claim_poll(activation_id):
@@ -585,19 +608,20 @@ def refresh_status(activation: Activation, *, actor: str = "customer") -> Activa
     upstream_id, status, expires_at = current.upstream_id, S(current.status), current.expires_at
     seller = current.upstream_name
     db.session.commit()  # no transaction is open while we call out
-    try:
-        answer = upstream(seller).get_status(upstream_id)
-    except up.UpstreamError as exc:
-        log.info("poll %s: %s", activation_id, exc.token)
-        answer = None
-    if answer is not None:
-        _apply_status(activation_id, status, answer, actor=actor)
-    still_waiting = answer is None or answer.state in (
-        UpstreamState.WAIT_CODE,
-        UpstreamState.WAIT_RESEND,
-    )
-    if still_waiting and status == S.ALLOCATED and expires_at and utcnow() >= expires_at:
-        expire(activation_id, actor=actor)
+    with deadline.within(budget.deadline if budget else None):
+        try:
+            answer = upstream(seller).get_status(upstream_id)
+        except up.UpstreamError as exc:
+            log.info("poll %s: %s", activation_id, exc.token)
+            answer = None
+        if answer is not None:
+            _apply_status(activation_id, status, answer, actor=actor)
+        still_waiting = answer is None or answer.state in (
+            UpstreamState.WAIT_CODE,
+            UpstreamState.WAIT_RESEND,
+        )
+        if still_waiting and status == S.ALLOCATED and expires_at and utcnow() >= expires_at:
+            expire(activation_id, actor=actor)
     return db.session.get(Activation, activation_id)
 
 

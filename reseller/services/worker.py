@@ -67,6 +67,10 @@ def settle_after() -> int:
 
 
 def poll_due(report: PassReport) -> None:
+    """Poll the activations whose slot is due, for at most WORKER_POLL_BUDGET seconds in all
+    (each upstream wait capped at the time left): a slow upstream delays the next pass's
+    expiry and refunds by no more than that. Rows left over are released for the next pass."""
+    budget = activations.PollBudget(current_app.config["WORKER_POLL_BUDGET"])
     now = utcnow()
     ids = claim_rows(
         Activation,
@@ -78,9 +82,11 @@ def poll_due(report: PassReport) -> None:
     )
     for activation_id in ids:
         try:
+            if budget.spent:
+                continue
             activation = db.session.get(Activation, activation_id)
             before = activation.next_poll_at
-            activation = activations.refresh_status(activation, actor="worker")
+            activation = activations.refresh_status(activation, actor="worker", budget=budget)
             if activation.next_poll_at != before:
                 report.polled += 1
         except Exception as exc:  # keep going; one bad row must not stop the pass
@@ -429,19 +435,24 @@ def reconcile_payments(report: PassReport) -> None:
     report.errors.extend(f"payments: {error}" for error in found.errors)
 
 
+STEPS = (
+    expire_overdue,
+    settle_purchases,
+    reconcile_payments,
+    poll_due,
+    deliver_webhooks,
+    refresh_upstream_balance,
+    refresh_prices,
+    refresh_offers,
+)
+
+
 def run_once() -> PassReport:
     report = PassReport()
     settings.forget()
-    for step in (
-        refresh_prices,
-        refresh_offers,
-        refresh_upstream_balance,
-        expire_overdue,
-        poll_due,
-        deliver_webhooks,
-        settle_purchases,
-        reconcile_payments,
-    ):
+    # Money first: expiry, refunds of unanswered purchases and top-ups run before anything
+    # that may wait on a slow upstream (polling is bounded; offers, prices and balances last).
+    for step in STEPS:
         try:
             step(report)
         except Exception as exc:

@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from . import deadline
 from .base import (
     ActiveActivation,
     Connection,
@@ -363,7 +364,11 @@ class FiveSimClient(Upstream):
                 return self._answer(path, response)
             if attempt >= self.retries:
                 raise UpstreamUnavailable(f"{self.name} {path}: {failure}")
-            self._sleep(wait if wait is not None else self.backoff * 2**attempt)
+            delay = wait if wait is not None else self.backoff * 2**attempt
+            left = deadline.time_left()
+            if left is not None and left <= delay:  # no time for another try
+                raise UpstreamUnavailable(f"{self.name} {path}: {failure}")
+            self._sleep(delay)
             attempt += 1
 
     def _once(self, path: str, params: dict[str, str]) -> Any:
@@ -400,11 +405,14 @@ class FiveSimClient(Upstream):
     def _send(
         self, path: str, params: dict[str, str] | None
     ) -> tuple[str, requests.Response | None]:
+        timeout = deadline.capped(self.timeout)
+        if timeout is None:  # the caller's time budget is spent: send nothing
+            raise UpstreamUnavailable(f"{self.name} {path}: time budget spent")
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         started = time.monotonic()
         try:
             response = self._session.get(
-                self.url + path, params=params or None, headers=headers, timeout=self.timeout
+                self.url + path, params=params or None, headers=headers, timeout=timeout
             )
             response.content  # noqa: B018 - read the body inside the try
         except requests.RequestException as exc:

@@ -28,6 +28,7 @@ from typing import Any
 
 import requests
 
+from . import deadline
 from .base import (
     ActiveActivation,
     Connection,
@@ -359,6 +360,9 @@ class SmsActivateClient(Upstream):
             if attempt >= self.retries:
                 raise UpstreamUnavailable(f"{self.name} {action}: {failure}")
             delay = wait if wait is not None else self.backoff * 2**attempt
+            left = deadline.time_left()
+            if left is not None and left <= delay:  # no time for another try
+                raise UpstreamUnavailable(f"{self.name} {action}: {failure}")
             log.debug("%s %s: %s, retrying in %.2fs", self.name, action, failure, delay)
             self._sleep(delay)
             attempt += 1
@@ -400,12 +404,15 @@ class SmsActivateClient(Upstream):
         requests' exceptions carry the URL, query string and key included: they are
         reduced to a description here and never re-raised or chained.
         """
+        timeout = deadline.capped(self.timeout)
+        if timeout is None:  # the caller's time budget is spent: send nothing
+            raise UpstreamUnavailable(f"grizzly {action}: time budget spent")
         query = {"api_key": self._api_key, "action": action, **(params or {})}
         started = time.monotonic()
         failure = ""
         response = None
         try:
-            response = self._session.get(self.url, params=query, timeout=self.timeout)
+            response = self._session.get(self.url, params=query, timeout=timeout)
             response.content  # noqa: B018 - read the body inside the try
         except requests.RequestException as exc:
             failure = describe_failure(exc)
