@@ -12,7 +12,8 @@ class BuyForm(FlaskForm):
     service = HiddenField(validators=[DataRequired(), Length(max=40)])
     country = HiddenField(validators=[DataRequired(), Length(max=10)])
     max_price = HiddenField(validators=[DataRequired(), Length(max=20)])
-    # A fresh key per page: the same form sent twice buys once (API orderId semantics).
+    # A fresh key per button and page load: the same form sent twice buys once (API orderId
+    # semantics); another button, or the page shown again, carries another key.
     order_id = HiddenField(validators=[Length(max=100)])
     submit = SubmitField("Buy")
 

@@ -96,12 +96,20 @@ def index():
             name = country_name(quote.country_id)
             if not country_q or _matches(country_q, name):
                 countries.append(
-                    {"quote": quote, "name": name, "max_price": format_amount(quote.price)}
+                    {
+                        "quote": quote,
+                        "name": name,
+                        "max_price": format_amount(quote.price),
+                        # One key per Buy button per page load (dashboard.js draws new ones
+                        # when the browser shows the page again): the same button sent twice
+                        # buys once, another button or a later visit buys again.
+                        "order_id": f"web-{secrets.token_urlsafe(12)}",
+                    }
                 )
         countries.sort(key=lambda row: row["name"].casefold())
 
     live = [card(a) for a in _live_activations() if S(a.status) in activations.ACTIVE_STATES]
-    return render_template(
+    page = render_template(
         "dashboard/index.html",
         activations=live,
         offers=shown,
@@ -111,12 +119,12 @@ def index():
         selected_code=selected,
         country_q=country_q,
         countries=countries,
-        # One key per page load: the same Buy sent twice buys once (see BuyForm).
-        order_id=f"web-{secrets.token_urlsafe(12)}",
         topup_instructions=settings.get("topup_instructions"),
         support_contact=settings.get("support_contact"),
         poll_interval=settings.get("poll_interval"),
     )
+    # Back/forward loads the page anew (fresh order keys, live numbers), never from cache.
+    return page, 200, {"Cache-Control": "no-store"}
 
 
 def _buy_context(service: str, country: str, max_price: str) -> dict:

@@ -82,13 +82,25 @@
     if (button) button.setAttribute("aria-disabled", "true");
   });
 
-  // Back/forward cache: a page shown again may be sent again.
+  // A new purchase key, like the server's (`web-` and 16 random URL-safe characters).
+  function newOrderKey() {
+    var bytes = new Uint8Array(12);
+    window.crypto.getRandomValues(bytes);
+    var text = "";
+    bytes.forEach(function (b) { text += String.fromCharCode(b); });
+    return "web-" + window.btoa(text).replace(/\+/g, "-").replace(/\//g, "_");
+  }
+
+  // Back/forward cache: a page shown again may be sent again, as a new purchase: each Buy
+  // button gets a new key (the one it carried may already have bought a number).
   window.addEventListener("pageshow", function (event) {
     if (!event.persisted) return;
     Array.prototype.forEach.call(document.querySelectorAll("form[data-once]"), function (f) {
       f._sent = false;
       var button = f.querySelector("button[type=submit]");
       if (button) button.removeAttribute("aria-disabled");
+      var key = f.querySelector("input[data-order-key]");
+      if (key) key.value = newOrderKey();
     });
   });
 

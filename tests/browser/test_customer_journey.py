@@ -255,3 +255,48 @@ def test_dashboard_without_javascript(new_page, live_server, screenshot):
     expect(flash(page)).to_contain_text("is complete")
     assert activations_of(live, EMAIL)[0][2] == "completed"
     assert page.problems == []
+
+
+def test_each_purchase_from_the_buy_buttons_gets_its_own_order_key(new_page, live_server):
+    """Back to the price list after a purchase: the same Buy button buys another number; a
+    double click buys one; a page restored from the back/forward cache draws new keys."""
+    live = live_server
+    from playwright.sync_api import expect
+
+    from reseller.services import wallet
+
+    email = "buttons@example.com"
+    in_app(live, lambda: wallet.adjust(accounts.create_user(email, PASSWORD).id, 50_000, note="t"))
+    page = new_page()
+    log_in(page, live, email, PASSWORD)
+    page.goto(live("/dashboard?service=tg"))
+    usa = page.get_by_role("button", name=re.compile(r"^Buy a .* number in USA \(virtual\) "))
+
+    usa.click()
+    expect(flash(page)).to_contain_text("You bought")
+    page.go_back()
+    usa.click()  # the same button on the page shown again: a new purchase, not a repeat
+    expect(flash(page)).to_contain_text("You bought")
+    assert len(activations_of(live, email)) == 2
+
+    page.go_back()
+    usa.dblclick()
+    expect(flash(page)).to_contain_text("You bought")
+    assert len(activations_of(live, email)) == 3  # the double click bought once
+
+    page.go_back()
+    keys = page.locator("input[data-order-key]")
+    before = keys.evaluate_all("inputs => inputs.map(i => i.value)")
+    assert len(before) >= 3 and len(set(before)) == len(before)  # one key per button
+    # Playwright's Chromium keeps no back/forward cache: show the page as one restores it.
+    page.evaluate("window.dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))")
+    after = keys.evaluate_all("inputs => inputs.map(i => i.value)")
+    assert len(set(before + after)) == 2 * len(before)  # all new, all distinct
+    assert all(re.fullmatch(r"web-[\w-]{16}", key) for key in after)
+    usa.click()
+    expect(flash(page)).to_contain_text("You bought")
+    assert len(activations_of(live, email)) == 4
+    assert page.problems == []
+    with live.app.app_context():
+        result = live.app.test_cli_runner().invoke(args=["ledger", "verify"])
+    assert result.exit_code == 0, result.output
