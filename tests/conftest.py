@@ -148,6 +148,17 @@ def auth(client):
     return AuthActions(client)
 
 
+ADMIN_EMAIL = "boss@example.com"
+
+
+@pytest.fixture
+def boss(make_user, auth):
+    """A logged-in admin (ADMIN_EMAIL)."""
+    admin = make_user(email=ADMIN_EMAIL, is_admin=True)
+    auth.login(ADMIN_EMAIL)
+    return admin
+
+
 @pytest.fixture(autouse=True)
 def clock():
     """Injected time: `clock.travel(seconds)` moves the app's clock forward."""

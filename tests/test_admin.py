@@ -14,17 +14,9 @@ from reseller.money import parse_amount
 from reseller.services import accounts, settings
 from reseller.services.provider import raw_upstream
 from reseller.upstream import errors as up
-from tests.conftest import Api, api_key_of
+from tests.conftest import ADMIN_EMAIL, Api, api_key_of
 
-ADMIN = "boss@example.com"
-
-
-@pytest.fixture
-def boss(make_user, auth):
-    """A logged-in admin."""
-    admin = make_user(email=ADMIN, is_admin=True)
-    auth.login(ADMIN)
-    return admin
+ADMIN = ADMIN_EMAIL  # the `boss` fixture's account (tests/conftest.py)
 
 
 def audit_rows(action: str | None = None) -> list[AuditLog]:

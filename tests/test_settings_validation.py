@@ -13,15 +13,6 @@ from reseller.models import Activation, Setting
 from reseller.services import settings
 from tests.conftest import Api, api_key_of
 
-ADMIN = "boss@example.com"
-
-
-@pytest.fixture
-def boss(make_user, auth):
-    admin = make_user(email=ADMIN, is_admin=True)
-    auth.login(ADMIN)
-    return admin
-
 
 def _form(**changes) -> dict:
     data = {spec.key: settings.raw_value(spec.key) for spec in settings.SPECS}
