@@ -33,6 +33,7 @@ def _form(**changes) -> dict:
         ("low_balance_threshold", "Infinity"),
         ("activation_lifetime", "nan"),
         ("poll_interval", "0"),
+        ("activation_lifetime", "9" * 400),  # past any float
         ("default_country", "atlantis"),
         ("default_country", ""),
     ],

@@ -207,7 +207,8 @@ def parse(spec: SettingSpec, raw: Any) -> Any:
             number = value / 10_000
     except (ValueError, OverflowError, BadAmount):
         raise SettingError(f"{spec.label}: {text[:20]!r} is not a valid value") from None
-    if not math.isfinite(number):  # float('nan') and float('inf') parse, and pass any bound
+    # float('nan') and float('inf') parse, and pass any bound (ints are always finite)
+    if isinstance(number, float) and not math.isfinite(number):
         raise SettingError(f"{spec.label}: {text[:20]!r} is not a finite number")
     if spec.minimum is not None and number < spec.minimum:
         raise SettingError(f"{spec.label}: at least {spec.minimum:g}")
