@@ -331,6 +331,9 @@ def test_connection_refused_refunds_at_once(app, client, make_user):
     assert balance(user.id) == 100_000
 
 
+# Room for the client's retry after a slow answer (2 s read timeout): the default 2 s web
+# budget would end the poll there instead (tests/test_poll_budget.py).
+@pytest.mark.parametrize("config_overrides", [{"WEB_POLL_BUDGET": 10}])
 def test_poll_faults_change_nothing(gapi, fake, clock):
     fake.code_delay = None
     activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
