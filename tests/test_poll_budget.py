@@ -13,7 +13,7 @@ from reseller.extensions import db
 from reseller.models import Activation
 from reseller.services import catalog, worker
 from reseller.services.provider import use_upstream
-from reseller.upstream.grizzly import GrizzlyClient
+from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 from tests.conftest import Api, api_key_of
 from tests.fake_grizzly import FakeGrizzly
 

@@ -1,8 +1,7 @@
 """Countries and services on sale, and the upstream price cache.
 
 Country ids are the upstream's (SMS-Activate numbering); the ISO 3166 alpha-2 mapping is
-ours (`ISO_TO_ID`). The USA has two upstream ids: `us` means 187 (real numbers); the
-virtual numbers stay reachable by id 12.
+ours (`reseller.countries`, re-exported here).
 """
 
 from __future__ import annotations
@@ -12,221 +11,19 @@ from decimal import Decimal
 
 from sqlalchemy import delete, insert, select
 
+from ..countries import (  # noqa: F401 - callers use them as catalog.parse_country etc.
+    ID_TO_ISO,
+    ISO_ALIASES,
+    ISO_TO_ID,
+    UnknownCountry,
+    parse_country,
+)
 from ..extensions import db
 from ..models import Country, JobState, Provider, ProviderPrice, Service, UpstreamPrice, utcnow
 from ..money import to_units
 from ..upstream.base import Upstream
 from . import provider as provider_accounts
 from . import routing
-
-ISO_TO_ID: dict[str, int] = {
-    "ru": 0,
-    "ua": 1,
-    "kz": 2,
-    "cn": 3,
-    "ph": 4,
-    "mm": 5,
-    "id": 6,
-    "my": 7,
-    "ke": 8,
-    "tz": 9,
-    "vn": 10,
-    "kg": 11,
-    "il": 13,
-    "hk": 14,
-    "pl": 15,
-    "gb": 16,
-    "mg": 17,
-    "cd": 18,
-    "ng": 19,
-    "mo": 20,
-    "eg": 21,
-    "in": 22,
-    "ie": 23,
-    "kh": 24,
-    "la": 25,
-    "ht": 26,
-    "ci": 27,
-    "gm": 28,
-    "rs": 29,
-    "ye": 30,
-    "za": 31,
-    "ro": 32,
-    "co": 33,
-    "ee": 34,
-    "az": 35,
-    "ca": 36,
-    "ma": 37,
-    "gh": 38,
-    "ar": 39,
-    "uz": 40,
-    "cm": 41,
-    "td": 42,
-    "de": 43,
-    "lt": 44,
-    "hr": 45,
-    "se": 46,
-    "iq": 47,
-    "nl": 48,
-    "lv": 49,
-    "at": 50,
-    "by": 51,
-    "th": 52,
-    "sa": 53,
-    "mx": 54,
-    "tw": 55,
-    "es": 56,
-    "ir": 57,
-    "dz": 58,
-    "si": 59,
-    "bd": 60,
-    "sn": 61,
-    "tr": 62,
-    "cz": 63,
-    "lk": 64,
-    "pe": 65,
-    "pk": 66,
-    "nz": 67,
-    "gn": 68,
-    "ml": 69,
-    "ve": 70,
-    "et": 71,
-    "mn": 72,
-    "br": 73,
-    "af": 74,
-    "ug": 75,
-    "ao": 76,
-    "cy": 77,
-    "fr": 78,
-    "pg": 79,
-    "mz": 80,
-    "np": 81,
-    "be": 82,
-    "bg": 83,
-    "hu": 84,
-    "md": 85,
-    "it": 86,
-    "py": 87,
-    "hn": 88,
-    "tn": 89,
-    "ni": 90,
-    "tl": 91,
-    "bo": 92,
-    "cr": 93,
-    "gt": 94,
-    "ae": 95,
-    "zw": 96,
-    "pr": 97,
-    "sd": 98,
-    "tg": 99,
-    "kw": 100,
-    "sv": 101,
-    "ly": 102,
-    "jm": 103,
-    "tt": 104,
-    "ec": 105,
-    "sz": 106,
-    "om": 107,
-    "ba": 108,
-    "do": 109,
-    "sy": 110,
-    "qa": 111,
-    "pa": 112,
-    "cu": 113,
-    "mr": 114,
-    "sl": 115,
-    "jo": 116,
-    "pt": 117,
-    "bb": 118,
-    "bi": 119,
-    "bj": 120,
-    "bn": 121,
-    "bs": 122,
-    "bw": 123,
-    "bz": 124,
-    "cf": 125,
-    "dm": 126,
-    "gd": 127,
-    "ge": 128,
-    "gr": 129,
-    "gw": 130,
-    "gy": 131,
-    "is": 132,
-    "km": 133,
-    "kn": 134,
-    "lr": 135,
-    "ls": 136,
-    "mw": 137,
-    "na": 138,
-    "ne": 139,
-    "rw": 140,
-    "sk": 141,
-    "sr": 142,
-    "tj": 143,
-    "mc": 144,
-    "bh": 145,
-    "re": 146,
-    "zm": 147,
-    "am": 148,
-    "so": 149,
-    "cg": 150,
-    "cl": 151,
-    "bf": 152,
-    "lb": 153,
-    "ga": 154,
-    "al": 155,
-    "uy": 156,
-    "mu": 157,
-    "bt": 158,
-    "mv": 159,
-    "gp": 160,
-    "tm": 161,
-    "gf": 162,
-    "fi": 163,
-    "lc": 164,
-    "lu": 165,
-    "vc": 166,
-    "gq": 167,
-    "dj": 168,
-    "ag": 169,
-    "ky": 170,
-    "me": 171,
-    "dk": 172,
-    "ch": 173,
-    "no": 174,
-    "au": 175,
-    "er": 176,
-    "ss": 177,
-    "st": 178,
-    "aw": 179,
-    "ms": 180,
-    "ai": 181,
-    "jp": 182,
-    "mk": 183,
-    "sc": 184,
-    "nc": 185,
-    "cv": 186,
-    "us": 187,
-}
-ISO_ALIASES = {"uk": "gb"}
-ID_TO_ISO: dict[int, str] = {v: k for k, v in ISO_TO_ID.items()}
-
-
-class UnknownCountry(ValueError):
-    pass
-
-
-def parse_country(raw: str | None) -> int:
-    """An upstream country id from `us`/`US`/`gb`/`uk` or a numeric id. Raises UnknownCountry."""
-    text = (raw or "").strip().lower()
-    if not text:
-        raise UnknownCountry("country is required")
-    if text.isascii() and text.isdigit() and len(text) <= 4:  # not '²' or '١٢'
-        return int(text)
-    text = ISO_ALIASES.get(text, text)
-    if text in ISO_TO_ID:
-        return ISO_TO_ID[text]
-    raise UnknownCountry(f"unknown country {raw!r}")
 
 
 def service(code: str) -> Service | None:

@@ -12,10 +12,10 @@ from typing import Any
 from flask import current_app, g
 from sqlalchemy import select
 
+from .. import countries
 from ..extensions import db
 from ..models import Setting
 from ..money import BadAmount, parse_amount
-from . import catalog
 
 
 @dataclass(frozen=True)
@@ -190,8 +190,8 @@ def parse(spec: SettingSpec, raw: Any) -> Any:
         return text
     if spec.kind == "country":
         try:
-            return catalog.parse_country(text)
-        except catalog.UnknownCountry:
+            return countries.parse_country(text)
+        except countries.UnknownCountry:
             raise SettingError(
                 f"{spec.label}: {text[:20]!r} is not a country id or alpha-2 code"
             ) from None
