@@ -462,3 +462,14 @@ def test_a_short_healthz_token_stops_start_up(tmp_path):
 
     with pytest.raises(ConfigError, match="HEALTHZ_TOKEN"):
         create_app(make_config(tmp_path, HEALTHZ_TOKEN="short"))
+
+
+def test_per_provider_readings_follow_the_same_rule(app, client):
+    refresh_reading()
+    public = client.get("/healthz").get_json()["providers"]
+    assert public, "every provider is listed"
+    for reading in public.values():
+        assert set(reading) == {"enabled", "breaker", "reachable", "checked_at", "age_seconds"}
+    private = client.get("/healthz", headers={"Authorization": f"Bearer {HEALTHZ_TOKEN}"})
+    for name, reading in private.get_json()["providers"].items():
+        assert Decimal(reading["balance"]) > 0, name
