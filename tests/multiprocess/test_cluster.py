@@ -143,6 +143,7 @@ class Cluster:
             "API_RATE_LIMIT": "100000 per hour",
             "SETTLE_AFTER": "3",
             "LOG_LEVEL": "WARNING",
+            "PAYMENT_GATEWAYS": "sandbox",  # production runs the sandbox gateway when named
         }
         self.flask("db", "upgrade")
         self.flask("prices", "sync")
@@ -556,3 +557,73 @@ def test_two_providers_one_failing_half_way(cluster):
     assert "ledger OK" in cluster.flask("ledger", "verify").stdout
     listing = cluster.flask("providers", "list").stdout
     assert "backup" in listing and "grizzly" in listing
+
+
+def test_duplicate_payment_notifications_across_instances_credit_once(cluster):
+    """20 copies of one signed "paid" notification, at once, through both instances (eight
+    gunicorn workers): one credit, and the books agree."""
+    import hashlib
+    import hmac
+    import json
+
+    from reseller import create_app
+    from reseller.extensions import db
+    from reseller.money import parse_amount
+    from reseller.services import accounts, payments
+
+    (customer,) = cluster.create_customers(1, "1.00")
+    config = TestConfig()
+    config.SECRET_KEY = SECRET
+    config.SQLALCHEMY_DATABASE_URI = cluster.db_url
+    with create_app(config).app_context():
+        user = accounts.user_by_email(customer["email"])
+        urls = payments.Urls(callback="http://x/cb", back="http://x/back", site="http://x/")
+        payment = payments.start_topup(user, parse_amount("42.00"), "sandbox", urls)
+        payment_id, invoice_id, user_id = payment.id, payment.invoice_id, user.id
+        db.session.remove()
+        db.engine.dispose()
+
+    # The sandbox's scheme: hex HMAC-SHA256 of the body, keyed with HMAC-SHA256(SECRET_KEY,
+    # "sandbox-payments").
+    body = json.dumps(
+        {
+            "invoice_id": invoice_id,
+            "status": "paid",
+            "amount": "42.00",
+            "currency": "USD",
+            "order_id": f"topup-{payment_id}",
+        }
+    ).encode()
+    key = hmac.new(SECRET.encode(), b"sandbox-payments", hashlib.sha256).digest()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Sandbox-Signature": hmac.new(key, body, hashlib.sha256).hexdigest(),
+    }
+    bases = [url for url, _ in cluster.web]
+    barrier = threading.Barrier(20)
+
+    def deliver(i: int) -> int:
+        barrier.wait()
+        url = bases[i % 2] + "/payments/sandbox/webhook"
+        return requests.post(url, data=body, headers=headers, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(deliver, range(20)))
+    assert statuses == [200] * 20
+    rows = cluster.query(
+        "SELECT kind, amount FROM ledger_entries WHERE payment_id = :p", p=payment_id
+    )
+    assert rows == [("payment", 420_000)]
+    assert (
+        cluster.query("SELECT balance FROM users WHERE id = :u", u=user_id)[0][0]
+        == 10_000 + 420_000
+    )
+    assert cluster.query("SELECT status FROM payments WHERE id = :p", p=payment_id)[0][0] == "paid"
+    forged = dict(headers, **{"X-Sandbox-Signature": "0" * 64})
+    assert (
+        requests.post(
+            bases[0] + "/payments/sandbox/webhook", data=body, headers=forged, timeout=30
+        ).status_code
+        == 401
+    )
+    assert "ledger OK" in cluster.flask("ledger", "verify").stdout
