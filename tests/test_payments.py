@@ -388,7 +388,7 @@ def test_a_lost_notification_is_credited_by_the_worker(client, buyer, cryptopay,
     clock.travel(61)
     result = runner.invoke(args=["worker", "--once"])
     assert result.exit_code == 0, result.output
-    assert "top-ups credited 1" in result.output
+    assert "top-ups credited 1" in result.output, result.output
     assert balance(buyer.id) == to_units("25.00")
     (call,) = cryptopay.calls("/getInvoices")
     assert call["json"]["invoice_ids"] == payment.invoice_id
