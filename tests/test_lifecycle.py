@@ -581,3 +581,90 @@ def test_a_purchase_takes_two_transactions_and_answers_from_the_second(
     finally:
         event.remove(db.engine, "begin", on_begin)
         event.remove(db.engine, "before_cursor_execute", on_execute)
+
+
+# --- the hot path's Core statements agree with the ORM --------------------------------
+
+
+def test_the_core_statements_of_the_money_path_agree_with_the_orm(make_user):
+    """activations reads an activation's state (and whether it was charged) and counts the
+    active ones with Core statements built at import; the ORM must say the same. Purchases
+    and events written by Core read back through the ORM as written."""
+    from reseller.models import LedgerKind
+    from reseller.services import wallet
+
+    user = make_user(email="core@example.com", balance="100.00")
+    other = make_user(email="other@example.com", balance="100.00")
+    ids = [_activation_in(user, state) for state in S]
+    free = Activation(
+        user_id=user.id,
+        service="tg",
+        country_id=12,
+        status="allocated",
+        price=0,
+        upstream_name="sandbox",
+        order_id="order-7",
+    )
+    db.session.add(free)
+    db.session.commit()
+    ids.append(free.id)
+    ids.append(_activation_in(other, S.ALLOCATED))
+    db.session.expire_all()
+    for activation_id in ids + [10**6]:
+        row = db.session.execute(activations._STATE_OF, {"activation": activation_id}).one_or_none()
+        activation = db.session.get(Activation, activation_id)
+        if activation is None:
+            assert row is None
+            continue
+        charged = db.session.execute(
+            select(func.count(LedgerEntry.id)).where(
+                LedgerEntry.activation_id == activation_id,
+                LedgerEntry.kind == LedgerKind.PURCHASE.value,
+            )
+        ).scalar_one()
+        assert (row.status, row.user_id, row.price, row.order_id, bool(row.charged)) == (
+            activation.status,
+            activation.user_id,
+            activation.price,
+            activation.order_id,
+            charged == 1,
+        )
+    for who in (user, other):
+        orm_count = db.session.execute(
+            select(func.count(Activation.id)).where(
+                Activation.user_id == who.id,
+                Activation.status.in_([s.value for s in activations.ACTIVE_STATES]),
+            )
+        ).scalar_one()
+        core_count = db.session.execute(activations._ACTIVE_COUNT, {"user": who.id}).scalar_one()
+        assert core_count == orm_count
+    # Rows inserted by Core read back through the ORM as given, with the models' defaults.
+    posting = wallet.debit(user.id, 700, kind=LedgerKind.ADJUSTMENT, note="core")
+    activations._record_event(ids[0], "pending", S.ALLOCATED, note="core", actor="test")
+    db.session.commit()
+    entry = db.session.get(LedgerEntry, posting.id)
+    assert (entry.user_id, entry.amount, entry.kind, entry.balance_after, entry.note) == (
+        user.id,
+        -700,
+        "adjustment",
+        posting.balance_after,
+        "core",
+    )
+    assert entry.created_at is not None and entry.balance_after == balance(user.id)
+    event = (
+        db.session.execute(
+            select(ActivationEvent)
+            .where(ActivationEvent.activation_id == ids[0])
+            .order_by(ActivationEvent.id.desc())
+        )
+        .scalars()
+        .first()
+    )
+    assert (event.from_status, event.to_status, event.note, event.actor) == (
+        "pending",
+        "allocated",
+        "core",
+        "test",
+    )
+    assert event.created_at is not None
+    assert verify_ledger() == []

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import db_reads
@@ -74,6 +74,47 @@ def _values(states) -> list[str]:
     return [s.value for s in states]
 
 
+_activations = Activation.__table__
+# The hot path's statements, built once at import (Core twins of the ORM reads they
+# replace; tests/test_lifecycle.py checks they agree). Whether the activation was charged
+# rides on the status read, so a refund needs no read of its own.
+_STATE_OF = select(
+    _activations.c.status,
+    _activations.c.user_id,
+    _activations.c.price,
+    _activations.c.order_id,
+    webhooks.OWNER_ENDPOINT,
+    exists()
+    .where(
+        LedgerEntry.activation_id == _activations.c.id,
+        LedgerEntry.kind == LedgerKind.PURCHASE.value,
+    )
+    .label("charged"),
+).where(_activations.c.id == bindparam("activation"))
+_NEW_EVENT = insert(ActivationEvent.__table__)
+_NEW_ACTIVATION = insert(_activations).returning(_activations.c.id)
+_ACTIVE_COUNT = select(func.count()).where(
+    _activations.c.user_id == bindparam("user"),
+    _activations.c.status.in_([s.value for s in ACTIVE_STATES]),
+)
+
+
+def _record_event(
+    activation_id: int, source: str | None, target: S, *, note: str | None, actor: str
+) -> None:
+    """The activation's history row for a move (append-only; one INSERT, no flush)."""
+    db.session.execute(
+        _NEW_EVENT,
+        {
+            "activation_id": activation_id,
+            "from_status": source,
+            "to_status": target.value,
+            "note": note,
+            "actor": actor,
+        },
+    )
+
+
 def _transition(
     activation_id: int, target: S, *, actor: str, note: str | None = None, **values
 ) -> bool:
@@ -84,15 +125,7 @@ def _transition(
     purchase also gives its `orderId` back, so that the customer's retry may use it.
     """
     sources = [s for s, targets in TRANSITIONS.items() if target in targets]
-    row = db.session.execute(
-        select(
-            Activation.status,
-            Activation.user_id,
-            Activation.price,
-            Activation.order_id,
-            webhooks.OWNER_ENDPOINT,
-        ).where(Activation.id == activation_id)
-    ).one_or_none()
+    row = db.session.execute(_STATE_OF, {"activation": activation_id}).one_or_none()
     if row is None or S(row.status) not in sources:
         return False
     if target == S.FAILED and row.order_id is not None:
@@ -100,38 +133,22 @@ def _transition(
         released = f"orderId {row.order_id} released"
         note = f"{note}; {released}"[:300] if note else released
     result = db.session.execute(
-        update(Activation)
-        .where(Activation.id == activation_id, Activation.status == row.status)
+        update(_activations)
+        .where(_activations.c.id == activation_id, _activations.c.status == row.status)
         .values(status=target.value, **values)
-        .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         return False
-    db.session.add(
-        ActivationEvent(
-            activation_id=activation_id,
-            from_status=row.status,
-            to_status=target.value,
-            note=note,
-            actor=actor,
-        )
-    )
+    _record_event(activation_id, row.status, target, note=note, actor=actor)
     webhooks.record_transition(row.webhook_endpoint_id, activation_id, target, values)
-    if target in REFUNDING_STATES and row.price > 0:
-        charged = db.session.execute(
-            select(func.count(LedgerEntry.id)).where(
-                LedgerEntry.activation_id == activation_id,
-                LedgerEntry.kind == LedgerKind.PURCHASE.value,
-            )
-        ).scalar_one()
-        if charged:
-            wallet.credit(
-                row.user_id,
-                row.price,
-                kind=LedgerKind.REFUND,
-                activation_id=activation_id,
-                note=note,
-            )
+    if target in REFUNDING_STATES and row.price > 0 and row.charged:
+        wallet.credit(
+            row.user_id,
+            row.price,
+            kind=LedgerKind.REFUND,
+            activation_id=activation_id,
+            note=note,
+        )
     db.session.flush()
     existing = db.session.identity_map.get((Activation, (activation_id,), None))
     if existing is not None:
@@ -300,39 +317,28 @@ def _hold(
     """Commit the activation as pending with its price debited. Returns its id."""
     user_id = user.id
     try:
-        activation = Activation(
-            user_id=user_id,
-            service=service,
-            country_id=country_id,
-            status=S.PENDING.value,
-            price=price,
-            upstream_name=provider_name,
-            order_id=order_id,
-        )
-        db.session.add(activation)
-        db.session.flush()
+        activation_id = db.session.execute(
+            _NEW_ACTIVATION,
+            {
+                "user_id": user_id,
+                "service": service,
+                "country_id": country_id,
+                "status": S.PENDING.value,
+                "price": price,
+                "upstream_name": provider_name,
+                "order_id": order_id,
+            },
+        ).scalar_one()
         # The debit locks the user's row (PostgreSQL) or the database (SQLite) until commit,
         # so the cap below counts consistently under concurrency.
         if price > 0:
-            wallet.debit(user_id, price, kind=LedgerKind.PURCHASE, activation_id=activation.id)
-        active = db.session.execute(
-            select(func.count(Activation.id)).where(
-                Activation.user_id == user_id,
-                Activation.status.in_(_values(ACTIVE_STATES)),
-            )
-        ).scalar_one()
+            wallet.debit(user_id, price, kind=LedgerKind.PURCHASE, activation_id=activation_id)
+        active = db.session.execute(_ACTIVE_COUNT, {"user": user_id}).scalar_one()
         if active > settings.get("max_active_activations"):
             raise err.TooManyActivations()
-        db.session.add(
-            ActivationEvent(
-                activation_id=activation.id,
-                from_status=None,
-                to_status=S.PENDING.value,
-                note=f"charged {to_decimal(price)}",
-                actor="customer",
-            )
+        _record_event(
+            activation_id, None, S.PENDING, note=f"charged {to_decimal(price)}", actor="customer"
         )
-        activation_id = activation.id
         db.session.commit()
         return activation_id
     except wallet.InsufficientFunds:

@@ -112,7 +112,7 @@ def parse_adjustment(text: str) -> int:
     return amount
 
 
-def adjust_balance(user: User, amount: int, note: str, actor: User | None) -> LedgerEntry:
+def adjust_balance(user: User, amount: int, note: str, actor: User | None) -> wallet.Posting:
     """Credit (amount > 0) or debit (< 0) a customer through the wallet; commits the ledger
     row (naming the actor) and its audit row together.
 

@@ -3,13 +3,20 @@
 Each change is a single conditional UPDATE of the balance plus an append-only ledger row,
 in the caller's transaction. The debit cannot overdraw: `UPDATE … WHERE balance >= amount`
 is checked by its result (row locks are no help on SQLite), and a CHECK constraint backs it.
-Functions here flush but do not commit, so a purchase can commit its hold and its
-activation together; `adjust` is the committed form for operators.
+Functions here do not commit, so a purchase can commit its hold and its activation
+together; `adjust` is the committed form for operators.
+
+Both statements are Core statements built once at import (the balance UPDATE and the ledger
+INSERT … RETURNING id): they are the money path's hottest writes, and the ORM's unit of
+work added a flush and an object per entry to each without guarding anything more — the
+ledger's append-only rule, its CHECKs and unique (activation, kind) live in the database.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from typing import NamedTuple
+
+from sqlalchemy import bindparam, func, insert, select, update
 
 from ..extensions import db
 from ..models import LedgerEntry, LedgerKind, User
@@ -27,6 +34,30 @@ class UnknownAccount(WalletError):
     pass
 
 
+class Posting(NamedTuple):
+    """A ledger row as written (ledger rows never change afterwards)."""
+
+    id: int
+    user_id: int
+    amount: int
+    kind: str
+    activation_id: int | None
+    payment_id: int | None
+    balance_after: int
+
+
+_users = User.__table__
+_ledger = LedgerEntry.__table__
+_CREDIT = (
+    update(_users)
+    .where(_users.c.id == bindparam("account"))
+    .values(balance=_users.c.balance + bindparam("delta"))
+    .returning(_users.c.balance)
+)
+_DEBIT = _CREDIT.where(_users.c.balance >= -bindparam("delta"))
+_ENTRY = insert(_ledger).returning(_ledger.c.id)
+
+
 def _apply(
     user_id: int,
     amount: int,
@@ -37,38 +68,33 @@ def _apply(
     reference: str | None = None,
     note: str | None = None,
     actor_id: int | None = None,
-) -> LedgerEntry:
+) -> Posting:
     if amount == 0:
         raise ValueError("a ledger entry moves money")
-    stmt = update(User).where(User.id == user_id)
-    if amount < 0:
-        stmt = stmt.where(User.balance >= -amount)
-    stmt = stmt.values(balance=User.balance + amount).returning(User.balance)
     balance_after = db.session.execute(
-        stmt, execution_options={"synchronize_session": False}
+        _DEBIT if amount < 0 else _CREDIT, {"account": user_id, "delta": amount}
     ).scalar_one_or_none()
     if balance_after is None:
         if db.session.get(User, user_id) is None:
             raise UnknownAccount(f"no user {user_id}")
         raise InsufficientFunds("insufficient balance")
-    entry = LedgerEntry(
-        user_id=user_id,
-        amount=amount,
-        kind=kind.value,
-        activation_id=activation_id,
-        payment_id=payment_id,
-        reference=reference or _reference(activation_id, payment_id),
-        balance_after=balance_after,
-        note=note,
-        actor_id=actor_id,
-    )
-    db.session.add(entry)
-    db.session.flush()
+    values = {
+        "user_id": user_id,
+        "amount": amount,
+        "kind": kind.value,
+        "activation_id": activation_id,
+        "payment_id": payment_id,
+        "reference": reference or _reference(activation_id, payment_id),
+        "balance_after": balance_after,
+        "note": note,
+        "actor_id": actor_id,
+    }
+    entry_id = db.session.execute(_ENTRY, values).scalar_one()
     # Keep an already-loaded User in step with the database.
     user = db.session.identity_map.get((User, (user_id,), None))
     if user is not None:
         db.session.expire(user, ["balance"])
-    return entry
+    return Posting(entry_id, user_id, amount, kind.value, activation_id, payment_id, balance_after)
 
 
 def _reference(activation_id: int | None, payment_id: int | None) -> str | None:
@@ -79,18 +105,14 @@ def _reference(activation_id: int | None, payment_id: int | None) -> str | None:
     return None
 
 
-def credit(
-    user_id: int, amount: int, kind: LedgerKind = LedgerKind.TOPUP, **details
-) -> LedgerEntry:
+def credit(user_id: int, amount: int, kind: LedgerKind = LedgerKind.TOPUP, **details) -> Posting:
     """Add `amount` (> 0) money units. Does not commit."""
     if amount <= 0:
         raise ValueError("credit amount must be positive")
     return _apply(user_id, amount, kind, **details)
 
 
-def debit(
-    user_id: int, amount: int, kind: LedgerKind = LedgerKind.PURCHASE, **details
-) -> LedgerEntry:
+def debit(user_id: int, amount: int, kind: LedgerKind = LedgerKind.PURCHASE, **details) -> Posting:
     """Take `amount` (> 0) money units. Raises InsufficientFunds (nothing changed). No commit."""
     if amount <= 0:
         raise ValueError("debit amount must be positive")
@@ -104,7 +126,7 @@ def adjust(
     note: str,
     actor_id: int | None = None,
     kind: LedgerKind | None = None,
-) -> LedgerEntry:
+) -> Posting:
     """An operator's credit (amount > 0) or debit (< 0), committed.
 
     Raises InsufficientFunds when a debit exceeds the balance, ValueError for zero.
