@@ -65,6 +65,12 @@ def test_add_a_provider_on_the_console_and_see_it(client, boss, hero, api, runne
     assert "1 activation." in listed
     assert "0 activations." in page(client.get("/admin/activations?provider=sandbox"))
 
+    # The overview's figures split by provider: hero sold one number today, the sandbox none.
+    overview = page(client.get("/admin/"))
+    split = overview.split('id="by-provider-heading"')[1].split("</section>")[0]
+    hero_row = split.split("?provider=hero")[1].split("</tr>")[0]
+    assert hero_row.count("<td") == 9 and '<td class="num">1</td>' in hero_row
+
 
 def test_edit_keeps_the_key_unless_a_new_one_is_given(client, boss, hero):
     provider_admin.add("hero", "sms-activate", hero.url, SECRET)

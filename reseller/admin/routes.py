@@ -105,6 +105,7 @@ def index():
         names=names,
         chart=money_chart(data.days, data.daily),
         readings=stats.enabled_provider_balances(),
+        by_provider=stats.provider_figures(),
         risks=admin.settlement_risks(),
         topups=payments.totals(),
         webhook_figures=webhooks.figures(),
