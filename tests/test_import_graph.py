@@ -93,19 +93,11 @@ def test_the_models_import_nothing_above_them():
         assert not above, f"{bottom} reaches {sorted(above)}"
 
 
-# Left to untie (landed with the providers, issue 12): the provider wrapper asks routing
-# whether a failure counts against the breaker, and routing wraps calls with
-# provider.guarded. Listed so that any other circle still fails this test.
-KNOWN_CIRCLE = {"reseller.services.provider", "reseller.services.routing"}
-
-
 def test_no_circles_but_blueprint_packages_and_their_views():
     """The only circle allowed is Flask's blueprint pattern: `bp` in a package's __init__,
     whose view modules (routes and the like) it imports at the bottom."""
     graph = import_graph()
     for loop in circles(graph, set(graph)):
-        if loop == KNOWN_CIRCLE:
-            continue
         package = min(loop, key=len)
         views = loop - {package}
         assert all(m.rpartition(".")[0] == package for m in views), sorted(loop)

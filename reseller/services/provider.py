@@ -25,6 +25,7 @@ from ..models import JobState, Provider
 from ..upstream import errors as up
 from ..upstream.base import Connection, Upstream
 from ..upstream.registry import client_class
+from . import breaker
 from .accounts import fernet_for
 
 EXTENSION_KEY = "reseller.upstream"  # a stand-in client for the default provider (tests)
@@ -153,7 +154,7 @@ def client_for(provider: Provider) -> Upstream:
 
 class OutsideTransaction:
     """Wraps a provider's client so that every call first ends the session's transaction,
-    and its outcome feeds the provider's circuit breaker (services.routing).
+    and its outcome feeds the provider's circuit breaker (services.breaker).
 
     No upstream call may run inside a database transaction: it would hold row locks (on
     SQLite, the whole database) for the length of a network round trip. Callers have
@@ -166,8 +167,6 @@ class OutsideTransaction:
         self._healthy = healthy  # the breaker counted no failure when the row was read
 
     def __getattr__(self, attribute):
-        from . import routing
-
         target = getattr(self._provider, attribute)
         if not callable(target):
             return target
@@ -177,12 +176,12 @@ class OutsideTransaction:
             try:
                 result = target(*args, **kwargs)
             except up.UpstreamError as exc:
-                if routing.counts_against(exc):
-                    routing.record_failure(self.name, exc.token)
+                if breaker.counts_against(exc):
+                    breaker.record_failure(self.name, exc.token)
                     self._healthy = False
                 raise
             if not self._healthy:
-                routing.record_success(self.name)
+                breaker.record_success(self.name)
                 self._healthy = True
             return result
 
