@@ -50,6 +50,8 @@ def parse_args() -> argparse.Namespace:
         help="sleep between calls, as a server between clients' calls (cold caches)",
     )
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--sort", default="cumulative", help="cProfile order (tottime…)")
+    parser.add_argument("--top", type=int, default=45, help="cProfile rows printed")
     parser.add_argument(
         "--set",
         action="append",
@@ -156,8 +158,11 @@ def main() -> None:
         for _ in range(args.n):
             one()
         profiler.disable()
+        if os.environ.get("PROFILE_DUMP"):
+            profiler.dump_stats(os.environ["PROFILE_DUMP"])
         stream = io.StringIO()
-        pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(45)
+        stats = pstats.Stats(profiler, stream=stream)
+        stats.sort_stats(args.sort).print_stats(args.top)
         print(stream.getvalue())
     if fake is not None:
         fake.stop()

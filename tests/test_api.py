@@ -463,8 +463,6 @@ def test_hot_reads_need_no_transaction(api, customer, action):
     import threading
     import time
 
-    from sqlalchemy import event
-
     params, expected, tables = {}, "ACCESS_BALANCE:10.00", ["FROM users"]
     if action == "getStatus":
         bought = api.text("getNumber", service="tg", country="12")
@@ -490,16 +488,18 @@ def test_hot_reads_need_no_transaction(api, customer, action):
             locker.rollback()
             locker.close()
     else:
+        import psycopg
+
         sent = []
+        execute = psycopg.Cursor.execute
 
-        def listener(conn, cursor, statement, *args):
-            sent.append((statement, conn.connection.dbapi_connection.autocommit))
+        def recording(cursor, query, *args, **kwargs):  # every statement psycopg sends
+            sent.append((str(query), cursor.connection.autocommit))
+            return execute(cursor, query, *args, **kwargs)
 
-        event.listen(engine, "before_cursor_execute", listener)
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(psycopg.Cursor, "execute", recording)
             assert api.text(action, **params) == expected
-        finally:
-            event.remove(engine, "before_cursor_execute", listener)
         assert [t for t in tables if any(t in statement for statement, _ in sent)] == tables
         assert len(sent) == len(tables)
         assert all(autocommit is True for _, autocommit in sent)  # psycopg sends no BEGIN
@@ -537,21 +537,11 @@ def test_the_core_key_lookup_agrees_with_the_orm(app, make_user, clock):
         )
         assert accounts.api_caller(key) == expected, key[:12]
     assert sum(accounts.api_caller(key) is not None for key in keys) == 4
-    # …and it runs the statement built at import, not a new one per call.
-    from sqlalchemy import event
-
-    executed = []
-
-    def record(conn, clause, *args):
-        executed.append(clause)
-
-    event.listen(db.engine, "before_execute", record)
-    try:
-        accounts.api_caller(keys[1])
-        accounts.api_caller(keys[2])
-    finally:
-        event.remove(db.engine, "before_execute", record)
-    assert len(executed) == 2 and executed[0] is executed[1]
+    # …and it runs the statement built at import, compiled once for this database.
+    plan = accounts._CALLER_BY_KEY_HASH._plans[db.engine.dialect]
+    accounts.api_caller(keys[1])
+    accounts.api_caller(keys[2])
+    assert accounts._CALLER_BY_KEY_HASH._plans[db.engine.dialect] is plan
 
 
 def test_the_api_works_on_in_memory_sqlite(tmp_path):

@@ -102,8 +102,10 @@ class ApiCaller(NamedTuple):
 # Built once at import, with a bind parameter: building and caching-keying a statement on
 # every API call cost more than running it. The Core twin of loading the User through the
 # ORM (`select(User).where(User.api_key_hash == …)`); tests check both agree.
-_CALLER_BY_KEY_HASH = select(User.id, User.active, User.balance, User.last_activity_at).where(
-    User.api_key_hash == bindparam("key_hash")
+_CALLER_BY_KEY_HASH = db_reads.HotRead(
+    select(User.id, User.active, User.balance, User.last_activity_at).where(
+        User.api_key_hash == bindparam("key_hash")
+    )
 )
 
 
@@ -111,7 +113,7 @@ def api_caller(key: str | None) -> ApiCaller | None:
     """The account behind an API key, or None. One indexed read outside any transaction."""
     if not key or len(key) > 200:
         return None
-    row = db_reads.first_row(_CALLER_BY_KEY_HASH, {"key_hash": api_key_digest(key)})
+    row = _CALLER_BY_KEY_HASH.first(key_hash=api_key_digest(key))
     return ApiCaller(*row) if row is not None else None
 
 
