@@ -7,6 +7,7 @@ import logging
 from flask import Flask, render_template
 from werkzeug.routing import IntegerConverter
 
+from .application import Application
 from .extensions import csrf, db, limiter, login_manager, migrate
 from .models import User
 
@@ -25,7 +26,7 @@ def create_app(config=None) -> Flask:
         config.validate()
     check_setting_defaults(config)
 
-    app = Flask(__name__, instance_relative_config=True)
+    app = Application(__name__, instance_relative_config=True)
     app.config.from_object(config)
     register_database_dialect_tweaks()
     register_extensions(app)

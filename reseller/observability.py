@@ -9,14 +9,15 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 
 from flask import Flask, current_app, g, has_request_context, jsonify, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"[\w\-]{8,64}", re.ASCII)  # ASCII: \w alone takes é
 _SECRET_PATTERNS = (
     re.compile(r"(api_key=)[^&\s\"']+", re.IGNORECASE),
     re.compile(r"(password\w*=)[^&\s\"']+", re.IGNORECASE),
@@ -83,9 +84,11 @@ def configure_logging(app: Flask) -> None:
 def register_request_id(app: Flask) -> None:
     @app.before_request
     def assign_request_id():
-        incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        valid = re.fullmatch(r"[\w\-]{8,64}", incoming, re.ASCII)  # ASCII: \w alone takes é
-        g.request_id = incoming if valid else uuid.uuid4().hex
+        incoming = request.environ.get("HTTP_X_REQUEST_ID")
+        if incoming and _VALID_REQUEST_ID.fullmatch(incoming):
+            g.request_id = incoming
+        else:
+            g.request_id = os.urandom(16).hex()  # as random as uuid4().hex, a third the cost
         g.request_started = time.perf_counter()
 
     @app.after_request

@@ -543,6 +543,18 @@ def test_security_headers_on_every_kind_of_answer(app, fresh_client, people):
         assert_security_headers(browser.get(page), hsts=False)
 
 
+def test_a_header_a_view_sets_itself_is_kept_and_not_doubled(app):
+    @app.get("/test-own-frame-policy")
+    def own_frame_policy():
+        return "framed", 200, {"x-frame-options": "SAMEORIGIN", "Referrer-Policy": "no-referrer"}
+
+    response = app.test_client().get("/test-own-frame-policy")
+    assert response.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert response.headers.getlist("Referrer-Policy") == ["no-referrer"]
+    assert response.headers.getlist("X-Content-Type-Options") == ["nosniff"]
+    assert len(response.headers.getlist("Content-Security-Policy")) == 1
+
+
 @pytest.fixture
 def production_app(tmp_path, monkeypatch):
     """ProductionConfig from the environment, as an operator runs it (SQLite, sandbox)."""
