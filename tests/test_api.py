@@ -568,3 +568,19 @@ def test_the_api_works_on_in_memory_sqlite(tmp_path):
         renamed = db.session.execute(text("SELECT email FROM users")).scalar_one()
         assert renamed == "renamed@example.com"  # the open transaction is intact
         db.session.remove()
+
+
+def test_the_key_is_digested_once_per_call_for_the_limit_and_the_lookup(api, monkeypatch):
+    from reseller.services import accounts
+
+    digests = []
+    real = accounts.api_key_digest
+
+    def counting(key):
+        digests.append(key)
+        return real(key)
+
+    monkeypatch.setattr(accounts, "api_key_digest", counting)
+    for expected in ("ACCESS_BALANCE:10.00", "ACCESS_BALANCE:10.00"):
+        assert api.text("getBalance") == expected
+    assert digests == [api.key, api.key]  # one per request, none carried to the next

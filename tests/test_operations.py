@@ -253,7 +253,9 @@ def test_a_connection_dying_after_the_checkout_check_is_retried_or_answered_clea
     clock.travel(600)  # past the early-cancel window
     drop_every_connection()
     with monkeypatch.context() as patched:
-        patched.setattr(accounts, "api_caller", lambda key: caller)  # skip the retried read
+        patched.setattr(
+            accounts, "api_caller_by_digest", lambda digest: caller
+        )  # skip the retried read
         assert api.text("setStatus", id=number, status="8") == "ERROR_SQL"
     assert api.text("getStatus", id=number) == "STATUS_WAIT_CODE"
     assert api.text("getBalance") == balance  # nothing was refunded by the failed try

@@ -23,6 +23,7 @@ from .errors import BY_KIND
 log = logging.getLogger(__name__)
 
 PATHS = ("/api/customer", "/stubs/handler_api.php")
+_DIGEST = "reseller.api_key_digest"
 
 
 def _param(name: str) -> str | None:
@@ -34,10 +35,20 @@ def _param(name: str) -> str | None:
     return value[:500]
 
 
+def _key_digest() -> str | None:
+    """The lookup digest of the request's API key, computed once per request (the rate
+    limit's counter and the account lookup both need it); None without a usable key."""
+    environ = request.environ  # per request (an app context, and its g, can outlive one)
+    if _DIGEST not in environ:
+        key = (request.values.get("api_key") or "").strip()
+        environ[_DIGEST] = accounts.api_key_digest(key) if 0 < len(key) <= 200 else None
+    return environ[_DIGEST]
+
+
 def _rate_key() -> str:
-    key = request.values.get("api_key") or ""
-    if key:
-        return "api:" + accounts.api_key_digest(key[:200])[:32]
+    digest = _key_digest()
+    if digest is not None:
+        return "api:" + digest[:32]
     return "api-ip:" + (request.remote_addr or "unknown")
 
 
@@ -51,7 +62,8 @@ def _dialect():
 
 
 def _authenticate() -> accounts.ApiCaller:
-    caller = accounts.api_caller((request.values.get("api_key") or "").strip())
+    digest = _key_digest()
+    caller = accounts.api_caller_by_digest(digest) if digest is not None else None
     if caller is None:
         raise err.BadKey()
     if not caller.active:

@@ -113,7 +113,12 @@ def api_caller(key: str | None) -> ApiCaller | None:
     """The account behind an API key, or None. One indexed read outside any transaction."""
     if not key or len(key) > 200:
         return None
-    row = _CALLER_BY_KEY_HASH.first(key_hash=api_key_digest(key))
+    return api_caller_by_digest(api_key_digest(key))
+
+
+def api_caller_by_digest(digest: str) -> ApiCaller | None:
+    """`api_caller` for a key whose `api_key_digest` the caller has at hand."""
+    row = _CALLER_BY_KEY_HASH.first(key_hash=digest)
     return ApiCaller(*row) if row is not None else None
 
 
