@@ -92,8 +92,37 @@ class _RedactApiKeys(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if "api_key=" in message.lower():
-            record.msg, record.args = self._pattern.sub(r"\1***", message), None
+            message = self._pattern.sub(r"\1***", message)
+        record.msg, record.args = message, None  # formatted once: handlers reuse it
         return True
+
+
+# What gunicorn's own atoms read from the environ (the rest of it is the app's business).
+_ATOM_ENVIRON = (
+    "REMOTE_ADDR",
+    "REQUEST_METHOD",
+    "RAW_URI",
+    "SERVER_PROTOCOL",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "HTTP_REFERER",
+    "HTTP_USER_AGENT",
+    "HTTP_AUTHORIZATION",
+)
+_HEADER_ATOM = re.compile(r"%\(\{([^}]*)\}([ioe])\)")
+
+
+class _Answer:
+    """What gunicorn's atoms read of a response, without its headers."""
+
+    def __init__(self, resp) -> None:
+        self.status = resp.status
+        self.sent = getattr(resp, "sent", None)
+        self.headers: list = []
+
+
+class _NoHeaders:
+    headers: list = []  # noqa: RUF012 (read only)
 
 
 class RedactingLogger(_GunicornLogger):
@@ -102,6 +131,34 @@ class RedactingLogger(_GunicornLogger):
         for log in (self.error_log, self.access_log):
             if not any(isinstance(f, _RedactApiKeys) for f in log.filters):
                 log.addFilter(_RedactApiKeys())
+        self._header_atoms = [
+            (name.lower(), kind) for name, kind in _HEADER_ATOM.findall(cfg.access_log_format)
+        ]
+
+    def atoms(self, resp, req, environ, request_time):
+        """gunicorn's atoms, but of the request and response headers and the environ only
+        those the access-log format names: gunicorn makes an atom of every one of them (the
+        app's environ holds dozens) on every request, then escapes each, for a line that
+        uses one. A fifth of a getBalance's CPU in the worker went there."""
+        slim = {name: environ[name] for name in _ATOM_ENVIRON if name in environ}
+        atoms = super().atoms(_Answer(resp), _NoHeaders, slim, request_time)
+        for name, kind in self._header_atoms:
+            if kind == "e":
+                found = [value for key, value in environ.items() if key.lower() == name]
+            else:
+                found = [
+                    value
+                    for key, value in (resp.headers if kind == "o" else _headers_of(req))
+                    if key.lower() == name
+                ]
+            if found:
+                atoms[f"{{{name}}}{kind}"] = found[-1]
+        return atoms
+
+
+def _headers_of(req) -> list:
+    headers = req.headers if hasattr(req, "headers") else req
+    return list(headers.items()) if hasattr(headers, "items") else list(headers)
 
 
 logger_class = RedactingLogger

@@ -34,10 +34,10 @@ def redact(message: str) -> str:
 
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        # The message is formatted once, here, and kept formatted: the handlers (and any
+        # filter after this one) read it without formatting it again — for gunicorn's
+        # access line, formatting is most of the line's cost.
+        record.msg, record.args = redact(record.getMessage()), None
         if has_request_context():
             record.request_id = getattr(g, "request_id", None)
         elif not hasattr(record, "request_id"):

@@ -175,6 +175,53 @@ def test_gunicorn_error_log_redacts_api_keys():
     assert "api_key=***&action=getNumber" in record.getMessage()
 
 
+def test_the_access_log_line_is_what_gunicorn_would_write():
+    """RedactingLogger computes only the header and environ atoms the format names; for any
+    format, the line must be the one gunicorn's own atoms give."""
+    import datetime as dt
+    import runpy
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger, SafeAtoms
+
+    settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    formats = [
+        settings["access_log_format"],
+        '%(h)s %(l)s %(u)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %(L)s %(T)s %(B)s',
+        "%(m)s %(U)s %(q)s %(H)s {%({X-Request-ID}o)s} %({user-agent}i)s %({Missing}o)s",
+        "%({x-forwarded-for}i)s %({wsgi.url_scheme}e)s %({NO_SUCH}e)s %({content-type}o)s",
+    ]
+    environ = {
+        "REMOTE_ADDR": "203.0.113.5",
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/api/customer?api_key=k&action=getBalance",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "PATH_INFO": "/api/customer",
+        "QUERY_STRING": "api_key=k&action=getBalance",
+        "HTTP_USER_AGENT": 'curl/8 "quoted"',
+        "HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz",
+        "wsgi.url_scheme": "https",
+        "werkzeug.request": object(),
+    }
+    request = SimpleNamespace(
+        headers=[("USER-AGENT", 'curl/8 "quoted"'), ("X-FORWARDED-FOR", "198.51.100.1")]
+    )
+    response = SimpleNamespace(
+        status="200 OK",
+        sent=1234,
+        headers=[("Content-Type", "text/plain"), ("X-Request-ID", "abc123def456")],
+    )
+    took = dt.timedelta(seconds=1, microseconds=234567)
+    for fmt in formats:
+        config = Config()
+        config.set("access_log_format", fmt)
+        ours, theirs = settings["RedactingLogger"](config), Logger(config)
+        ours.now = theirs.now = lambda: "[02/Dec/2026:10:00:00 +0000]"
+        line = fmt % SafeAtoms(ours.atoms(response, request, environ, took))
+        assert line == fmt % SafeAtoms(theirs.atoms(response, request, environ, took)), fmt
+
+
 # --- gunicorn.conf.py -----------------------------------------------------------------
 
 
