@@ -29,6 +29,9 @@ import cProfile
 import io
 import os
 import pstats
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +59,11 @@ def parse_args() -> argparse.Namespace:
         help="sleep between calls, as a server between clients' calls (cold caches)",
     )
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="CPU per call by layer (Flask, SQLAlchemy, the driver, requests, Redis, ours…)",
+    )
     parser.add_argument("--sort", default="cumulative", help="cProfile order (tottime…)")
     parser.add_argument("--top", type=int, default=45, help="cProfile rows printed")
     parser.add_argument(
@@ -180,8 +188,79 @@ def main() -> None:
         stats = pstats.Stats(profiler, stream=stream)
         stats.sort_stats(args.sort).print_stats(args.top)
         print(stream.getvalue())
+    if args.breakdown:
+        print(breakdown(one, args.n))
     if fake is not None:
         fake.stop()
+
+
+# Where a call's CPU goes, by the code that spends it: py-spy samples this process while it
+# holds the GIL (Python running, or C code that keeps the GIL, such as SQLite's). A sample
+# inside the harness, the rate-limit counter or the upstream HTTP client belongs to it
+# whatever it called; any other sample goes to the innermost frame that is ours or a
+# library's (the standard library's time goes to whoever called it). A sampler, unlike
+# cProfile, does not inflate code that makes many small calls; waits with the GIL released
+# (sockets) are not CPU and not counted.
+WHOLE = (
+    ("the harness (werkzeug's EnvironBuilder; no server pays it)", ("werkzeug/test.py",)),
+    ("rate-limit counter (limits, redis-py)", ("(limits/", "(redis/")),
+    ("upstream HTTP client (requests, urllib3, http.client)", ("(requests/", "(urllib3/")),
+)
+INNERMOST = (
+    ("database driver (psycopg)", ("(psycopg",)),
+    ("SQLAlchemy (Core, ORM, pool) and SQLite", ("(sqlalchemy/",)),
+    (
+        "Flask, Werkzeug and their extensions",
+        ("(flask/", "(werkzeug/", "(flask_login/", "(flask_wtf/", "(flask_sqlalchemy/"),
+    ),
+    ("our code (reseller/)", ("(reseller/",)),
+)
+OTHER = "the standard library and the rest"
+
+
+def _layer(frames: list[str]) -> str:
+    for label, marks in WHOLE:
+        if any(mark in frame for frame in frames for mark in marks):
+            return label
+    for frame in reversed(frames):
+        for label, marks in INNERMOST:
+            if any(mark in frame for mark in marks):
+                return label
+    return OTHER
+
+
+def breakdown(one, n: int) -> str:
+    """Run `n` calls under py-spy; the share of sampled CPU by layer."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        return "CPU by layer: not measured (py-spy is not installed: pip install py-spy)"
+    out = Path(tempfile.mkdtemp(prefix="reseller-spy-")) / "samples.txt"
+    argv = [py_spy, "record", "--pid", str(os.getpid()), "--gil", "--rate", "2000"]
+    spy = subprocess.Popen(
+        [*argv, "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.5)  # attached
+    for _ in range(n):
+        one()
+    spy.send_signal(signal.SIGINT)
+    spy.wait(timeout=60)
+    booked: dict[str, int] = {}
+    for line in out.read_text().splitlines() if out.exists() else ():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not any(".one (profile_api.py" in frame for frame in frames):
+            continue  # not one of the measured calls
+        label = _layer(frames)
+        booked[label] = booked.get(label, 0) + int(count)
+    total = sum(booked.values())
+    if not total:
+        return "CPU by layer: not measured (py-spy took no samples; it needs ptrace rights)"
+    lines = [f"CPU by layer (py-spy, {total} samples while the GIL was held):"]
+    for label, count in sorted(booked.items(), key=lambda item: -item[1]):
+        lines.append(f"  {count / total:6.1%}  {label}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

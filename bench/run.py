@@ -213,6 +213,7 @@ class Context:
     dashboard_path: str = "/dashboard"
     dashboard_label: str = "/dashboard"
     notes: list[str] = field(default_factory=list)
+    breakdowns: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def gunicorn_argv(*extra: str) -> list[str]:
@@ -731,6 +732,19 @@ def in_one_process(ctx: Context, kind: str, url: str) -> dict[str, float]:
             ctx.notes.append(f"{kind}: profile_api.py failed: {done.stderr.strip()[-300:]}")
             return {}
         figures[label] = float(found.group(1))
+    for label, extra in (
+        ("getBalance", ["-n", "3000"]),
+        ("getNumber + setStatus 8", ["--action", "cycle", "-n", "300"]),
+    ):
+        argv = [sys.executable, str(ROOT / "bench" / "profile_api.py"), *extra, "--rounds", "1"]
+        argv += ["--breakdown", "--ratelimit", ctx.ratelimit_uri]
+        if database:
+            argv += ["--database", database]
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+        found = done.stdout.partition("CPU by layer")
+        ctx.breakdowns[(kind, label)] = (
+            found[1] + found[2] if found[1] else f"not measured: {done.stderr.strip()[-200:]}"
+        ).strip()
     log(
         f"{kind}: in one process: baseline {figures['baseline']:.2f} ms CPU, getBalance "
         f"{figures['hot']:.2f} ms hot, {figures['paused']:.2f} ms with pauses, getStatus "
@@ -1128,6 +1142,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench/results/.\n\n"
         f"{table}\n\n## How it was measured\n\n{details}\n"
         + (f"\n## Targets not met\n\n{misses}\n" if (misses := explain_misses(runs)) else "")
+        + _breakdowns(ctx)
         + _changes()
     )
     print("\n" + table + "\n\n" + details + "\n")
@@ -1141,6 +1156,22 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(report)
     log(f"table written to {args.output}")
     return 0
+
+
+def _breakdowns(ctx: Context) -> str:
+    """Where one call's CPU goes, by layer (bench/profile_api.py --breakdown)."""
+    if not ctx.breakdowns:
+        return ""
+    parts = [
+        "\n## Where the CPU goes, in one process\n\n"
+        "bench/profile_api.py --breakdown: py-spy samples the calls replayed in one process "
+        "(as in the table) and books each sample to a layer; the Redis counter, the upstream "
+        "HTTP client and the harness take everything they call, other samples go to the "
+        "innermost frame that is ours or a library's.\n"
+    ]
+    for (kind, label), text in ctx.breakdowns.items():
+        parts.append(f"\n{kind}, {label}:\n\n```\n{text}\n```\n")
+    return "".join(parts)
 
 
 def _changes() -> str:
