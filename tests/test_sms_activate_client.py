@@ -533,7 +533,7 @@ def test_connect_timeout_means_nothing_was_sent(client, monkeypatch):
     def connect_timeout(*args, **kwargs):
         raise requests.exceptions.ConnectTimeout(f"timed out: https://x/?api_key={KEY}")
 
-    monkeypatch.setattr(client._session, "get", connect_timeout)
+    monkeypatch.setattr(client._session, "send", connect_timeout)
     with pytest.raises(errors.UpstreamUnavailable) as caught:
         client.get_number("tg", 12)
     assert not isinstance(caught.value, errors.UnknownOutcome)

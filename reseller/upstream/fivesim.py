@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from . import deadline
+from . import deadline, transport
 from .base import (
     ActiveActivation,
     Connection,
@@ -411,8 +411,8 @@ class FiveSimClient(Upstream):
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         started = time.monotonic()
         try:
-            response = self._session.get(
-                self.url + path, params=params or None, headers=headers, timeout=timeout
+            response = transport.get(
+                self._session, self.url + path, params=params, headers=headers, timeout=timeout
             )
             response.content  # noqa: B018 - read the body inside the try
         except requests.RequestException as exc:

@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from . import deadline
+from . import deadline, transport
 from .base import (
     ActiveActivation,
     Connection,
@@ -412,7 +412,7 @@ class SmsActivateClient(Upstream):
         failure = ""
         response = None
         try:
-            response = self._session.get(self.url, params=query, timeout=timeout)
+            response = transport.get(self._session, self.url, params=query, timeout=timeout)
             response.content  # noqa: B018 - read the body inside the try
         except requests.RequestException as exc:
             failure = describe_failure(exc)
