@@ -31,6 +31,7 @@ from ..models import (
     Settlement,
     SmsMessage,
     User,
+    WebhookEndpoint,
     utcnow,
 )
 from ..models import ActivationStatus as S
@@ -91,11 +92,46 @@ _STATE_OF = select(
     )
     .label("charged"),
 ).where(_activations.c.id == bindparam("activation"))
+# The status-guarded move itself. The columns it sets are the execution's parameters
+# (other than `activation` and `expected`); it answers with the activation's row as the move
+# left it, so that answering the caller needs no read. `_MOVE_FROM` is the move from a
+# status the caller already knows (`_move(expected=…)`): it also answers what `_STATE_OF`
+# would have (the owner's webhook, whether it was charged), one statement instead of two.
+_MOVE = (
+    update(_activations)
+    .where(_activations.c.id == bindparam("activation"))
+    .where(_activations.c.status == bindparam("expected"))
+    .returning(*_activations.c)
+)
+# Its extra columns name the activation by its bind parameter, not by correlation: SQLite's
+# RETURNING is rendered with unqualified column names, which a correlated subquery would
+# resolve against its own table.
+_owner = _activations.alias("owner_of")
+_MOVE_FROM = _MOVE.returning(
+    select(WebhookEndpoint.id)
+    .where(
+        WebhookEndpoint.user_id
+        == select(_owner.c.user_id).where(_owner.c.id == bindparam("activation")).scalar_subquery(),
+        WebhookEndpoint.url.is_not(None),
+    )
+    .scalar_subquery()
+    .label("webhook_endpoint_id"),
+    exists()
+    .where(
+        LedgerEntry.activation_id == bindparam("activation"),
+        LedgerEntry.kind == LedgerKind.PURCHASE.value,
+    )
+    .label("charged"),
+)
 _NEW_EVENT = insert(ActivationEvent.__table__)
 _NEW_ACTIVATION = insert(_activations).returning(_activations.c.id)
 _ACTIVE_COUNT = select(func.count()).where(
     _activations.c.user_id == bindparam("user"),
     _activations.c.status.in_([s.value for s in ACTIVE_STATES]),
+)
+# The customer's activation by id (setStatus), the Core twin of `get_for_user`.
+_CUSTOMERS_ACTIVATION = select(_activations).where(
+    _activations.c.id == bindparam("activation"), _activations.c.user_id == bindparam("user")
 )
 
 
@@ -124,27 +160,57 @@ def _transition(
     table forbids the move. A move into a refunding state credits the price back; a failed
     purchase also gives its `orderId` back, so that the customer's retry may use it.
     """
-    sources = [s for s, targets in TRANSITIONS.items() if target in targets]
-    row = db.session.execute(_STATE_OF, {"activation": activation_id}).one_or_none()
-    if row is None or S(row.status) not in sources:
-        return False
-    if target == S.FAILED and row.order_id is not None:
-        values["order_id"] = None
-        released = f"orderId {row.order_id} released"
-        note = f"{note}; {released}"[:300] if note else released
-    result = db.session.execute(
-        update(_activations)
-        .where(_activations.c.id == activation_id, _activations.c.status == row.status)
-        .values(status=target.value, **values)
-    )
-    if result.rowcount != 1:
-        return False
-    _record_event(activation_id, row.status, target, note=note, actor=actor)
-    webhooks.record_transition(row.webhook_endpoint_id, activation_id, target, values)
-    if target in REFUNDING_STATES and row.price > 0 and row.charged:
+    return _move(activation_id, target, actor=actor, note=note, **values) is not None
+
+
+def _move(
+    activation_id: int,
+    target: S,
+    *,
+    actor: str,
+    note: str | None = None,
+    expected: S | None = None,
+    **values,
+):
+    """`_transition`, answering with the activation's row as the move left it (the
+    Activation's column names), or None when it did not move. No commit.
+
+    `expected`: the status the caller has just seen (not for a move to FAILED, which needs
+    the order id the read gives); the move is then tried from that status first, with one
+    statement, and only if the activation has moved on meanwhile is its status read.
+    """
+    moved = source = None
+    if expected is not None and target in TRANSITIONS[expected] and target != S.FAILED:
+        moved = db.session.execute(
+            _MOVE_FROM,
+            {"activation": activation_id, "expected": expected.value, "status": target.value}
+            | values,
+        ).one_or_none()
+        source = expected.value
+        endpoint_id = moved.webhook_endpoint_id if moved is not None else None
+        charged = moved.charged if moved is not None else False
+    if moved is None:
+        sources = [s for s, targets in TRANSITIONS.items() if target in targets]
+        row = db.session.execute(_STATE_OF, {"activation": activation_id}).one_or_none()
+        if row is None or S(row.status) not in sources:
+            return None
+        if target == S.FAILED and row.order_id is not None:
+            values["order_id"] = None
+            released = f"orderId {row.order_id} released"
+            note = f"{note}; {released}"[:300] if note else released
+        moved = db.session.execute(
+            _MOVE,
+            {"activation": activation_id, "expected": row.status, "status": target.value} | values,
+        ).one_or_none()
+        if moved is None:
+            return None
+        source, endpoint_id, charged = row.status, row.webhook_endpoint_id, row.charged
+    _record_event(activation_id, source, target, note=note, actor=actor)
+    webhooks.record_transition(endpoint_id, activation_id, target, values)
+    if target in REFUNDING_STATES and moved.price > 0 and charged:
         wallet.credit(
-            row.user_id,
-            row.price,
+            moved.user_id,
+            moved.price,
             kind=LedgerKind.REFUND,
             activation_id=activation_id,
             note=note,
@@ -153,7 +219,7 @@ def _transition(
     existing = db.session.identity_map.get((Activation, (activation_id,), None))
     if existing is not None:
         db.session.expire(existing)
-    return True
+    return moved
 
 
 def _commit() -> None:
@@ -162,23 +228,6 @@ def _commit() -> None:
     except Exception:
         db.session.rollback()
         raise
-
-
-def _commit_and_get(activation_id: int) -> Activation:
-    """Commit, returning the activation as the committed transaction left it: read inside
-    that transaction and kept loaded (everything else expires as usual), so answering the
-    caller takes no new transaction."""
-    activation = db.session.get(Activation, activation_id)
-    session = db.session()
-    session.expire_on_commit = False
-    try:
-        _commit()
-    finally:
-        session.expire_on_commit = True
-    for instance in list(session.identity_map.values()):
-        if instance is not activation:
-            session.expire(instance)
-    return activation
 
 
 # --- customer queries ---------------------------------------------------------------
@@ -468,11 +517,12 @@ def _allocate(activation_id: int, provider, number, rate: Decimal) -> Activation
     # The first poll is one interval away: no code arrives in the instant after a purchase,
     # and a cancel or poll right away need not ask the upstream first.
     first_poll = now + dt.timedelta(seconds=settings.get("poll_interval"))
-    won = _transition(
+    activation = _move(
         activation_id,
         S.ALLOCATED,
         actor="system",
         note=f"{provider.name} #{number.upstream_id}",
+        expected=S.PENDING,  # as the hold left it, unless reconciliation settled it
         upstream_id=number.upstream_id,
         phone=number.phone,
         upstream_cost=cost,
@@ -480,8 +530,8 @@ def _allocate(activation_id: int, provider, number, rate: Decimal) -> Activation
         expires_at=now + dt.timedelta(seconds=lifetime),
         next_poll_at=first_poll,
     )
-    activation = _commit_and_get(activation_id)
-    if not won:
+    _commit()
+    if activation is None:
         # Reconciliation settled (refunded) this purchase meanwhile: release the number.
         log.warning("purchase %s settled before its answer arrived; cancelling", activation_id)
         try:
@@ -747,8 +797,18 @@ def cancel(activation: Activation, *, actor: str = "customer") -> Activation:
         log.warning("cancel %s: upstream answered %s, not a cancel", activation_id, answer)
         _poll_now(activation_id)
         raise err.BadStatus()
-    _transition(activation_id, S.CANCELLED, actor=actor, note="cancelled", closed_at=utcnow())
-    activation = _commit_and_get(activation_id)
+    moved = _move(
+        activation_id,
+        S.CANCELLED,
+        actor=actor,
+        note="cancelled",
+        expected=status,
+        closed_at=utcnow(),
+    )
+    _commit()
+    if moved is not None:
+        return moved
+    activation = db.session.get(Activation, activation_id)  # moved on meanwhile
     if S(activation.status) not in (S.CANCELLED, S.EXPIRED):
         raise err.BadStatus()
     return activation
