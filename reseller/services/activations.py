@@ -317,25 +317,30 @@ def buy_number(user: Customer, request: PurchaseRequest) -> Activation:
     latter also when the outcome is unknown: the hold stays until reconciliation).
     """
     service_code = (request.service or "").strip()
-    service = catalog.service(service_code)
-    if service is None or not service.enabled:
-        raise err.BadService()
     if (request.country or "").strip():
         try:
             country_id = catalog.parse_country(request.country)
         except catalog.UnknownCountry:
-            raise err.BadCountry() from None
+            country_id = None
     else:  # SMS-Activate clients leave `country` out for its default
         country_id = settings.get("default_country")
-    country = catalog.country(country_id)
-    if country is None or not country.enabled:
+    # The service, the country and the price with one read (the service is judged first).
+    offer = pricing.offer(service_code, country_id) if country_id is not None else None
+    if offer is None:
+        service = catalog.service(service_code)  # no such service, or an unknown country
+        if service is None or not service.enabled:
+            raise err.BadService()
+        raise err.BadCountry()
+    if not offer.service_enabled:
+        raise err.BadService()
+    if not offer.country_enabled:
         raise err.BadCountry()
     max_price = _parse_max_price(request.max_price)
     order_id = (request.order_id or "").strip() or None
     if order_id is not None and len(order_id) > 100:
         raise err.BadParameter("orderId is too long")
 
-    quote = pricing.quote(service_code, country_id)
+    quote = offer.quote
     if quote is None or quote.count <= 0:
         raise err.NoNumbers()
     if max_price is not None and max_price < quote.price:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
+from typing import NamedTuple
 
-from sqlalchemy import and_, case, func, or_, select, tuple_
+from sqlalchemy import and_, bindparam, case, func, or_, select, tuple_
 
 from ..extensions import db
 from ..models import Country, PricingRule, Service, UpstreamPrice
@@ -89,6 +90,95 @@ def quote(service: str, country_id: int) -> Quote | None:
         return None
     price, label = retail_price(row.cost, service, country_id, _rules_for(service, country_id))
     return Quote(service, country_id, row.cost, row.count, price, label)
+
+
+class Offer(NamedTuple):
+    """What a purchase needs to know about one (service, country), read at once: whether
+    the service exists and is on sale, whether the country is (None: unknown), and our
+    quote (None: no cached upstream price)."""
+
+    service_enabled: bool
+    country_enabled: bool | None
+    quote: Quote | None
+
+
+class _Rule(NamedTuple):  # the columns of a PricingRule that `retail_price` reads
+    fixed_price: int | None
+    markup_percent: Decimal | None
+
+
+# One statement built at import: the Core twin of catalog.service + catalog.country +
+# `quote` (tests/test_pricing.py checks they agree). Each rule scope is at most one row
+# (unique constraints), so the statement answers at most one row.
+_services, _countries = Service.__table__, Country.__table__
+_prices = UpstreamPrice.__table__
+_rule_pair = PricingRule.__table__.alias("rule_service_country")
+_rule_service = PricingRule.__table__.alias("rule_service")
+_rule_country = PricingRule.__table__.alias("rule_country")
+_OFFER = (
+    select(
+        _services.c.enabled.label("service_enabled"),
+        _countries.c.enabled.label("country_enabled"),
+        _prices.c.cost,
+        _prices.c.count,
+        _rule_pair.c.fixed_price.label("pair_fixed"),
+        _rule_pair.c.markup_percent.label("pair_markup"),
+        _rule_service.c.fixed_price.label("service_fixed"),
+        _rule_service.c.markup_percent.label("service_markup"),
+        _rule_country.c.fixed_price.label("country_fixed"),
+        _rule_country.c.markup_percent.label("country_markup"),
+    )
+    .select_from(
+        _services.outerjoin(_countries, _countries.c.id == bindparam("country"))
+        .outerjoin(
+            _prices,
+            and_(
+                _prices.c.service == _services.c.code,
+                _prices.c.country_id == bindparam("country"),
+            ),
+        )
+        .outerjoin(
+            _rule_pair,
+            and_(
+                _rule_pair.c.service == _services.c.code,
+                _rule_pair.c.country_id == bindparam("country"),
+            ),
+        )
+        .outerjoin(
+            _rule_service,
+            and_(_rule_service.c.service == _services.c.code, _rule_service.c.country_id.is_(None)),
+        )
+        .outerjoin(
+            _rule_country,
+            and_(
+                _rule_country.c.service.is_(None),
+                _rule_country.c.country_id == bindparam("country"),
+            ),
+        )
+    )
+    .where(_services.c.code == bindparam("service"))
+)
+
+
+def offer(service: str, country_id: int) -> Offer | None:
+    """The service, the country and our quote for a purchase, with one read; None when
+    there is no such service."""
+    if not service or len(service) > 40:
+        return None
+    row = db.session.execute(_OFFER, {"service": service, "country": country_id}).one_or_none()
+    if row is None:
+        return None
+    quote = None
+    if row.cost is not None:
+        found = (
+            ((service, country_id), _Rule(row.pair_fixed, row.pair_markup)),
+            ((service, None), _Rule(row.service_fixed, row.service_markup)),
+            ((None, country_id), _Rule(row.country_fixed, row.country_markup)),
+        )
+        rules = {key: rule for key, rule in found if rule != (None, None)}
+        price, label = retail_price(row.cost, service, country_id, rules)
+        quote = Quote(service, country_id, row.cost, row.count, price, label)
+    return Offer(row.service_enabled, row.country_enabled, quote)
 
 
 def price_table(

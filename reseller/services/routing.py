@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from ..extensions import db
 from ..models import Provider, ProviderPrice, utcnow
@@ -66,33 +66,43 @@ def sort_key(policy_name: str):
     return lambda c: (c.priority, c.cost, c.name)
 
 
+_providers = Provider.__table__
+# The candidates' read, built once at import: the Core twin of loading each Provider with
+# its ProviderPrice through the ORM (tests/test_routing.py checks both agree). Its rows
+# carry the provider's columns under the model's names, which is all a client is built
+# from, and the pair's cost and stock.
+_CANDIDATES = (
+    select(_providers, ProviderPrice.cost.label("pair_cost"), ProviderPrice.count)
+    .join(ProviderPrice, ProviderPrice.provider_id == _providers.c.id)
+    .where(
+        _providers.c.enabled.is_(True),
+        _closed(bindparam("now")),
+        ProviderPrice.service == bindparam("service"),
+        ProviderPrice.country_id == bindparam("country"),
+        ProviderPrice.count > 0,
+    )
+)
+
+
 def candidates(service: str, country_id: int, max_cost: int | None = None) -> list[Candidate]:
     """Enabled providers whose breaker is closed (or cooled), with stock for the pair and a
     cost of at most `max_cost`, in the order the routing policy tries them."""
     from .provider import guarded
 
     rows = db.session.execute(
-        select(Provider, ProviderPrice.cost, ProviderPrice.count)
-        .join(ProviderPrice, ProviderPrice.provider_id == Provider.id)
-        .where(
-            Provider.enabled.is_(True),
-            _closed(utcnow()),
-            ProviderPrice.service == service,
-            ProviderPrice.country_id == country_id,
-            ProviderPrice.count > 0,
-        )
+        _CANDIDATES, {"now": utcnow(), "service": service, "country": country_id}
     ).all()
     found = [
         Candidate(
-            provider.name,
-            provider.priority,
-            cost,
-            count,
-            Decimal(str(provider.rate)),
-            guarded(provider),
+            row.name,
+            row.priority,
+            row.pair_cost,
+            row.count,
+            Decimal(str(row.rate)),
+            guarded(row),
         )
-        for provider, cost, count in rows
-        if max_cost is None or cost <= max_cost
+        for row in rows
+        if max_cost is None or row.pair_cost <= max_cost
     ]
     return sorted(found, key=sort_key(policy()))
 
