@@ -31,7 +31,6 @@ from ..models import (
     Settlement,
     SmsMessage,
     User,
-    WebhookEndpoint,
     utcnow,
 )
 from ..models import ActivationStatus as S
@@ -76,9 +75,10 @@ def _values(states) -> list[str]:
 
 
 _activations = Activation.__table__
-# The hot path's statements, built once at import (Core twins of the ORM reads they
-# replace; tests/test_lifecycle.py checks they agree). Whether the activation was charged
-# rides on the status read, so a refund needs no read of its own.
+_ledger = LedgerEntry.__table__
+# The hot path's statements, built once at import from table columns (Core twins of the ORM
+# reads they replace; tests/test_lifecycle.py checks they agree). Whether the activation was
+# charged rides on the status read, so a refund needs no read of its own.
 _STATE_OF = select(
     _activations.c.status,
     _activations.c.user_id,
@@ -87,8 +87,8 @@ _STATE_OF = select(
     webhooks.OWNER_ENDPOINT,
     exists()
     .where(
-        LedgerEntry.activation_id == _activations.c.id,
-        LedgerEntry.kind == LedgerKind.PURCHASE.value,
+        _ledger.c.activation_id == _activations.c.id,
+        _ledger.c.kind == LedgerKind.PURCHASE.value,
     )
     .label("charged"),
 ).where(_activations.c.id == bindparam("activation"))
@@ -103,23 +103,12 @@ _MOVE = (
     .where(_activations.c.status == bindparam("expected"))
     .returning(*_activations.c)
 )
-# Its extra columns name the activation by its bind parameter, not by correlation: SQLite's
-# RETURNING is rendered with unqualified column names, which a correlated subquery would
-# resolve against its own table.
-_owner = _activations.alias("owner_of")
 _MOVE_FROM = _MOVE.returning(
-    select(WebhookEndpoint.id)
-    .where(
-        WebhookEndpoint.user_id
-        == select(_owner.c.user_id).where(_owner.c.id == bindparam("activation")).scalar_subquery(),
-        WebhookEndpoint.url.is_not(None),
-    )
-    .scalar_subquery()
-    .label("webhook_endpoint_id"),
+    webhooks.OWNER_ENDPOINT_OF,  # (by the bind parameter: see there why)
     exists()
     .where(
-        LedgerEntry.activation_id == bindparam("activation"),
-        LedgerEntry.kind == LedgerKind.PURCHASE.value,
+        _ledger.c.activation_id == bindparam("activation"),
+        _ledger.c.kind == LedgerKind.PURCHASE.value,
     )
     .label("charged"),
 )
@@ -760,7 +749,11 @@ def set_status(user: Customer, raw_id, raw_status) -> tuple[SetStatusAnswer, Act
     """Apply a customer's setStatus. Raises ActivationNotFound, BadStatus,
     EarlyCancelDenied, ServiceUnavailable."""
     status = parse_status(raw_status)
-    activation = get_for_user(user, raw_id)
+    activation = db.session.execute(
+        _CUSTOMERS_ACTIVATION, {"activation": _parse_id(raw_id), "user": user.id}
+    ).one_or_none()
+    if activation is None:
+        raise err.ActivationNotFound()
     if status == STATUS_READY:
         if S(activation.status) not in ACTIVE_STATES - {S.PENDING, S.UNKNOWN}:
             raise err.BadStatus()
@@ -785,9 +778,13 @@ def cancel(activation: Activation, *, actor: str = "customer") -> Activation:
         raise err.EarlyCancelDenied()
     activation_id, upstream_id = activation.id, activation.upstream_id
     seller = activation.upstream_name
+    try:
+        provider = upstream(seller)  # read in the transaction that ends here
+    except up.UpstreamUnavailable:  # no such provider any more
+        raise err.ServiceUnavailable() from None
     db.session.commit()
     try:
-        answer = upstream(seller).set_status(upstream_id, STATUS_CANCEL)
+        answer = provider.set_status(upstream_id, STATUS_CANCEL)
     except (up.AlreadyCancel, up.NoActivation, up.WrongActivationId):
         answer = None  # perhaps cancelled already: the status below decides
     except up.EarlyCancelDenied:

@@ -35,8 +35,10 @@ BREAKER_ERRORS: tuple[type[up.UpstreamError], ...] = (
 )
 
 
-def _closed(now: dt.datetime):
-    return or_(Provider.open_until.is_(None), Provider.open_until <= now)
+def _closed(now, open_until=Provider.open_until):
+    """Whether a provider's breaker lets it be tried at `now` (a time or a bind parameter);
+    `open_until`: the model's attribute, or its table's column in a Core statement."""
+    return or_(open_until.is_(None), open_until <= now)
 
 
 def mark_offers_stale() -> None:

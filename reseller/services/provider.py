@@ -17,7 +17,7 @@ import datetime as dt
 
 from cryptography.fernet import InvalidToken
 from flask import Flask, current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -188,10 +188,18 @@ class OutsideTransaction:
         return call
 
 
+# A provider's row by name for building its client, built once at import: the Core twin of
+# `by_name` (tests/test_routing.py checks both agree); its row has the model's column names.
+_NAMED = select(Provider.__table__).where(Provider.__table__.c.name == bindparam("name"))
+
+
 def _row(name: str | None) -> Provider:
-    provider = by_name(name or default_name())
+    name = name or default_name()
+    provider = db.session.execute(_NAMED, {"name": name}).one_or_none()
     if provider is None:
-        raise UnknownProvider(name or default_name())
+        provider = by_name(name)  # perhaps the environment's, not created yet
+    if provider is None:
+        raise UnknownProvider(name)
     return provider
 
 

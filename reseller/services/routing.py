@@ -66,20 +66,20 @@ def sort_key(policy_name: str):
     return lambda c: (c.priority, c.cost, c.name)
 
 
-_providers = Provider.__table__
+_providers, _prices = Provider.__table__, ProviderPrice.__table__
 # The candidates' read, built once at import: the Core twin of loading each Provider with
 # its ProviderPrice through the ORM (tests/test_routing.py checks both agree). Its rows
 # carry the provider's columns under the model's names, which is all a client is built
 # from, and the pair's cost and stock.
 _CANDIDATES = (
-    select(_providers, ProviderPrice.cost.label("pair_cost"), ProviderPrice.count)
-    .join(ProviderPrice, ProviderPrice.provider_id == _providers.c.id)
+    select(_providers, _prices.c.cost.label("pair_cost"), _prices.c.count)
+    .join(_prices, _prices.c.provider_id == _providers.c.id)
     .where(
         _providers.c.enabled.is_(True),
-        _closed(bindparam("now")),
-        ProviderPrice.service == bindparam("service"),
-        ProviderPrice.country_id == bindparam("country"),
-        ProviderPrice.count > 0,
+        _closed(bindparam("now"), _providers.c.open_until),
+        _prices.c.service == bindparam("service"),
+        _prices.c.country_id == bindparam("country"),
+        _prices.c.count > 0,
     )
 )
 

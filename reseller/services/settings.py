@@ -227,17 +227,39 @@ def check_defaults(config) -> None:
             raise SettingError(f"{spec.config_key}: {exc}") from None
 
 
+_STORED = select(Setting.__table__.c.key, Setting.__table__.c.value)  # built once, Core
+_PARSED_KEY = "reseller.settings.parsed"
+
+
+def _parsed(spec: SettingSpec, raw: Any) -> Any:
+    """`parse(spec, raw)`, remembered per process for texts already parsed: a pure
+    function of its arguments (the cache decides nothing), and settings are read on every
+    request while their texts rarely change. Raises SettingError as `parse` does."""
+    memo = current_app.extensions.setdefault(_PARSED_KEY, {})
+    key = (spec.key, raw)
+    try:
+        value = memo.get(key)
+    except TypeError:  # an unhashable value from the configuration
+        return parse(spec, raw)
+    if value is None:
+        if len(memo) > 4096:  # texts that keep changing: start afresh rather than grow
+            memo.clear()
+        value = memo[key] = (parse(spec, raw),)
+    return value[0]
+
+
 def _load() -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for spec in SPECS:
-        values[spec.key] = parse(spec, current_app.config.get(spec.config_key))
-    stored = db.session.execute(select(Setting.key, Setting.value)).all()
+    config = current_app.config
+    values: dict[str, Any] = {
+        spec.key: _parsed(spec, config.get(spec.config_key)) for spec in SPECS
+    }
+    stored = db.session.execute(_STORED).all()
     for key, raw in stored:
         spec = BY_KEY.get(key)
         if spec is None:
             continue
         try:
-            values[key] = parse(spec, raw)
+            values[key] = _parsed(spec, raw)
         except SettingError:
             current_app.logger.warning("ignoring invalid stored setting %s", key)
     return values

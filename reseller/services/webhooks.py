@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 
 from .. import safe_http
 from ..extensions import db
@@ -70,10 +70,26 @@ class WebhookError(ValueError):
 
 
 # The owner's endpoint id, read in the same statement as the activation's status when the
-# state machine moves it (`activations._transition`): no extra query for anyone.
+# state machine moves it (`activations._transition`): no extra query for anyone. Table
+# columns (Core), so that the statements carrying it skip the ORM's execution layer.
+_endpoints, _activations = WebhookEndpoint.__table__, Activation.__table__
 OWNER_ENDPOINT = (
-    select(WebhookEndpoint.id)
-    .where(WebhookEndpoint.user_id == Activation.user_id, WebhookEndpoint.url.is_not(None))
+    select(_endpoints.c.id)
+    .where(_endpoints.c.user_id == _activations.c.user_id, _endpoints.c.url.is_not(None))
+    .scalar_subquery()
+    .label("webhook_endpoint_id")
+)
+# The same for the activation named by the bind parameter `activation`, not by correlation:
+# for an UPDATE's RETURNING, which SQLite's dialect renders with unqualified column names
+# (a correlated subquery there would resolve them against its own table).
+_owner = _activations.alias("owner_of")
+OWNER_ENDPOINT_OF = (
+    select(_endpoints.c.id)
+    .where(
+        _endpoints.c.user_id
+        == select(_owner.c.user_id).where(_owner.c.id == bindparam("activation")).scalar_subquery(),
+        _endpoints.c.url.is_not(None),
+    )
     .scalar_subquery()
     .label("webhook_endpoint_id")
 )
