@@ -118,10 +118,6 @@ _ACTIVE_COUNT = select(func.count()).where(
     _activations.c.user_id == bindparam("user"),
     _activations.c.status.in_([s.value for s in ACTIVE_STATES]),
 )
-# The customer's activation by id (setStatus), the Core twin of `get_for_user`.
-_CUSTOMERS_ACTIVATION = select(_activations).where(
-    _activations.c.id == bindparam("activation"), _activations.c.user_id == bindparam("user")
-)
 
 
 def _record_event(
@@ -239,8 +235,8 @@ def get_for_user(user: Customer, raw_id) -> Activation:
     return activation
 
 
-# The poll's read, built once at import: the Core twin of get_for_user (tests check both
-# agree). Its row has the Activation's column names.
+# The read of getStatus and setStatus, built once at import: the Core twin of get_for_user
+# (tests check both agree). Its row has the Activation's column names.
 _USERS_ACTIVATION = db_reads.HotRead(
     select(Activation.__table__).where(
         Activation.id == bindparam("id"), Activation.user_id == bindparam("user_id")
@@ -749,9 +745,7 @@ def set_status(user: Customer, raw_id, raw_status) -> tuple[SetStatusAnswer, Act
     """Apply a customer's setStatus. Raises ActivationNotFound, BadStatus,
     EarlyCancelDenied, ServiceUnavailable."""
     status = parse_status(raw_status)
-    activation = db.session.execute(
-        _CUSTOMERS_ACTIVATION, {"activation": _parse_id(raw_id), "user": user.id}
-    ).one_or_none()
+    activation = _USERS_ACTIVATION.first(id=_parse_id(raw_id), user_id=user.id)
     if activation is None:
         raise err.ActivationNotFound()
     if status == STATUS_READY:

@@ -172,7 +172,10 @@ class OutsideTransaction:
             return target
 
         def call(*args, **kwargs):
-            db.session.commit()
+            session = db.session()
+            # (nothing to end, and nothing to flush, is the common case: skip the commit)
+            if session.in_transaction() or session.new or session.dirty or session.deleted:
+                session.commit()
             try:
                 result = target(*args, **kwargs)
             except up.UpstreamError as exc:

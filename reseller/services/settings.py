@@ -229,6 +229,7 @@ def check_defaults(config) -> None:
 
 _STORED = select(Setting.__table__.c.key, Setting.__table__.c.value)  # built once, Core
 _PARSED_KEY = "reseller.settings.parsed"
+_DEFAULTS_KEY = "reseller.settings.defaults"
 
 
 def _parsed(spec: SettingSpec, raw: Any) -> Any:
@@ -248,11 +249,27 @@ def _parsed(spec: SettingSpec, raw: Any) -> Any:
     return value[0]
 
 
-def _load() -> dict[str, Any]:
+def _defaults() -> dict[str, Any]:
+    """The values the configuration gives, parsed once per process for the same texts."""
     config = current_app.config
-    values: dict[str, Any] = {
-        spec.key: _parsed(spec, config.get(spec.config_key)) for spec in SPECS
-    }
+    texts = tuple(config.get(spec.config_key) for spec in SPECS)
+    memo = current_app.extensions.setdefault(_DEFAULTS_KEY, {})
+    try:
+        values = memo.get(texts)
+    except TypeError:  # an unhashable value from the configuration
+        values = None
+    if values is None:
+        values = {spec.key: parse(spec, text) for spec, text in zip(SPECS, texts, strict=True)}
+        try:
+            memo.clear()  # one configuration per process; a test may change it
+            memo[texts] = values
+        except TypeError:
+            pass
+    return dict(values)
+
+
+def _load() -> dict[str, Any]:
+    values = _defaults()
     stored = db.session.execute(_STORED).all()
     for key, raw in stored:
         spec = BY_KEY.get(key)
