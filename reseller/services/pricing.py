@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from sqlalchemy import and_, bindparam, case, func, or_, select, tuple_
 
+from .. import db_reads
 from ..extensions import db
 from ..models import Country, PricingRule, Service, UpstreamPrice
 from ..money import round_up_to_cent
@@ -107,15 +108,15 @@ class _Rule(NamedTuple):  # the columns of a PricingRule that `retail_price` rea
     markup_percent: Decimal | None
 
 
-# One statement built at import: the Core twin of catalog.service + catalog.country +
-# `quote` (tests/test_pricing.py checks they agree). Each rule scope is at most one row
-# (unique constraints), so the statement answers at most one row.
+# One statement built at import, read outside any transaction: the Core twin of
+# catalog.service + catalog.country + `quote` (tests/test_pricing.py checks they agree). Each
+# rule scope is at most one row (unique constraints), so the statement answers at most one.
 _services, _countries = Service.__table__, Country.__table__
 _prices = UpstreamPrice.__table__
 _rule_pair = PricingRule.__table__.alias("rule_service_country")
 _rule_service = PricingRule.__table__.alias("rule_service")
 _rule_country = PricingRule.__table__.alias("rule_country")
-_OFFER = (
+_OFFER = db_reads.HotRead(
     select(
         _services.c.enabled.label("service_enabled"),
         _countries.c.enabled.label("country_enabled"),
@@ -165,7 +166,7 @@ def offer(service: str, country_id: int) -> Offer | None:
     there is no such service."""
     if not service or len(service) > 40:
         return None
-    row = db.session.execute(_OFFER, {"service": service, "country": country_id}).one_or_none()
+    row = _OFFER.first(service=service, country=country_id)
     if row is None:
         return None
     quote = None

@@ -20,6 +20,7 @@ from flask import Flask, current_app
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
+from .. import db_reads
 from ..extensions import db
 from ..models import JobState, Provider
 from ..upstream import errors as up
@@ -191,14 +192,17 @@ class OutsideTransaction:
         return call
 
 
-# A provider's row by name for building its client, built once at import: the Core twin of
-# `by_name` (tests/test_routing.py checks both agree); its row has the model's column names.
-_NAMED = select(Provider.__table__).where(Provider.__table__.c.name == bindparam("name"))
+# A provider's row by name for building its client, built once at import and read outside
+# any transaction: the Core twin of `by_name` (tests/test_routing.py checks both agree); its
+# row has the model's column names.
+_NAMED = db_reads.HotRead(
+    select(Provider.__table__).where(Provider.__table__.c.name == bindparam("name"))
+)
 
 
 def _row(name: str | None) -> Provider:
     name = name or default_name()
-    provider = db.session.execute(_NAMED, {"name": name}).one_or_none()
+    provider = _NAMED.first(name=name)
     if provider is None:
         provider = by_name(name)  # perhaps the environment's, not created yet
     if provider is None:

@@ -12,7 +12,7 @@ from typing import Any
 from flask import current_app, g
 from sqlalchemy import select
 
-from .. import countries
+from .. import countries, db_reads
 from ..extensions import db
 from ..models import Setting
 from ..money import BadAmount, parse_amount
@@ -227,7 +227,21 @@ def check_defaults(config) -> None:
             raise SettingError(f"{spec.config_key}: {exc}") from None
 
 
-_STORED = select(Setting.__table__.c.key, Setting.__table__.c.value)  # built once, Core
+# Every stored text in one row, a column per setting (NULL: not stored), built once at
+# import: the Core twin of reading the Setting rows (tests/test_settings_validation.py
+# checks both agree). One row, so that a request outside any transaction reads it with
+# db_reads.HotRead and opens none (on SQLite, none that takes the write lock to read).
+_settings = Setting.__table__
+_STORED = select(
+    *(
+        select(_settings.c.value)
+        .where(_settings.c.key == spec.key)
+        .scalar_subquery()
+        .label(spec.key)
+        for spec in SPECS
+    )
+)
+_STORED_OUTSIDE = db_reads.HotRead(_STORED)
 _PARSED_KEY = "reseller.settings.parsed"
 _DEFAULTS_KEY = "reseller.settings.defaults"
 
@@ -268,13 +282,22 @@ def _defaults() -> dict[str, Any]:
     return dict(values)
 
 
+def _stored_texts() -> dict[str, str | None]:
+    """The stored text of each setting (None: not stored). Read in the session's
+    transaction when one is open (it sees its own changes), else outside any."""
+    session = db.session()
+    if session.in_transaction():
+        session.flush()  # a setting stored but not yet flushed counts
+        return dict(session.execute(_STORED).one()._mapping)
+    return _STORED_OUTSIDE.first()._asdict()
+
+
 def _load() -> dict[str, Any]:
     values = _defaults()
-    stored = db.session.execute(_STORED).all()
-    for key, raw in stored:
-        spec = BY_KEY.get(key)
-        if spec is None:
+    for key, raw in _stored_texts().items():
+        if raw is None:
             continue
+        spec = BY_KEY[key]
         try:
             values[key] = _parsed(spec, raw)
         except SettingError:
