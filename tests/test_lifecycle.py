@@ -583,6 +583,37 @@ def test_a_purchase_takes_two_transactions_and_answers_from_the_second(
         event.remove(db.engine, "before_cursor_execute", on_execute)
 
 
+def test_a_purchase_and_a_cancel_take_three_transactions_all_of_them_writes(gapi, fake):
+    """getNumber + setStatus 8 (an upstream that keeps its state to itself): the hold, the
+    allocation and the cancel with its refund are the only transactions; every read before
+    them (the key, the offer, the settings, the activation, the seller's row) is taken
+    outside any transaction."""
+    from sqlalchemy import event
+
+    settings.store("early_cancel_window", "0")
+    db.session.commit()
+    settings.forget()
+    fake.code_delay = None  # no code comes: the cancel is refunded
+    assert gapi.text("getBalance") == "ACCESS_BALANCE:10.00"  # (its activity noted)
+    db.session.commit()
+    begun, statements = [], []
+    on_begin = lambda *args: begun.append(1)  # noqa: E731
+    on_execute = lambda *args: statements.append(args[2].split()[0].upper())  # noqa: E731
+    event.listen(db.engine, "begin", on_begin)
+    event.listen(db.engine, "before_cursor_execute", on_execute)
+    try:
+        activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
+        assert len(begun) == 2
+        assert gapi.text("setStatus", id=activation_id, status="8") == "ACCESS_CANCEL"
+        assert len(begun) == 3
+    finally:
+        event.remove(db.engine, "begin", on_begin)
+        event.remove(db.engine, "before_cursor_execute", on_execute)
+    # In the hold, the candidates and the active count for the cap; no other read.
+    assert [s for s in statements if s == "SELECT"] == ["SELECT", "SELECT"]
+    assert refunds(activation_id) == 1 and verify_ledger() == []
+
+
 # --- the hot path's Core statements agree with the ORM --------------------------------
 
 
@@ -667,4 +698,90 @@ def test_the_core_statements_of_the_money_path_agree_with_the_orm(make_user):
         "test",
     )
     assert event.created_at is not None
+    assert verify_ledger() == []
+
+
+def test_a_move_from_a_known_status_does_what_the_read_then_move_does(make_user):
+    """`_move(expected=…)` (one UPDATE … RETURNING, with the owner's webhook and whether the
+    activation was charged) and the general move (the state read, then the UPDATE) leave the
+    same activation, events, refunds and webhook events, and answer the same row, for every
+    allowed move but to FAILED, for owners with and without a webhook, charged or free; a
+    stale `expected` falls back to the read. `_MOVE_FROM`'s extra columns agree with
+    `_STATE_OF`'s."""
+    from reseller.models import WebhookEndpoint, WebhookEvent
+    from reseller.services import webhooks
+
+    hooked = make_user(email="hooked@example.com", balance="1000.00")
+    plain = make_user(email="plain@example.com", balance="1000.00")
+    endpoint = WebhookEndpoint(user_id=hooked.id, url="https://h.example/x", secret_encrypted="s")
+    db.session.add(endpoint)
+    db.session.commit()
+    skipped = {"id", "created_at", "closed_at"}  # the row's own id, and the moment of the move
+
+    def outcome(activation_id, row):
+        answered = {
+            c.key: getattr(row, c.key) for c in Activation.__table__.columns if c.key not in skipped
+        }
+        db.session.expire_all()
+        stored = db.session.get(Activation, activation_id)
+        assert answered == {k: getattr(stored, k) for k in answered}  # answers as committed
+        events = db.session.execute(
+            select(ActivationEvent.from_status, ActivationEvent.to_status, ActivationEvent.note)
+            .where(ActivationEvent.activation_id == activation_id)
+            .order_by(ActivationEvent.id)
+        ).all()
+        money = db.session.execute(
+            select(LedgerEntry.kind, LedgerEntry.amount)
+            .where(LedgerEntry.activation_id == activation_id)
+            .order_by(LedgerEntry.id)
+        ).all()
+        hooks = db.session.execute(
+            select(WebhookEvent.kind, WebhookEvent.endpoint_id).where(
+                WebhookEvent.activation_id == activation_id
+            )
+        ).all()
+        return answered, events, money, hooks
+
+    compared = 0
+    for owner in (hooked, plain):
+        for source, targets in TRANSITIONS.items():
+            for target in sorted(targets - {S.FAILED}):
+                results = []
+                for expected in (source, None, S.COMPLETED):  # known, read, stale
+                    if owner is hooked:
+                        activation_id = _activation_in(owner, source)
+                    else:  # a free activation: never charged, never refunded
+                        free = Activation(
+                            user_id=owner.id,
+                            service="tg",
+                            country_id=12,
+                            status=source.value,
+                            price=0,
+                            upstream_name="sandbox",
+                        )
+                        db.session.add(free)
+                        db.session.commit()
+                        activation_id = free.id
+                    state = db.session.execute(
+                        activations._STATE_OF, {"activation": activation_id}
+                    ).one()
+                    before = balance(owner.id)
+                    row = activations._move(
+                        activation_id, target, actor="test", note="n", expected=expected
+                    )
+                    db.session.commit()
+                    if expected is source:  # answered by _MOVE_FROM
+                        assert row.webhook_endpoint_id == state.webhook_endpoint_id
+                        assert bool(row.charged) == bool(state.charged)
+                    results.append((*outcome(activation_id, row), balance(owner.id) - before))
+                assert results[0] == results[1] == results[2]
+                answered, events, money, hooks, change = results[0]
+                assert answered["status"] == target.value and events[-1][:2] == (source, target)
+                refunded = target in activations.REFUNDING_STATES and owner is hooked
+                assert (money[-1:] == [("refund", 5000)]) == refunded
+                assert change == (5000 if refunded else 0)
+                sent = owner is hooked and target in webhooks.EVENT_OF_STATUS
+                assert hooks == ([(webhooks.EVENT_OF_STATUS[target], endpoint.id)] if sent else [])
+                compared += 1
+    assert compared > 10
     assert verify_ledger() == []

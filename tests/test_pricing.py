@@ -188,3 +188,41 @@ def test_one_rule_per_scope_even_with_nulls(app):
         with _pytest.raises(IntegrityError):
             db.session.commit()
         db.session.rollback()
+
+
+# --- the purchase's one read agrees with the ORM ------------------------------------------
+
+
+def test_the_offer_read_agrees_with_the_catalogue_and_quote(stocked):
+    """pricing.offer (one Core statement, read outside any transaction) says what
+    catalog.service, catalog.country and pricing.quote (the ORM) say, whatever rules apply,
+    for known and unknown services and countries, enabled or not."""
+    from reseller.services import catalog
+
+    rule("tg", US, fixed="5.00")
+    rule("tg", markup="100")
+    rule(country_id=US, markup="50")
+    rule("wa", USV, markup="7.5")
+    db.session.get(Service, "ds").enabled = False
+    db.session.get(Country, RU).enabled = False
+    db.session.commit()
+    services = [s.code for s in db.session.execute(select(Service)).scalars()] + ["zz", ""]
+    countries = [c.id for c in db.session.execute(select(Country)).scalars()] + [9999]
+    seen_quotes = 0
+    for service in services:
+        for country_id in countries:
+            offer = pricing.offer(service, country_id)
+            known = catalog.service(service)
+            if known is None:
+                assert offer is None
+                continue
+            country = catalog.country(country_id)
+            assert offer.service_enabled == known.enabled
+            assert offer.country_enabled == (country.enabled if country else None)
+            assert offer.quote == pricing.quote(service, country_id)
+            seen_quotes += offer.quote is not None
+    assert seen_quotes > 10
+    assert {pricing.offer(s, US).quote.rule for s in ("tg", "wa")} == {
+        "service+country rule",
+        "country rule",
+    }

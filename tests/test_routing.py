@@ -468,3 +468,60 @@ def test_an_environment_only_grizzly_instance_keeps_working(tmp_path, alpha, mak
         assert sold.upstream_name == "grizzly" and alpha.count("getNumberV2") == 1
         db.session.remove()
         db.engine.dispose()
+
+
+# --- the Core reads of a purchase agree with the ORM ---------------------------------------
+
+
+def test_the_candidates_and_provider_reads_agree_with_the_orm(two):
+    """routing's candidates read and provider._row (Core, built at import) find what loading
+    the Provider rows through the ORM finds: the same providers with the same columns, the
+    same pair costs and stock, an open breaker or a disabled provider skipped alike."""
+    import datetime as dt
+
+    from reseller.models import ProviderPrice, utcnow
+    from reseller.services.breaker import _closed
+
+    def orm_candidates(service, country_id):
+        rows = db.session.execute(
+            select(Provider, ProviderPrice.cost, ProviderPrice.count)
+            .join(ProviderPrice, ProviderPrice.provider_id == Provider.id)
+            .where(
+                Provider.enabled.is_(True),
+                _closed(utcnow()),
+                ProviderPrice.service == service,
+                ProviderPrice.country_id == country_id,
+                ProviderPrice.count > 0,
+            )
+        ).all()
+        return sorted(
+            (p.name, p.priority, cost, count, Decimal(str(p.rate))) for p, cost, count in rows
+        )
+
+    def core_candidates(service, country_id):
+        return sorted(
+            (c.name, c.priority, c.cost, c.count, c.rate)
+            for c in routing.candidates(service, country_id)
+        )
+
+    columns = [c.key for c in Provider.__table__.columns]
+    pairs = db.session.execute(select(ProviderPrice.service, ProviderPrice.country_id)).all()
+    alpha_row = provider_admin.get("alpha")
+    for state in ("as added", "breaker open", "disabled"):
+        if state == "breaker open":
+            alpha_row.open_until = utcnow() + dt.timedelta(seconds=60)
+            alpha_row.failures = 3
+        elif state == "disabled":
+            alpha_row.open_until, alpha_row.failures, alpha_row.enabled = None, 0, False
+        db.session.commit()
+        found = 0
+        for service, country_id in set(pairs):
+            assert core_candidates(service, country_id) == orm_candidates(service, country_id)
+            found += len(core_candidates(service, country_id))
+        assert found > 0
+        for name in ("alpha", "beta", "sandbox"):
+            row = provider_accounts._row(name)
+            orm = provider_accounts.by_name(name)
+            assert [getattr(row, c) for c in columns] == [getattr(orm, c) for c in columns]
+    with pytest.raises(provider_accounts.UnknownProvider):
+        provider_accounts._row("nobody")

@@ -135,3 +135,34 @@ def test_docs_page_names_the_default_country(client, boss, stocked):
     client.post("/admin/settings", data=_form(default_country="16"))
     page = client.get("/docs").get_data(as_text=True)
     assert "when left out or empty: United Kingdom (id 16)" in page
+
+
+# --- the settings' one-row read agrees with the rows ---------------------------------------
+
+
+def test_the_one_row_settings_read_agrees_with_the_setting_rows(app):
+    """settings reads every stored text as one row (a column per setting): outside any
+    transaction through db_reads.HotRead, inside one through the session, which then sees
+    its own unflushed change. Both say what the Setting rows (the ORM) say."""
+
+    def orm_texts():
+        rows = dict(db.session.execute(select(Setting.key, Setting.value)).all())
+        return {spec.key: rows.get(spec.key) for spec in settings.SPECS}
+
+    db.session.commit()
+    empty = settings._stored_texts()
+    assert empty == {spec.key: None for spec in settings.SPECS} == orm_texts()
+    db.session.commit()
+    settings.store("markup_percent", "12.5")
+    settings.store("site_name", "Numbers & Co")
+    db.session.add(Setting(key="no_longer_a_setting", value="x"))  # ignored, as before
+    inside = settings._stored_texts()  # in the transaction, before any flush or commit
+    assert inside["markup_percent"] == "12.5" and inside["site_name"] == "Numbers & Co"
+    assert inside == orm_texts()
+    db.session.commit()
+    settings.forget()
+    assert not db.session().in_transaction()
+    outside = settings._stored_texts()
+    assert not db.session().in_transaction()  # the read opened none
+    assert outside == inside == orm_texts()
+    assert settings.get("markup_percent") == 12.5 and settings.get("site_name") == "Numbers & Co"

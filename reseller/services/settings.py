@@ -286,7 +286,7 @@ def _stored_texts() -> dict[str, str | None]:
     """The stored text of each setting (None: not stored). Read in the session's
     transaction when one is open (it sees its own changes), else outside any."""
     session = db.session()
-    if session.in_transaction():
+    if session.in_transaction() or session.new or session.dirty:
         session.flush()  # a setting stored but not yet flushed counts
         return dict(session.execute(_STORED).one()._mapping)
     return _STORED_OUTSIDE.first()._asdict()
