@@ -146,6 +146,7 @@ def test_the_one_row_settings_read_agrees_with_the_setting_rows(app):
     its own unflushed change. Both say what the Setting rows (the ORM) say."""
 
     def orm_texts():
+        db.session.flush()
         rows = dict(db.session.execute(select(Setting.key, Setting.value)).all())
         return {spec.key: rows.get(spec.key) for spec in settings.SPECS}
 

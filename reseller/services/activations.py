@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -28,6 +29,7 @@ from ..models import (
     ActivationEvent,
     LedgerEntry,
     LedgerKind,
+    Provider,
     Settlement,
     SmsMessage,
     User,
@@ -41,7 +43,7 @@ from ..upstream.base import SetStatusAnswer, UpstreamState
 from . import catalog, pricing, routing, settings, wallet, webhooks
 from . import errors as err
 from .accounts import ApiCaller
-from .provider import upstream
+from .provider import OutsideTransaction, guarded, upstream
 
 log = logging.getLogger(__name__)
 
@@ -741,13 +743,42 @@ def parse_status(raw) -> int:
     return int(text)
 
 
+# setStatus's one read, built once at import, outside any transaction: the customer's
+# activation (the twin of get_for_user, as `_USERS_ACTIVATION`), its seller's provider row
+# (columns `seller_<name>`, the twin of provider.by_name) and the settings
+# (settings.STORED_TEXTS). tests/test_lifecycle.py checks it against the ORM.
+_providers = Provider.__table__
+_Seller = namedtuple("_Seller", [c.key for c in _providers.c])  # noqa: PYI024
+_FOR_SET_STATUS = db_reads.HotRead(
+    select(
+        _activations,
+        *(column.label("seller_" + column.key) for column in _providers.c),
+        *settings.STORED_TEXTS,
+    )
+    .select_from(
+        _activations.outerjoin(_providers, _providers.c.name == _activations.c.upstream_name)
+    )
+    .where(_activations.c.id == bindparam("id"), _activations.c.user_id == bindparam("user_id"))
+)
+
+
+def _seller(activation) -> OutsideTransaction:
+    """The guarded client of the activation's seller: built from the provider row setStatus
+    read with it, when it carries one; else the row is read by name. Raises
+    UnknownProvider."""
+    if getattr(activation, "seller_name", None) is None:
+        return upstream(activation.upstream_name)
+    return guarded(_Seller(*(getattr(activation, "seller_" + key) for key in _Seller._fields)))
+
+
 def set_status(user: Customer, raw_id, raw_status) -> tuple[SetStatusAnswer, Activation]:
     """Apply a customer's setStatus. Raises ActivationNotFound, BadStatus,
     EarlyCancelDenied, ServiceUnavailable."""
     status = parse_status(raw_status)
-    activation = _USERS_ACTIVATION.first(id=_parse_id(raw_id), user_id=user.id)
+    activation = _FOR_SET_STATUS.first(id=_parse_id(raw_id), user_id=user.id)
     if activation is None:
         raise err.ActivationNotFound()
+    settings.adopt(activation)
     if status == STATUS_READY:
         if S(activation.status) not in ACTIVE_STATES - {S.PENDING, S.UNKNOWN}:
             raise err.BadStatus()
@@ -773,7 +804,7 @@ def cancel(activation: Activation, *, actor: str = "customer") -> Activation:
     activation_id, upstream_id = activation.id, activation.upstream_id
     seller = activation.upstream_name
     try:
-        provider = upstream(seller)  # read in the transaction that ends here
+        provider = _seller(activation)
     except up.UpstreamUnavailable:  # no such provider any more
         raise err.ServiceUnavailable() from None
     db.session.commit()

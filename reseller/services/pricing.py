@@ -111,6 +111,8 @@ class _Rule(NamedTuple):  # the columns of a PricingRule that `retail_price` rea
 # One statement built at import, read outside any transaction: the Core twin of
 # catalog.service + catalog.country + `quote` (tests/test_pricing.py checks they agree). Each
 # rule scope is at most one row (unique constraints), so the statement answers at most one.
+# It carries the settings' texts too (settings.STORED_TEXTS), which price the quote: a
+# purchase reads its service, country, price, rules and settings with this one statement.
 _services, _countries = Service.__table__, Country.__table__
 _prices = UpstreamPrice.__table__
 _rule_pair = PricingRule.__table__.alias("rule_service_country")
@@ -128,6 +130,7 @@ _OFFER = db_reads.HotRead(
         _rule_service.c.markup_percent.label("service_markup"),
         _rule_country.c.fixed_price.label("country_fixed"),
         _rule_country.c.markup_percent.label("country_markup"),
+        *settings.STORED_TEXTS,
     )
     .select_from(
         _services.outerjoin(_countries, _countries.c.id == bindparam("country"))
@@ -169,6 +172,7 @@ def offer(service: str, country_id: int) -> Offer | None:
     row = _OFFER.first(service=service, country=country_id)
     if row is None:
         return None
+    settings.adopt(row)
     quote = None
     if row.cost is not None:
         found = (

@@ -231,16 +231,18 @@ def check_defaults(config) -> None:
 # import: the Core twin of reading the Setting rows (tests/test_settings_validation.py
 # checks both agree). One row, so that a request outside any transaction reads it with
 # db_reads.HotRead and opens none (on SQLite, none that takes the write lock to read).
+# `STORED_TEXTS` are its columns, for a hot read that takes the settings along with what
+# it reads (a purchase's offer, setStatus's activation): `adopt` takes them from its row.
 _settings = Setting.__table__
-_STORED = select(
-    *(
-        select(_settings.c.value)
-        .where(_settings.c.key == spec.key)
-        .scalar_subquery()
-        .label(spec.key)
-        for spec in SPECS
-    )
+_PREFIX = "setting_"
+STORED_TEXTS = tuple(
+    select(_settings.c.value)
+    .where(_settings.c.key == spec.key)
+    .scalar_subquery()
+    .label(_PREFIX + spec.key)
+    for spec in SPECS
 )
+_STORED = select(*STORED_TEXTS)
 _STORED_OUTSIDE = db_reads.HotRead(_STORED)
 _PARSED_KEY = "reseller.settings.parsed"
 _DEFAULTS_KEY = "reseller.settings.defaults"
@@ -282,27 +284,46 @@ def _defaults() -> dict[str, Any]:
     return dict(values)
 
 
+def _in_transaction(session) -> bool:
+    return session.in_transaction() or bool(session.new) or bool(session.dirty)
+
+
 def _stored_texts() -> dict[str, str | None]:
     """The stored text of each setting (None: not stored). Read in the session's
     transaction when one is open (it sees its own changes), else outside any."""
     session = db.session()
-    if session.in_transaction() or session.new or session.dirty:
+    if _in_transaction(session):
         session.flush()  # a setting stored but not yet flushed counts
-        return dict(session.execute(_STORED).one()._mapping)
-    return _STORED_OUTSIDE.first()._asdict()
+        row = session.execute(_STORED).one()
+    else:
+        row = _STORED_OUTSIDE.first()
+    return {spec.key: getattr(row, _PREFIX + spec.key) for spec in SPECS}
 
 
-def _load() -> dict[str, Any]:
+def _values(texts: dict[str, str | None]) -> dict[str, Any]:
     values = _defaults()
-    for key, raw in _stored_texts().items():
+    for key, raw in texts.items():
         if raw is None:
             continue
-        spec = BY_KEY[key]
         try:
-            values[key] = _parsed(spec, raw)
+            values[key] = _parsed(BY_KEY[key], raw)
         except SettingError:
             current_app.logger.warning("ignoring invalid stored setting %s", key)
     return values
+
+
+def _load() -> dict[str, Any]:
+    return _values(_stored_texts())
+
+
+def adopt(row) -> None:
+    """Take this context's settings from `row`, read outside any transaction by a statement
+    carrying `STORED_TEXTS`, so that they are not read again. Does nothing when they are
+    read already, or when the session's transaction is open (the row could not see its
+    changes: the settings are then read in it, as always)."""
+    if "reseller_settings" in g or _in_transaction(db.session()):
+        return
+    g.reseller_settings = _values({spec.key: getattr(row, _PREFIX + spec.key) for spec in SPECS})
 
 
 def all_settings() -> dict[str, Any]:
