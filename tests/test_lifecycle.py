@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from reseller.extensions import db
-from reseller.models import Activation, ActivationEvent, LedgerEntry, User
+from reseller.models import Activation, ActivationEvent, LedgerEntry, Provider, User
 from reseller.models import ActivationStatus as S
 from reseller.services import activations, catalog, settings
 from reseller.services.activations import TRANSITIONS
@@ -785,3 +785,48 @@ def test_a_move_from_a_known_status_does_what_the_read_then_move_does(make_user)
                 compared += 1
     assert compared > 10
     assert verify_ledger() == []
+
+
+def test_the_set_status_read_agrees_with_the_orm(make_user):
+    """setStatus's one read (Core, outside any transaction) finds what get_for_user,
+    provider.by_name and the settings find: the customer's activation only, with every
+    column; its seller's row (none when the seller is unknown); the stored settings."""
+    from reseller.services import provider as provider_accounts
+    from reseller.services.errors import ActivationNotFound
+
+    provider_accounts.all_providers()  # the environment's sandbox row
+    settings.store("early_cancel_window", "7")
+    db.session.commit()
+    settings.forget()
+    user = make_user(email="reader@example.com", balance="100.00")
+    other = make_user(email="else@example.com", balance="100.00")
+    mine = [_activation_in(user, state) for state in (S.ALLOCATED, S.CANCELLED)]
+    orphan = Activation(user_id=user.id, service="tg", country_id=12, price=0, upstream_name="gone")
+    db.session.add(orphan)
+    db.session.commit()
+    theirs = _activation_in(other, S.ALLOCATED)
+    activation_columns = [c.key for c in Activation.__table__.columns]
+    provider_columns = [c.key for c in Provider.__table__.columns]
+    for activation_id in [*mine, orphan.id, theirs, 10**6]:
+        row = activations._FOR_SET_STATUS.first(id=activation_id, user_id=user.id)
+        try:
+            orm = activations.get_for_user(user, activation_id)
+        except ActivationNotFound:
+            assert row is None
+            continue
+        assert [getattr(row, c) for c in activation_columns] == [
+            getattr(orm, c) for c in activation_columns
+        ]
+        seller = provider_accounts.by_name(orm.upstream_name)
+        if seller is None:
+            assert all(getattr(row, "seller_" + c) is None for c in provider_columns)
+            with pytest.raises(provider_accounts.UnknownProvider):
+                activations._seller(row)
+        else:
+            assert [getattr(row, "seller_" + c) for c in provider_columns] == [
+                getattr(seller, c) for c in provider_columns
+            ]
+            assert activations._seller(row).name == seller.name
+        texts = {spec.key: getattr(row, "setting_" + spec.key) for spec in settings.SPECS}
+        assert texts == settings._stored_texts()
+        assert texts["early_cancel_window"] == "7"
