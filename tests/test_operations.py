@@ -245,17 +245,18 @@ def test_a_connection_dying_after_the_checkout_check_is_retried_or_answered_clea
 
     # A write whose first statement meets a dead connection answers a clean, retryable
     # error and changes nothing; trying again works.
-    from reseller.services import accounts
+    from reseller.services import accounts, activations
 
     number = api.text("getNumber", service="ot", country="0").split(":")[1]  # never an SMS
     balance = api.text("getBalance")
     caller = accounts.api_caller(api.key)
     clock.travel(600)  # past the early-cancel window
+    read = activations._FOR_SET_STATUS.first(id=int(number), user_id=caller.id)
     drop_every_connection()
     with monkeypatch.context() as patched:
-        patched.setattr(
-            accounts, "api_caller_by_digest", lambda digest: caller
-        )  # skip the retried read
+        # skip the hot reads (the key's, setStatus's), which would be retried
+        patched.setattr(accounts, "api_caller_by_digest", lambda digest: caller)
+        patched.setattr(activations._FOR_SET_STATUS, "first", lambda **given: read)
         assert api.text("setStatus", id=number, status="8") == "ERROR_SQL"
     assert api.text("getStatus", id=number) == "STATUS_WAIT_CODE"
     assert api.text("getBalance") == balance  # nothing was refunded by the failed try
