@@ -807,8 +807,7 @@ def cancel(activation: Activation, *, actor: str = "customer") -> Activation:
         provider = _seller(activation)
     except up.UpstreamUnavailable:  # no such provider any more
         raise err.ServiceUnavailable() from None
-    db.session.commit()
-    try:
+    try:  # (the guarded client ends any open transaction before it calls out)
         answer = provider.set_status(upstream_id, STATUS_CANCEL)
     except (up.AlreadyCancel, up.NoActivation, up.WrongActivationId):
         answer = None  # perhaps cancelled already: the status below decides
