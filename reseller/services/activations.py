@@ -237,8 +237,8 @@ def get_for_user(user: Customer, raw_id) -> Activation:
     return activation
 
 
-# The read of getStatus and setStatus, built once at import: the Core twin of get_for_user
-# (tests check both agree). Its row has the Activation's column names.
+# The poll's read, built once at import: the Core twin of get_for_user (tests check both
+# agree). Its row has the Activation's column names.
 _USERS_ACTIVATION = db_reads.HotRead(
     select(Activation.__table__).where(
         Activation.id == bindparam("id"), Activation.user_id == bindparam("user_id")
