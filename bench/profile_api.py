@@ -66,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--sort", default="cumulative", help="cProfile order (tottime…)")
     parser.add_argument("--top", type=int, default=45, help="cProfile rows printed")
+    parser.add_argument("--dump", default="", help="also write the cProfile stats to this file")
     parser.add_argument(
         "--set",
         action="append",
@@ -182,8 +183,8 @@ def main() -> None:
         for _ in range(args.n):
             one()
         profiler.disable()
-        if os.environ.get("PROFILE_DUMP"):
-            profiler.dump_stats(os.environ["PROFILE_DUMP"])
+        if args.dump:
+            profiler.dump_stats(args.dump)
         stream = io.StringIO()
         stats = pstats.Stats(profiler, stream=stream)
         stats.sort_stats(args.sort).print_stats(args.top)
@@ -234,7 +235,8 @@ def breakdown(one, n: int) -> str:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
         return "CPU by layer: not measured (py-spy is not installed: pip install py-spy)"
-    out = Path(tempfile.mkdtemp(prefix="reseller-spy-")) / "samples.txt"
+    scratch = Path(tempfile.mkdtemp(prefix="reseller-spy-"))
+    out = scratch / "samples.txt"
     argv = [py_spy, "record", "--pid", str(os.getpid()), "--gil", "--rate", "2000"]
     spy = subprocess.Popen(
         [*argv, "--format", "raw", "--output", str(out)],
@@ -246,8 +248,10 @@ def breakdown(one, n: int) -> str:
         one()
     spy.send_signal(signal.SIGINT)
     spy.wait(timeout=60)
+    samples = out.read_text().splitlines() if out.exists() else []
+    shutil.rmtree(scratch, ignore_errors=True)
     booked: dict[str, int] = {}
-    for line in out.read_text().splitlines() if out.exists() else ():
+    for line in samples:
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         if not any(".one (profile_api.py" in frame for frame in frames):

@@ -131,32 +131,31 @@ class HotRead:
     def _read(self, engine: Engine, plan: _Plan, parameters: dict[str, Any]) -> tuple | None:
         dialect = engine.dialect
         fairy = engine.raw_connection()  # the pool's checkout check runs here
+        driver = fairy.driver_connection
+        toggles = not isinstance(driver, sqlite3.Connection)  # SQLite: no transaction here
         cursor = None
         try:
-            driver = fairy.driver_connection
-            toggles = not isinstance(driver, sqlite3.Connection)
-            try:
-                if toggles:  # SQLite connections already run outside transactions here
-                    driver.autocommit = True  # psycopg: a client-side flag, no round trip
-                cursor = fairy.cursor()
-                cursor.execute(plan.sql, plan.parameters(parameters))
-                raw = cursor.fetchone()
-                if plan.converters is None:
-                    plan.converters = self._converters(dialect, cursor.description)
-                cursor.close()
-                if toggles:
-                    driver.autocommit = False
-            except dialect.loaded_dbapi.Error as exc:
-                if dialect.is_disconnect(exc, driver, cursor):
-                    # As SQLAlchemy's Connection does on a disconnect: this connection and
-                    # every other the pool held before now are replaced (a restarted
-                    # server closed them all); tests/test_operations.py pins this.
-                    engine.pool._invalidate(fairy, exc)
-                    raise _Dropped() from exc
-                if toggles and not _autocommit_off(driver):
-                    fairy.invalidate(exc)  # never hand back a connection left in autocommit
-                raise
+            if toggles:
+                driver.autocommit = True  # psycopg: a client-side flag, no round trip
+            cursor = fairy.cursor()
+            cursor.execute(plan.sql, plan.parameters(parameters))
+            raw = cursor.fetchone()
+            if plan.converters is None:
+                plan.converters = self._converters(dialect, cursor.description)
+            cursor.close()
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, driver, cursor):
+                # As SQLAlchemy's Connection does on a disconnect: this connection and
+                # every other the pool held before now are replaced (a restarted server
+                # closed them all); tests/test_operations.py pins this.
+                engine.pool._invalidate(fairy, exc)
+                raise _Dropped() from exc
+            raise
         finally:
+            # Whatever happened, the pool never gets a connection back in autocommit: the
+            # next transaction on it would commit statement by statement.
+            if toggles and fairy.is_valid and not _autocommit_off(driver):
+                fairy.invalidate()
             fairy.close()
         if raw is None:
             return None

@@ -89,3 +89,32 @@ def test_literal_values_in_the_statement_are_bound(app, make_user):
     )
     assert read.first(id=user.id).id == user.id
     assert read.first(id=user.id + 1) is None
+
+
+def test_a_failed_hot_read_hands_its_connection_back_out_of_autocommit(app, make_user):
+    """A read that fails after switching its connection to autocommit (here: binding its
+    parameter, in Python, not in the driver) must not leave it so: the next transaction on
+    that connection would commit statement by statement."""
+    from sqlalchemy import event
+
+    user_id = make_user(email="someone@example.com").id
+    db.session.commit()
+    read = db_reads.HotRead(select(User.email).where(User.id == bindparam("id")))
+    checked_in = []
+
+    def on_checkin(dbapi_connection, record):
+        if dbapi_connection is not None:
+            checked_in.append(getattr(dbapi_connection, "autocommit", False))
+
+    event.listen(db.engine.pool, "checkin", on_checkin)
+    try:
+        assert read.first(id=user_id).email == "someone@example.com"
+        plan = read._plans[db.engine.dialect]
+        binders, plan.binders = plan.binders, {"id": lambda value: 1 / 0}
+        with pytest.raises(ZeroDivisionError):
+            read.first(id=user_id)
+        plan.binders = binders
+        assert read.first(id=user_id).email == "someone@example.com"
+    finally:
+        event.remove(db.engine.pool, "checkin", on_checkin)
+    assert checked_in and not any(autocommit is True for autocommit in checked_in)
