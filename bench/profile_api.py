@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("-n", type=int, default=400, help="calls (or cycles) per round")
     parser.add_argument("--rounds", type=int, default=5, help="report the best round")
     parser.add_argument(
-        "--action", default="getBalance", help="an API action, 'cycle' or 'baseline'"
+        "--action", default="getBalance", help="an API action, 'cycle', 'baseline' or 'floor'"
     )
     parser.add_argument(
         "--pause-ms",
@@ -148,6 +148,11 @@ def main() -> None:
     if args.action == "baseline":  # bench/baseline_app.py through the same harness
         sys.path.insert(0, str(ROOT / "bench"))
         from baseline_app import app  # noqa: F811 (measured in place of ours)
+    if args.action == "floor":  # bench/floor_app.py: getBalance's least, on the same data
+        sys.path.insert(0, str(ROOT / "bench"))
+        from floor_app import app  # noqa: F811 (measured in place of ours)
+
+        args.action = "getBalance"
 
     def one() -> str:
         if not cycle:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, abort, request
+from werkzeug.datastructures import Headers
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,32 @@ def register_security_headers(app: Flask) -> None:
     ]
     if app.config.get("ENV_NAME") == "production":
         defaults.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
-    names = frozenset(name.lower() for name, _ in defaults)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app, defaults)
 
-    @app.after_request
-    def set_headers(response):
-        # One pass over the few headers the answer has (a lookup per default header costs
-        # more: werkzeug raises and catches a KeyError for each one missing).
-        headers = response.headers
-        present = {name.lower() for name, _value in headers} & names
-        if not present:
-            headers.extend(defaults)
-        else:
-            headers.extend((n, v) for n, v in defaults if n.lower() not in present)
-        return response
+
+class SecurityHeaders:
+    """WSGI middleware: adds `defaults` (name, value) to every answer that does not carry a
+    header of that name. At the WSGI level rather than in an after_request hook, so that it
+    covers every answer Flask sends and costs one pass over the answer's few headers:
+    werkzeug would check each constant value again on every response."""
+
+    def __init__(self, wsgi_app, defaults: list[tuple[str, str]]) -> None:
+        Headers(defaults)  # the values are checked once, as werkzeug checks any header
+        self.wsgi_app = wsgi_app
+        self.defaults = list(defaults)
+        self.names = frozenset(name.lower() for name, _value in defaults)
+
+    def __call__(self, environ, start_response):
+        defaults, names = self.defaults, self.names
+
+        def start(status, headers, exc_info=None):
+            present = {name.lower() for name, _value in headers} & names
+            extra = (
+                defaults if not present else [d for d in defaults if d[0].lower() not in present]
+            )
+            return start_response(status, [*headers, *extra], exc_info)
+
+        return self.wsgi_app(environ, start)
 
 
 def register_input_guard(app: Flask) -> None:
