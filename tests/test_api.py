@@ -584,3 +584,160 @@ def test_the_key_is_digested_once_per_call_for_the_limit_and_the_lookup(api, mon
     for expected in ("ACCESS_BALANCE:10.00", "ACCESS_BALANCE:10.00"):
         assert api.text("getBalance") == expected
     assert digests == [api.key, api.key]  # one per request, none carried to the next
+
+
+# --- getStatus: which answer wins, and what a poll costs ----------------------------------
+
+NOT_FOUND = {"text": "NO_ACTIVATION", "json": {"error": "ACTIVATION_NOT_FOUND"}}
+WAITING = {
+    ("getStatus", "text"): "STATUS_WAIT_CODE",
+    ("getStatus", "json"): {"status": "STATUS_WAIT_CODE"},
+    ("getStatusV2", "text"): {"verificationType": 0, "sms": None, "call": None},
+    ("getStatusV2", "json"): {"verificationType": 0, "sms": None, "call": None},
+}
+
+
+def _error(token: str, fmt: str):
+    return token if fmt == "text" else {"error": token}
+
+
+def _answer(response, fmt: str):
+    assert response.status_code == 200
+    if response.mimetype == "application/json":
+        return response.get_json()
+    assert fmt == "text"
+    return response.get_data(as_text=True)
+
+
+@pytest.fixture
+def poll_parties(client, api, make_user):
+    """Keys and ids for getStatus: the customer's own waiting activation, another active
+    customer's, and one of a disabled account; keys that name nobody."""
+    other = make_user(email="other@example.com", balance="5.00")
+    idle = make_user(email="idle@example.com", balance="5.00")
+    own = api.json("getNumber", service="ot", country="12")["activationId"]
+    theirs = Api(client, api_key_of(other)).json("getNumber", service="ot", country="12")
+    idles = Api(client, api_key_of(idle)).json("getNumber", service="ot", country="12")
+    idle.active = False
+    db.session.commit()
+    keys = {
+        "own": api.key,
+        "other": api_key_of(other),
+        "idle": api_key_of(idle),
+        "unknown": "no-such-key",
+        "blank": "   ",
+        "empty": "",
+        "too long": "x" * 201,
+        "absent": None,
+    }
+    ids = {
+        "own": str(own),
+        "other": str(theirs["activationId"]),
+        "idle": str(idles["activationId"]),
+        "padded own": f"  {own}\t",
+        "nonexistent": "999999",
+        "largest id": str(2**31 - 1),
+        "beyond the id column": str(2**31),
+        "18 digits": "9" * 18,
+        "malformed": "abc",
+        "negative": "-1",
+        "superscript": "²",
+        "19 digits": "9" * 19,
+        "empty": "",
+        "absent": None,
+        "with NUL": f"{own}\x00",
+        "injection": f"{own} OR 1=1",
+    }
+    return keys, ids
+
+
+def _expected_poll(key_name: str, id_name: str, action: str, fmt: str):
+    """What getStatus answered before the poll read the key and the activation together:
+    the key first (missing or unknown, then a disabled account), then the id (a NUL in it,
+    then malformed, then not this caller's)."""
+    from tests.conftest import ON_POSTGRES
+
+    if key_name in ("unknown", "blank", "empty", "too long", "absent"):
+        return _error("BAD_KEY", fmt)
+    if key_name == "idle":
+        return _error("ACCOUNT_INACTIVE", fmt)
+    if id_name == "with NUL":
+        return _error("BAD_PARAMETER", fmt)
+    if id_name in ("beyond the id column", "18 digits") and ON_POSTGRES:
+        # A known defect, pinned so that this change keeps it: an id the INTEGER column
+        # cannot hold reaches PostgreSQL, which refuses it (out of range), and the caller
+        # gets a database error instead of NO_ACTIVATION. Fixing it changes this line.
+        return _error("SERVICE_UNAVAILABLE" if fmt == "json" else "ERROR_SQL", fmt)
+    owner = "own" if id_name == "padded own" else id_name
+    if owner == key_name:
+        return WAITING[action, fmt]
+    return NOT_FOUND[fmt]
+
+
+@pytest.mark.parametrize("action", ["getStatus", "getStatusV2"])
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_get_status_error_precedence(client, poll_parties, action, fmt):
+    """Every key against every id, both dialects: a bad key wins over everything, a
+    disabled account over any id, a NUL in the id over its form, and a malformed,
+    nonexistent or foreign id is NO_ACTIVATION."""
+    keys, ids = poll_parties
+    wrong = []
+    for key_name, key in keys.items():
+        for id_name, raw_id in ids.items():
+            params = {"action": action, "api_key": key, "id": raw_id}
+            if fmt == "json":
+                params["format"] = "json"
+            params = {name: value for name, value in params.items() if value is not None}
+            got = _answer(client.get(PATHS[0], query_string=params), fmt)
+            expected = _expected_poll(key_name, id_name, action, fmt)
+            if got != expected:
+                wrong.append((key_name, id_name, got, expected))
+    assert wrong == []
+
+
+def test_a_poll_records_the_activity_only_when_it_answers(client, api, customer):
+    """The once-a-minute activity write follows a status answer, not an error."""
+    own = api.json("getNumber", service="ot", country="12")["activationId"]
+
+    def forget_activity():
+        db.session.get(User, customer.id).last_activity_at = None
+        db.session.commit()
+
+    def activity():
+        db.session.expire_all()
+        return db.session.get(User, customer.id).last_activity_at
+
+    for action in ("getStatus", "getStatusV2"):
+        for raw_id in ("999999", "abc", f"{own}\x00"):
+            forget_activity()
+            assert api(action, id=raw_id).get_data(as_text=True) in (
+                "NO_ACTIVATION",
+                "BAD_PARAMETER",
+            )
+            assert activity() is None, raw_id
+        forget_activity()
+        api(action, id=own)
+        assert activity() is not None
+
+
+def test_a_due_poll_asks_the_upstream_within_the_web_budget(api, clock, monkeypatch):
+    """A getStatus whose poll slot has come goes through refresh_status with the request's
+    poll budget; one that is not due does not."""
+    from reseller.services import activations
+
+    calls = []
+    real = activations.refresh_status
+
+    def spying(activation, **kwargs):
+        calls.append((activation.id, kwargs.get("budget")))
+        return real(activation, **kwargs)
+
+    monkeypatch.setattr(activations, "refresh_status", spying)
+    own = api.json("getNumber", service="tg", country="12")["activationId"]
+    for action in ("getStatus", "getStatusV2"):
+        api(action, id=own)
+    assert calls == []
+    clock.travel(6)
+    assert api.text("getStatus", id=own).startswith("STATUS_OK:")
+    assert len(calls) == 1 and calls[0][0] == own
+    assert isinstance(calls[0][1], activations.PollBudget)
