@@ -1,5 +1,6 @@
 """The customer API: every action in both dialects and on both paths, every error token."""
 
+import contextlib
 import re
 
 import pytest
@@ -468,7 +469,7 @@ def test_hot_reads_need_no_transaction(api, customer, action):
         bought = api.text("getNumber", service="tg", country="12")
         params = {"id": bought.split(":")[1]}  # its first poll is an interval away
         expected = "STATUS_WAIT_CODE"
-        tables.append("FROM activations")
+        tables.append("JOIN activations")  # read with the key (the same statement)
     engine = db.engine
     assert api.text(action, **params) == expected  # the once-a-minute activity write, now
     db.session.rollback()  # and the test's own session lets go of the database
@@ -501,7 +502,7 @@ def test_hot_reads_need_no_transaction(api, customer, action):
             patch.setattr(psycopg.Cursor, "execute", recording)
             assert api.text(action, **params) == expected
         assert [t for t in tables if any(t in statement for statement, _ in sent)] == tables
-        assert len(sent) == len(tables)
+        assert len(sent) == 1
         assert all(autocommit is True for _, autocommit in sent)  # psycopg sends no BEGIN
         with engine.connect() as connection:
             assert connection.get_isolation_level() != "AUTOCOMMIT"  # the pool was reset
@@ -567,6 +568,20 @@ def test_the_api_works_on_in_memory_sqlite(tmp_path):
         assert accounts.api_caller(key).id == user.id
         renamed = db.session.execute(text("SELECT email FROM users")).scalar_one()
         assert renamed == "renamed@example.com"  # the open transaction is intact
+        db.session.rollback()
+        # getStatus's read of the key with the activation, on the shared connection too.
+        activation = Activation(
+            user_id=user.id,
+            service="tg",
+            country_id=12,
+            status="cancelled",
+            price=0,
+            upstream_name="sandbox",
+        )
+        db.session.add(activation)
+        db.session.commit()
+        assert Api(app.test_client(), key).text("getStatus", id=activation.id) == "STATUS_CANCEL"
+        assert Api(app.test_client(), key).text("getStatus", id="999") == "NO_ACTIVATION"
         db.session.remove()
 
 
@@ -741,3 +756,71 @@ def test_a_due_poll_asks_the_upstream_within_the_web_budget(api, clock, monkeypa
     assert api.text("getStatus", id=own).startswith("STATUS_OK:")
     assert len(calls) == 1 and calls[0][0] == own
     assert isinstance(calls[0][1], activations.PollBudget)
+
+
+@contextlib.contextmanager
+def statements_sent():
+    """Every SQL statement handed to the database driver while the block runs, whoever sends
+    it: the session, or a db_reads.HotRead on a raw pooled connection (which the engine's
+    before_cursor_execute does not see). Also the transactions the engine begins."""
+    from sqlalchemy import event
+
+    engine = db.engine
+    sent: list[str] = []
+    begun: list[int] = []
+
+    def on_begin(connection):
+        begun.append(1)
+
+    event.listen(engine, "begin", on_begin)
+    try:
+        if engine.dialect.name == "sqlite":
+            # SQLite reports every statement it runs on a connection, BEGIN included.
+            def on_checkout(dbapi_connection, record, proxy):
+                dbapi_connection.set_trace_callback(sent.append)
+
+            def on_checkin(dbapi_connection, record):
+                if dbapi_connection is not None:
+                    dbapi_connection.set_trace_callback(None)
+
+            event.listen(engine.pool, "checkout", on_checkout)
+            event.listen(engine.pool, "checkin", on_checkin)
+            try:
+                yield sent, begun
+            finally:
+                event.remove(engine.pool, "checkout", on_checkout)
+                event.remove(engine.pool, "checkin", on_checkin)
+        else:
+            import psycopg
+
+            execute = psycopg.Cursor.execute
+
+            def recording(cursor, query, *args, **kwargs):
+                sent.append(str(query))
+                return execute(cursor, query, *args, **kwargs)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(psycopg.Cursor, "execute", recording)
+                yield sent, begun
+    finally:
+        event.remove(engine, "begin", on_begin)
+
+
+@pytest.mark.parametrize("action", ["getStatus", "getStatusV2"])
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_poll_that_is_not_due_is_one_statement(api, action, fmt):
+    """A getStatus whose upstream poll is not due reads the key and the activation with one
+    statement, and begins no transaction."""
+    own = api.json("getNumber", service="ot", country="12")["activationId"]
+    api.text("getBalance")  # the once-a-minute activity write is done
+    db.session.commit()  # the test's session holds no connection
+    with statements_sent() as (sent, begun):
+        response = api(action, fmt="json" if fmt == "json" else None, id=own)
+    assert _answer(response, fmt) == WAITING[action, fmt]
+    assert len(sent) == 1, sent
+    assert "users" in sent[0] and "activations" in sent[0]
+    assert begun == []
+    # An error answer costs no more: the unknown key is one read too.
+    with statements_sent() as (sent, begun):
+        assert Api(api.client, "no-such-key").text(action, id=own) == "BAD_KEY"
+    assert len(sent) == 1 and begun == []

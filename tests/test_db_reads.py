@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, select, text
 from reseller import db_reads
 from reseller.extensions import db
 from reseller.models import Activation, User, utcnow
-from reseller.services import activations
+from reseller.services import accounts, activations
 
 
 def test_a_hot_read_gives_what_sqlalchemy_gives_for_every_column_type(app, make_user):
@@ -118,3 +118,78 @@ def test_a_failed_hot_read_hands_its_connection_back_out_of_autocommit(app, make
     finally:
         event.remove(db.engine.pool, "checkin", on_checkin)
     assert checked_in and not any(autocommit is True for autocommit in checked_in)
+
+
+def test_the_combined_poll_read_agrees_with_the_key_lookup_and_the_poll_read(
+    api, client, customer, make_user
+):
+    """The API's getStatus reads the caller and the activation with one statement
+    (activations.caller_and_status_row); it must give what the key lookup
+    (accounts._CALLER_BY_KEY_HASH) and then the poll read (`_USERS_ACTIVATION`) give, and
+    the ORM, for every kind of key against every kind of id: the caller's own activations
+    (fresh, with a code, closed), another customer's, a disabled account's, none."""
+    from tests.conftest import Api, api_key_of
+
+    other = make_user(email="other@example.com", balance="5.00")
+    idle = make_user(email="idle@example.com", balance="5.00")
+    own = [api.json("getNumber", service="tg", country="0")["activationId"] for _ in range(3)]
+    theirs = Api(client, api_key_of(other)).json("getNumber", service="ot", country="0")
+    idles = Api(client, api_key_of(idle)).json("getNumber", service="ot", country="0")
+    coded = db.session.get(Activation, own[0])
+    coded.code, coded.sms_text, coded.code_at = "12345", "Your code 12345", utcnow()
+    closed = db.session.get(Activation, own[2])
+    closed.status, closed.closed_at, closed.error = "cancelled", utcnow(), "by the customer"
+    idle.active = False
+    db.session.commit()
+    keys = [api.key, api_key_of(other), api_key_of(idle), "no-such-key"]
+    ids = [*own, theirs["activationId"], idles["activationId"], 10**6, 2**31 - 1]
+    found = 0
+    for key in keys:
+        digest = accounts.api_key_digest(key)
+        for activation_id in ids:
+            db.session.expire_all()
+            caller, row = activations.caller_and_status_row(digest, activation_id)
+            assert caller == accounts.api_caller_by_digest(digest)
+            user = db.session.execute(
+                select(User).where(User.api_key_hash == digest)
+            ).scalar_one_or_none()
+            if user is None:
+                assert caller is None and row is None
+                continue
+            assert caller == (user.id, user.active, user.balance, user.last_activity_at)
+            two_step = activations._USERS_ACTIVATION.first(id=activation_id, user_id=user.id)
+            orm = db.session.execute(
+                select(Activation).where(
+                    Activation.id == activation_id, Activation.user_id == user.id
+                )
+            ).scalar_one_or_none()
+            if orm is None:
+                assert row is None and two_step is None
+                continue
+            found += 1
+            assert row._asdict() == two_step._asdict()  # the same names, the same values
+            assert row._asdict() == {c.key: getattr(orm, c.key) for c in Activation.__table__.c}
+    assert found == 5  # the customer's three, the other's and the disabled account's own
+    # …and it runs the statement built at import, compiled once for this database.
+    plan = activations._CALLER_AND_ACTIVATION._plans[db.engine.dialect]
+    activations.caller_and_status_row(accounts.api_key_digest(api.key), own[1])
+    assert activations._CALLER_AND_ACTIVATION._plans[db.engine.dialect] is plan
+
+
+@pytest.mark.parametrize(
+    "raw_id, expected",
+    [
+        ("7", 7),
+        (" 7\t", 7),
+        (str(2**31 - 1), 2**31 - 1),
+        (str(2**31), None),  # beyond the INTEGER id column
+        ("9" * 18, None),
+        ("abc", None),
+        ("", None),
+        (None, None),
+        ("²", None),
+        ("-1", None),
+    ],
+)
+def test_only_an_id_the_column_can_hold_goes_to_the_combined_read(raw_id, expected):
+    assert activations.poll_id(raw_id) == expected

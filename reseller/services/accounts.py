@@ -99,13 +99,14 @@ class ApiCaller(NamedTuple):
     last_activity_at: dt.datetime | None
 
 
+# The users columns of an ApiCaller, in its order (also read with getStatus's activation,
+# services.activations.caller_and_status_row).
+CALLER_COLUMNS = (User.id, User.active, User.balance, User.last_activity_at)
 # Built once at import, with a bind parameter: building and caching-keying a statement on
 # every API call cost more than running it. The Core twin of loading the User through the
 # ORM (`select(User).where(User.api_key_hash == …)`); tests check both agree.
 _CALLER_BY_KEY_HASH = db_reads.HotRead(
-    select(User.id, User.active, User.balance, User.last_activity_at).where(
-        User.api_key_hash == bindparam("key_hash")
-    )
+    select(*CALLER_COLUMNS).where(User.api_key_hash == bindparam("key_hash"))
 )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import db_reads
@@ -42,7 +42,7 @@ from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer, UpstreamState
 from . import catalog, pricing, routing, settings, wallet, webhooks
 from . import errors as err
-from .accounts import ApiCaller
+from .accounts import CALLER_COLUMNS, ApiCaller
 from .provider import OutsideTransaction, guarded, upstream
 
 log = logging.getLogger(__name__)
@@ -246,6 +246,57 @@ _USERS_ACTIVATION = db_reads.HotRead(
 )
 
 
+# The API's getStatus reads the account behind the key and the activation with one
+# statement: the caller's columns (accounts.CALLER_COLUMNS, the twin of
+# accounts._CALLER_BY_KEY_HASH) and the activation's, labelled `activation_<name>` (the twin
+# of `_USERS_ACTIVATION`), all NULL when the caller has no activation by this id. One row
+# when the key exists. tests/test_db_reads.py checks it against the two reads and the ORM.
+_users = User.__table__
+_ActivationRow = namedtuple("ActivationRow", [c.key for c in _activations.c])  # noqa: PYI024
+_CALLER_AND_ACTIVATION = db_reads.HotRead(
+    select(
+        *CALLER_COLUMNS,
+        *(column.label("activation_" + column.key) for column in _activations.c),
+    )
+    .select_from(
+        _users.outerjoin(
+            _activations,
+            and_(_activations.c.id == bindparam("id"), _activations.c.user_id == _users.c.id),
+        )
+    )
+    .where(_users.c.api_key_hash == bindparam("key_hash"))
+)
+_MAX_ID = 2**31 - 1  # the id column is an INTEGER
+
+
+def poll_id(raw_id) -> int | None:
+    """The activation id for `caller_and_status_row`: one `_parse_id` accepts and the id
+    column can hold. None otherwise: the caller then checks the key first and answers the
+    id after it (PostgreSQL refuses a larger number in the comparison, see the tests)."""
+    try:
+        activation_id = _parse_id(raw_id)
+    except err.ActivationNotFound:
+        return None
+    return activation_id if activation_id <= _MAX_ID else None
+
+
+def caller_and_status_row(digest: str, activation_id: int) -> tuple[ApiCaller | None, tuple | None]:
+    """The account behind an API key's digest (as accounts.api_caller_by_digest) and its
+    activation by `activation_id` (from `poll_id`) as stored (as `_USERS_ACTIVATION`: a row
+    with the Activation's column names), read with one statement outside any transaction.
+    (None, None) for an unknown key; (caller, None) when the caller has no such activation.
+    The row goes on to `status_from_row`."""
+    row = _CALLER_AND_ACTIVATION.first(key_hash=digest, id=activation_id)
+    if row is None:
+        return None, None
+    caller = ApiCaller(*(getattr(row, name) for name in ApiCaller._fields))
+    if row.activation_id is None:
+        return caller, None
+    return caller, _ActivationRow(
+        *(getattr(row, "activation_" + key) for key in _ActivationRow._fields)
+    )
+
+
 def status_for_user(user: Customer, raw_id, budget: PollBudget | None = None):
     """getStatus: the user's activation as stored, read with one statement outside any
     transaction (a tight polling loop takes no lock), unless its upstream poll is due: then
@@ -253,11 +304,17 @@ def status_for_user(user: Customer, raw_id, budget: PollBudget | None = None):
 
     Returns an Activation, or a row with the same column names."""
     row = _USERS_ACTIVATION.first(id=_parse_id(raw_id), user_id=user.id)
+    return status_from_row(user, row, budget)
+
+
+def status_from_row(user: Customer, row, budget: PollBudget | None = None):
+    """`status_for_user` for the user's activation row already read (None: there is none,
+    ActivationNotFound), e.g. by `caller_and_status_row`."""
     if row is None:
         raise err.ActivationNotFound()
     if not _poll_due(row) or (budget is not None and budget.spent):
         return row
-    return refresh_status(get_for_user(user, raw_id), budget=budget)
+    return refresh_status(get_for_user(user, row.id), budget=budget)
 
 
 def active_for_user(user: Customer) -> list[Activation]:
