@@ -220,9 +220,15 @@ def _commit() -> None:
 # --- customer queries ---------------------------------------------------------------
 
 
+_MAX_ID = 2**31 - 1  # the id column is an INTEGER
+
+
 def _parse_id(raw_id) -> int:
+    """Our activation id from a request's text. Raises ActivationNotFound for anything that
+    cannot be one: not ASCII digits (not '²' or '١٢'), or beyond what the id column holds
+    (PostgreSQL would refuse the comparison as out of range)."""
     text = str(raw_id or "").strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # not '²' or '١٢'
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > _MAX_ID:
         raise err.ActivationNotFound()
     return int(text)
 
@@ -266,18 +272,15 @@ _CALLER_AND_ACTIVATION = db_reads.HotRead(
     )
     .where(_users.c.api_key_hash == bindparam("key_hash"))
 )
-_MAX_ID = 2**31 - 1  # the id column is an INTEGER
 
 
 def poll_id(raw_id) -> int | None:
-    """The activation id for `caller_and_status_row`: one `_parse_id` accepts and the id
-    column can hold. None otherwise: the caller then checks the key first and answers the
-    id after it (PostgreSQL refuses a larger number in the comparison, see the tests)."""
+    """The activation id for `caller_and_status_row`, as `_parse_id` reads it. None when it
+    cannot be one: the caller then checks the key first and answers the id after it."""
     try:
-        activation_id = _parse_id(raw_id)
+        return _parse_id(raw_id)
     except err.ActivationNotFound:
         return None
-    return activation_id if activation_id <= _MAX_ID else None
 
 
 def caller_and_status_row(digest: str, activation_id: int) -> tuple[ApiCaller | None, tuple | None]:
