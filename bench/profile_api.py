@@ -68,6 +68,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--top", type=int, default=45, help="cProfile rows printed")
     parser.add_argument("--dump", default="", help="also write the cProfile stats to this file")
     parser.add_argument(
+        "--without-hooks",
+        action="store_true",
+        help="the experiment: no before/after-request hooks, no security-headers middleware "
+        "and no session (what the product's per-request obligations cost)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -116,6 +122,8 @@ def main() -> None:
         name, _, value = item.partition("=")
         setattr(config, name, ast.literal_eval(value))
     app = create_app(config)
+    if args.without_hooks:
+        _strip(app)
     with app.app_context():
         if args.database:
             db.drop_all()
@@ -198,6 +206,30 @@ def main() -> None:
         print(breakdown(one, args.n))
     if fake is not None:
         fake.stop()
+
+
+def _strip(app) -> None:
+    """An experiment, never the product: the app without what every request carries beyond
+    its view — the before/after-request hooks (CSRF, request id, settings, input guard,
+    remember-me cookie, Retry-After, security headers) and the session."""
+    from flask.sessions import NullSession, SessionInterface
+
+    from reseller.security import SecurityHeaders
+
+    class NoSession(SessionInterface):
+        def open_session(self, app, request):
+            return NullSession()
+
+        def save_session(self, app, session, response):
+            pass
+
+    app.before_request_funcs.clear()
+    app.after_request_funcs.clear()
+    app.session_interface = NoSession()
+    wrapped = app.wsgi_app
+    while isinstance(wrapped, SecurityHeaders):
+        wrapped = wrapped.wsgi_app
+    app.wsgi_app = wrapped
 
 
 # Where a call's CPU goes, by the code that spends it: py-spy samples this process while it

@@ -788,6 +788,10 @@ def in_one_process(ctx: Context, kind: str, url: str) -> dict[str, float]:
     for label, extra in (
         ("baseline", ["--action", "baseline", "-n", "400", "--rounds", "4"]),
         ("hot", ["-n", "400", "--rounds", "4"]),
+        # The experiments: bench/floor_app.py through the same harness, and getBalance with
+        # every per-request hook and the session taken off.
+        ("floor", ["--action", "floor", "-n", "400", "--rounds", "4"]),
+        ("no_hooks", ["-n", "400", "--rounds", "4", "--without-hooks"]),
         ("paused", ["-n", "400", "--rounds", "4", "--pause-ms", "3"]),
         ("status", ["--action", "getStatus", "-n", "400", "--rounds", "4"]),
         # The experiment: what the rate limit's Redis counter costs (the limit must stay).
@@ -1110,6 +1114,21 @@ def _floor_parts(d: dict) -> str:
     )
 
 
+def _in_process_gap(d: dict) -> str:
+    """getBalance against the floor in one process, and how much of the difference the
+    per-request hooks and the session are."""
+    p = d.get("in_process") or {}
+    if not {"floor", "hot", "no_hooks"} <= p.keys():
+        return "not measured"
+    return (
+        f"the floor {p['floor']:.2f} ms, getBalance {p['hot']:.2f} ms, getBalance with every "
+        f"per-request hook and the session off {p['no_hooks']:.2f} ms (of the "
+        f"{p['hot'] - p['floor']:.2f} ms above the floor, {p['hot'] - p['no_hooks']:.2f} ms are "
+        "the obligations every request carries: CSRF, the request id, security headers, the "
+        "session and remember-me cookie, the input guard, fresh settings)"
+    )
+
+
 def explain_misses(runs: dict[str, dict | str]) -> str:
     """What stops a missed target, from this run's numbers (the layers are in "Where the CPU
     goes" below)."""
@@ -1160,10 +1179,12 @@ def explain_misses(runs: dict[str, dict | str]) -> str:
             + each(lambda d: f"{d['balance'].rps / _floor(d).rps:.2f}" if _floor(d) else "–")
             + " of the floor. Its CPU per request in the server as its parts are added: "
             + each(_floor_parts)
-            + ". In one process the counter and the read cost tens of microseconds; in a "
-            "threaded gunicorn worker each blocking round trip (Redis; PostgreSQL, which "
-            "SQLite does without) adds the wait's thread switches, wake-ups and syscalls to "
-            "the request, several times the Python work around it. Where the floor itself "
+            + ". In one process (bench/profile_api.py, CPU per call): "
+            + each(_in_process_gap)
+            + ". Alone, the counter and the read are tens of microseconds of Python; in a "
+            "threaded gunicorn worker each call that lets go of the GIL to wait (the Redis "
+            "and PostgreSQL round trips; SQLite lets go of it around its work too) adds "
+            "thread switches, wake-ups and syscalls, several times that. Where the floor itself "
             "stays under the target, no trimming of our code reaches it: only dropping the "
             "shared counter or the read would, and the issue keeps both."
         )
