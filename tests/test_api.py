@@ -831,3 +831,21 @@ def test_a_poll_that_is_not_due_is_one_statement(api, action, fmt):
     with statements_sent() as (sent, begun):
         assert Api(api.client, "no-such-key").text(action, id=own) == "BAD_KEY"
     assert len(sent) == 1 and begun == []
+
+
+def test_a_due_poll_reads_the_activation_with_its_claim(api, clock):
+    """A getStatus whose poll is due: the key and activation in one read, then the poll
+    slot's claim, which answers what the upstream call needs; the activation is read again
+    only after the upstream's answer. (It was read twice more before: once through the ORM
+    before the claim, once after it.)"""
+    own = api.json("getNumber", service="ot", country="12")["activationId"]
+    api.text("getBalance")
+    clock.travel(6)
+    db.session.commit()
+    with statements_sent() as (sent, begun):
+        assert api.text("getStatus", id=own) == "STATUS_WAIT_CODE"
+    assert "LEFT OUTER JOIN activations" in sent[0]  # the key and the activation
+    claims = [i for i, s in enumerate(sent) if s.startswith("UPDATE activations SET next_poll")]
+    assert len(claims) == 1 and "RETURNING" in sent[claims[0]], sent
+    reads = [i for i, s in enumerate(sent) if "\nFROM activations" in s]
+    assert len(reads) == 1 and reads[0] > claims[0], sent

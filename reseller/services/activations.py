@@ -317,7 +317,7 @@ def status_from_row(user: Customer, row, budget: PollBudget | None = None):
         raise err.ActivationNotFound()
     if not _poll_due(row) or (budget is not None and budget.spent):
         return row
-    return refresh_status(get_for_user(user, row.id), budget=budget)
+    return refresh_status(row, budget=budget)
 
 
 def active_for_user(user: Customer) -> list[Activation]:
@@ -660,22 +660,30 @@ def tie_upstream_number(activation_id: int, upstream_id: str, phone: str | None)
 # --- status -------------------------------------------------------------------------
 
 
-def _claim_poll(activation_id: int) -> bool:
-    """Take this activation's upstream poll slot; at most one per poll interval anywhere."""
+def _claim_poll(activation_id: int):
+    """Take this activation's upstream poll slot; at most one per poll interval anywhere.
+    Returns what the poll needs of the activation as the claim left it (`upstream_id`,
+    `status`, `expires_at`, `upstream_name`: read by the claim itself), or None when the
+    slot was not free. Commits."""
     now = utcnow()
     interval = settings.get("poll_interval")
-    result = db.session.execute(
-        update(Activation)
+    claimed = db.session.execute(
+        update(_activations)
         .where(
-            Activation.id == activation_id,
-            Activation.status.in_(_values(WAITING_STATES)),
-            or_(Activation.next_poll_at.is_(None), Activation.next_poll_at <= now),
+            _activations.c.id == activation_id,
+            _activations.c.status.in_(_values(WAITING_STATES)),
+            or_(_activations.c.next_poll_at.is_(None), _activations.c.next_poll_at <= now),
         )
         .values(next_poll_at=now + dt.timedelta(seconds=interval))
-        .execution_options(synchronize_session=False)
-    )
+        .returning(
+            _activations.c.upstream_id,
+            _activations.c.status,
+            _activations.c.expires_at,
+            _activations.c.upstream_name,
+        )
+    ).one_or_none()
     _commit()
-    return result.rowcount == 1
+    return claimed
 
 
 def _poll_due(activation) -> bool:
@@ -709,18 +717,18 @@ def refresh_status(
 ) -> Activation:
     """Bring the activation up to date with the upstream when its poll slot is due, waiting
     on the upstream no longer than `budget` allows (None: the provider's own timeouts).
+    `activation`: an Activation, or a row with its column names (getStatus's read).
 
     Answers from the database otherwise. Never raises for upstream trouble.
     """
     if not _poll_due(activation) or (budget is not None and budget.spent):
         return activation  # (the claim below decides when it looks due): no write
     activation_id = activation.id
-    if not _claim_poll(activation_id):
+    claimed = _claim_poll(activation_id)  # committed: no transaction is open while we call out
+    if claimed is None:
         return db.session.get(Activation, activation_id)
-    current = db.session.get(Activation, activation_id)
-    upstream_id, status, expires_at = current.upstream_id, S(current.status), current.expires_at
-    seller = current.upstream_name
-    db.session.commit()  # no transaction is open while we call out
+    upstream_id, status, expires_at = claimed.upstream_id, S(claimed.status), claimed.expires_at
+    seller = claimed.upstream_name
     with deadline.within(budget.deadline if budget else None):
         try:
             answer = upstream(seller).get_status(upstream_id)
