@@ -16,6 +16,14 @@ switching the isolation level there and back — cost several times the statemen
 schema, the pool, the driver. `first_row` is the general form, through a SQLAlchemy
 Connection.
 
+A `HotRead` may also be one guarded write that answers with RETURNING (a due poll's claim):
+run in autocommit, it is a transaction of its own, committed when it returns, and holds the
+database's write lock (SQLite) or the row's lock (PostgreSQL) only while the statement runs,
+not across the Python between a BEGIN, the statement and a COMMIT, where a threaded worker
+may wait for the GIL. Only for a statement that is complete in itself and safe to run again
+after a dropped connection (a guard in its WHERE clause makes a second run change nothing);
+never while the caller's session holds a transaction, which it could wait on.
+
 A read that finds its connection closed under it (the database restarted after the pool's
 check, see reseller.pool) invalidates the pool, as SQLAlchemy does, and runs once more on a
 fresh connection: it changed nothing.
@@ -34,11 +42,14 @@ from sqlalchemy import Row, Select
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
+from sqlalchemy.sql.dml import UpdateBase
 
 from .extensions import db
 
 
-def first_row(statement: Select, parameters: dict[str, Any] | None = None) -> Row | None:
+def first_row(
+    statement: Select | UpdateBase, parameters: dict[str, Any] | None = None
+) -> Row | None:
     """The statement's first row, read outside the session's transaction."""
     try:
         return _first_row(statement, parameters)
@@ -48,7 +59,7 @@ def first_row(statement: Select, parameters: dict[str, Any] | None = None) -> Ro
         return _first_row(statement, parameters)
 
 
-def _first_row(statement: Select, parameters: dict[str, Any] | None) -> Row | None:
+def _first_row(statement: Select | UpdateBase, parameters: dict[str, Any] | None) -> Row | None:
     with db.engine.connect() as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         return connection.execute(statement, parameters).first()
@@ -80,16 +91,24 @@ class _Dropped(Exception):
 
 
 class HotRead:
-    """One Core select, read outside any transaction at the lowest cost the stack allows.
+    """One Core select (or one guarded write with RETURNING: see above), run outside any
+    transaction at the lowest cost the stack allows.
 
     Build it at import (bind parameters, no literal lists); `first(**parameters)` returns
     the first row as a named tuple with the statement's column names, or None.
     """
 
-    def __init__(self, statement: Select) -> None:
+    def __init__(self, statement: Select | UpdateBase) -> None:
         self.statement = statement
-        self.columns = tuple(column.key for column in statement.selected_columns)
-        self.types = tuple(column.type for column in statement.selected_columns)
+        columns = (
+            statement.selected_columns
+            if isinstance(statement, Select)
+            else statement.exported_columns  # a write's RETURNING
+        )
+        if not columns:
+            raise TypeError("HotRead needs a select or a write with RETURNING")
+        self.columns = tuple(column.key for column in columns)
+        self.types = tuple(column.type for column in columns)
         self.row = namedtuple("HotRow", self.columns)  # noqa: PYI024 (fields from the statement)
         self._plans: weakref.WeakKeyDictionary[Dialect, _Plan] = weakref.WeakKeyDictionary()
 

@@ -837,7 +837,8 @@ def test_a_due_poll_reads_the_activation_with_its_claim(api, clock):
     """A getStatus whose poll is due: the key and activation in one read, then the poll
     slot's claim, which answers what the upstream call needs; the activation is read again
     only after the upstream's answer. (It was read twice more before: once through the ORM
-    before the claim, once after it.)"""
+    before the claim, once after it.) The claim and the read after it run outside any
+    transaction: nothing holds SQLite's write lock around them or to the request's end."""
     own = api.json("getNumber", service="ot", country="12")["activationId"]
     api.text("getBalance")
     clock.travel(6)
@@ -849,3 +850,16 @@ def test_a_due_poll_reads_the_activation_with_its_claim(api, clock):
     assert len(claims) == 1 and "RETURNING" in sent[claims[0]], sent
     reads = [i for i, s in enumerate(sent) if "\nFROM activations" in s]
     assert len(reads) == 1 and reads[0] > claims[0], sent
+    # The one transaction is the sandbox upstream's own (it keeps its numbers in this
+    # database): before, the claim and the read after the answer each began one too.
+    assert len(begun) == 1, sent
+    if db.engine.dialect.name == "sqlite":  # SQLite's trace shows BEGIN and COMMIT too
+        inside, in_transactions = False, []
+        for statement in sent:
+            if statement.startswith("BEGIN"):
+                inside = True
+            elif statement.startswith(("COMMIT", "ROLLBACK")):
+                inside = False
+            elif inside:
+                in_transactions.append(statement)
+        assert in_transactions and all("sandbox_activations" in s for s in in_transactions)

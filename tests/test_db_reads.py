@@ -193,3 +193,62 @@ def test_the_combined_poll_read_agrees_with_the_key_lookup_and_the_poll_read(
 )
 def test_only_an_id_the_column_can_hold_goes_to_the_combined_read(raw_id, expected):
     assert activations.poll_id(raw_id) == expected
+
+
+def test_the_poll_claim_is_one_write_of_its_own_that_takes_the_slot_once(api, customer, clock):
+    """A due poll's claim runs as one UPDATE … RETURNING outside any transaction: it is
+    committed when it returns (another connection sees it), answers what the poll needs as
+    the claim left it, and a second claim in the same interval finds the slot taken and
+    changes nothing. The same values as the row read through the ORM."""
+    own = int(api.text("getNumber", service="tg", country="0").split(":")[1])
+    clock.travel(6)  # past the first poll slot
+    db.session.commit()
+    claimed = activations._claim_poll(own)
+    assert claimed is not None
+    assert not db.session().in_transaction()
+    db.session.expire_all()
+    row = db.session.get(Activation, own)  # a transaction of the session's: sees it committed
+    assert (claimed.upstream_id, claimed.status) == (row.upstream_id, row.status)
+    assert (claimed.expires_at, claimed.upstream_name) == (row.expires_at, row.upstream_name)
+    assert row.next_poll_at > utcnow()
+    db.session.commit()
+    taken = row.next_poll_at
+    assert activations._claim_poll(own) is None
+    db.session.expire_all()
+    assert db.session.get(Activation, own).next_poll_at == taken
+    db.session.commit()
+    # A closed activation is never claimed.
+    db.session.get(Activation, own).status = "cancelled"
+    db.session.commit()
+    clock.travel(6)
+    assert activations._claim_poll(own) is None
+
+
+def test_a_claim_first_commits_what_the_session_holds(api, customer, clock):
+    """The claim runs on a connection of its own: a caller whose session holds a
+    transaction (on SQLite, the write lock) has it committed first, instead of waiting on
+    itself until the busy timeout."""
+    own = int(api.text("getNumber", service="tg", country="0").split(":")[1])
+    clock.travel(6)
+    db.session.commit()
+    activation = db.session.get(Activation, own)
+    activation.error = "noted by the caller"  # pending in the session's transaction
+    db.session.flush()  # (on SQLite the transaction now holds the write lock)
+    started = dt.datetime.now()
+    assert activations._claim_poll(own) is not None
+    assert (dt.datetime.now() - started).total_seconds() < 5
+    assert not db.session().in_transaction()
+    db.session.expire_all()
+    assert db.session.get(Activation, own).error == "noted by the caller"
+    db.session.commit()
+
+
+def test_a_write_needs_returning_to_be_a_hot_statement(app):
+    from sqlalchemy import update
+
+    with pytest.raises(TypeError):
+        db_reads.HotRead(
+            update(Activation.__table__)
+            .where(Activation.id == bindparam("id"))
+            .values(error=bindparam("error"))
+        )

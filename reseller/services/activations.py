@@ -317,7 +317,7 @@ def status_from_row(user: Customer, row, budget: PollBudget | None = None):
         raise err.ActivationNotFound()
     if not _poll_due(row) or (budget is not None and budget.spent):
         return row
-    return refresh_status(row, budget=budget)
+    return refresh_status(row, budget=budget, as_row=True)
 
 
 def active_for_user(user: Customer) -> list[Activation]:
@@ -660,30 +660,54 @@ def tie_upstream_number(activation_id: int, upstream_id: str, phone: str | None)
 # --- status -------------------------------------------------------------------------
 
 
+# A due poll's claim: one guarded UPDATE … RETURNING, run on its own outside any transaction
+# (db_reads.HotRead in autocommit): on SQLite it holds the write lock only while it runs (in
+# a session's transaction, BEGIN IMMEDIATE took it before and COMMIT let it go after, with a
+# threaded worker's GIL waits in between, and every poller of a due activation queued on
+# it), and a claim another poller won first finds nothing to change and takes no write lock
+# at all; on PostgreSQL it saves the BEGIN and COMMIT round trips. Run again after a dropped
+# connection it changes nothing: the slot is then taken.
+_CLAIM_POLL = db_reads.HotRead(
+    update(_activations)
+    .where(
+        _activations.c.id == bindparam("id"),
+        or_(*(_activations.c.status == state.value for state in sorted(WAITING_STATES))),
+        or_(
+            _activations.c.next_poll_at.is_(None),
+            _activations.c.next_poll_at <= bindparam("now"),
+        ),
+    )
+    .values(next_poll_at=bindparam("next_poll_at"))
+    .returning(
+        _activations.c.upstream_id,
+        _activations.c.status,
+        _activations.c.expires_at,
+        _activations.c.upstream_name,
+    )
+)
+
+
 def _claim_poll(activation_id: int):
     """Take this activation's upstream poll slot; at most one per poll interval anywhere.
     Returns what the poll needs of the activation as the claim left it (`upstream_id`,
     `status`, `expires_at`, `upstream_name`: read by the claim itself), or None when the
-    slot was not free. Commits."""
+    slot was not free. Commits what the session holds first: the claim runs outside it, and
+    no transaction stays open while the caller goes on to the upstream."""
+    interval = dt.timedelta(seconds=settings.get("poll_interval"))
+    session = db.session()
+    if session.in_transaction() or session.new or session.dirty or session.deleted:
+        _commit()
     now = utcnow()
-    interval = settings.get("poll_interval")
-    claimed = db.session.execute(
-        update(_activations)
-        .where(
-            _activations.c.id == activation_id,
-            _activations.c.status.in_(_values(WAITING_STATES)),
-            or_(_activations.c.next_poll_at.is_(None), _activations.c.next_poll_at <= now),
-        )
-        .values(next_poll_at=now + dt.timedelta(seconds=interval))
-        .returning(
-            _activations.c.upstream_id,
-            _activations.c.status,
-            _activations.c.expires_at,
-            _activations.c.upstream_name,
-        )
-    ).one_or_none()
-    _commit()
-    return claimed
+    return _CLAIM_POLL.first(id=activation_id, now=now, next_poll_at=now + interval)
+
+
+def _fresh(activation_id: int) -> Activation:
+    """The activation as committed now, through the session (an instance the session
+    already holds is read again)."""
+    existing = db.session.identity_map.get((Activation, (activation_id,), None))
+    if existing is not None:
+        db.session.expire(existing)
+    return db.session.get(Activation, activation_id)
 
 
 def _poll_due(activation) -> bool:
@@ -713,20 +737,33 @@ def web_poll_budget() -> PollBudget:
 
 
 def refresh_status(
-    activation: Activation, *, actor: str = "customer", budget: PollBudget | None = None
+    activation: Activation,
+    *,
+    actor: str = "customer",
+    budget: PollBudget | None = None,
+    as_row: bool = False,
 ) -> Activation:
     """Bring the activation up to date with the upstream when its poll slot is due, waiting
     on the upstream no longer than `budget` allows (None: the provider's own timeouts).
     `activation`: an Activation, or a row with its column names (getStatus's read).
 
-    Answers from the database otherwise. Never raises for upstream trouble.
+    Answers from the database otherwise. Never raises for upstream trouble. With `as_row`
+    (getStatus), an activation read again is a row with the Activation's column names, read
+    outside any transaction (`_USERS_ACTIVATION`), not an instance loaded in the session's
+    (which, on SQLite, would begin IMMEDIATE and hold the write lock to the request's end).
     """
     if not _poll_due(activation) or (budget is not None and budget.spent):
         return activation  # (the claim below decides when it looks due): no write
     activation_id = activation.id
+
+    def reread():
+        if as_row:
+            return _USERS_ACTIVATION.first(id=activation_id, user_id=activation.user_id)
+        return _fresh(activation_id)
+
     claimed = _claim_poll(activation_id)  # committed: no transaction is open while we call out
     if claimed is None:
-        return db.session.get(Activation, activation_id)
+        return reread()
     upstream_id, status, expires_at = claimed.upstream_id, S(claimed.status), claimed.expires_at
     seller = claimed.upstream_name
     with deadline.within(budget.deadline if budget else None):
@@ -743,7 +780,7 @@ def refresh_status(
         )
         if still_waiting and status == S.ALLOCATED and expires_at and utcnow() >= expires_at:
             expire(activation_id, actor=actor)
-    return db.session.get(Activation, activation_id)
+    return reread()
 
 
 def _record_code(
