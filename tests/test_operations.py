@@ -257,11 +257,27 @@ def test_a_connection_dying_after_the_checkout_check_is_retried_or_answered_clea
         # skip the hot reads (the key's, setStatus's), which would be retried
         patched.setattr(accounts, "api_caller_by_digest", lambda digest: caller)
         patched.setattr(activations._FOR_SET_STATUS, "first", lambda **given: read)
+        # and the due poll's claim, a hot statement too (below: it runs again as well)
+        patched.setattr(activations._CLAIM_POLL, "first", lambda **given: None)
         assert api.text("setStatus", id=number, status="8") == "ERROR_SQL"
     assert api.text("getStatus", id=number) == "STATUS_WAIT_CODE"
     assert api.text("getBalance") == balance  # nothing was refunded by the failed try
     assert api.text("setStatus", id=number, status="8") == "ACCESS_CANCEL"
     assert api.text("getBalance") != balance
+
+    # The due poll's claim, one statement outside any transaction, meets the dead
+    # connection, invalidates the pool and runs again: the slot is taken once.
+    from reseller.services import settings
+
+    other = int(api.text("getNumber", service="ot", country="0").split(":")[1])
+    clock.travel(600)
+    db.session.commit()
+    settings.get("poll_interval")  # (read now: the claim's statement is the first)
+    drop_every_connection()
+    before = len(invalidated)
+    assert activations._claim_poll(other) is not None
+    assert len(invalidated) == before + 1
+    assert activations._claim_poll(other) is None
 
 
 def test_the_socket_check_tells_a_closed_connection_from_an_idle_one(app):
