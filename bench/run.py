@@ -340,7 +340,12 @@ SPREAD_TRIES = 4
 
 
 def measured(
-    ctx: Context, port: int, name: str, paths: list[str], groups: dict[str, list[int]]
+    ctx: Context,
+    port: int,
+    name: str,
+    paths: list[str],
+    groups: dict[str, list[int]],
+    **wrk_options,
 ) -> Result:
     """wrk, plus the CPU time each group of server processes (the app's gunicorn, the
     database, Redis) spent per request; again while the connections land unevenly on the
@@ -349,7 +354,7 @@ def measured(
     for attempt in range(1, SPREAD_TRIES + 1):
         before = {group: cpu_seconds(*pids) for group, pids in groups.items()}
         each_before = [cpu_seconds(pid) for pid in workers]
-        result = wrk(ctx, port, f"{name}_{attempt}" if attempt > 1 else name, paths)
+        result = wrk(ctx, port, f"{name}_{attempt}" if attempt > 1 else name, paths, **wrk_options)
         each = [cpu_seconds(pid) - b for pid, b in zip(workers, each_before, strict=True)]
         requests = max(1, result.requests)
         parts = {
@@ -707,7 +712,9 @@ def bench_database(ctx: Context, kind: str, url: str) -> dict:
         )
         time.sleep(2)
         before, window_start = len(fake_calls(ctx)), time.monotonic()
-        out["polling"] = wrk(ctx, port, f"{kind}_polling", status_paths, connections=args.pollers)
+        out["polling"] = measured(
+            ctx, port, f"{kind}_polling", status_paths, groups, connections=args.pollers
+        )
         calls = fake_calls(ctx)[before:]
         window = time.monotonic() - window_start
         ctx.procs.stop(worker)
@@ -1099,7 +1106,11 @@ def build_details(ctx: Context, runs: dict[str, dict | str]) -> str:
             f"{label} {data[key].extra.get('busiest_worker', 0):.0%} "
             f"({data[key].extra.get('attempts', 1)} "
             f"{'try' if data[key].extra.get('attempts', 1) == 1 else 'tries'})"
-            for key, label in (("baseline", "baseline"), ("balance", "getBalance"))
+            for key, label in (
+                ("baseline", "baseline"),
+                ("balance", "getBalance"),
+                ("polling", "polling"),
+            )
         )
         lines.append(
             f"- {kind}: the busiest gunicorn worker's share of the workers' CPU (wrk's "

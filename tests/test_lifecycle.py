@@ -830,3 +830,25 @@ def test_the_set_status_read_agrees_with_the_orm(make_user):
         texts = {spec.key: getattr(row, "setting_" + spec.key) for spec in settings.SPECS}
         assert texts == settings._stored_texts()
         assert texts["early_cancel_window"] == "7"
+
+
+def test_a_worker_pass_leaves_no_transaction_open(app, api, customer, clock):
+    """`flask worker` sleeps between passes: a transaction left open would keep, on SQLite,
+    the database's write lock (every purchase, cancel and due poll waited out the sleep),
+    on PostgreSQL an idle-in-transaction session. After a pass another connection writes at
+    once."""
+    from sqlalchemy import text
+
+    from reseller.services import worker
+
+    api.text("getNumber", service="tg", country="0")
+    clock.travel(6)  # a poll is due
+    db.session.commit()
+    worker.run_once()
+    assert not db.session().in_transaction()
+    if db.engine.dialect.name == "sqlite" and db.engine.url.database not in (None, "", ":memory:"):
+        with db.engine.connect() as other:
+            other.exec_driver_sql("PRAGMA busy_timeout=0")  # no waiting: locked is an error
+            other.execute(text("UPDATE users SET updated_at = updated_at WHERE id = 0"))
+            other.commit()
+        db.session.rollback()

@@ -459,4 +459,13 @@ def run_once() -> PassReport:
             db.session.rollback()
             log.exception("worker step %s failed", step.__name__)
             report.errors.append(f"{step.__name__}: {type(exc).__name__}")
+    # Nothing stays open between passes: a step's last read (the offers' check) began a
+    # transaction, and `flask worker` sleeps after the pass. On SQLite every transaction
+    # holds the write lock (reseller.sqlite), so every purchase, cancel and due poll waited
+    # out the worker's sleep; on PostgreSQL the session sat idle in a transaction.
+    try:
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
     return report
