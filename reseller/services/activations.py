@@ -203,10 +203,16 @@ def _move(
             note=note,
         )
     db.session.flush()
+    _forget_loaded(activation_id)
+    return moved
+
+
+def _forget_loaded(activation_id: int) -> None:
+    """Expire the session's instance of the activation, if it holds one: a Core statement
+    changed its row, and the next access must read it again."""
     existing = db.session.identity_map.get((Activation, (activation_id,), None))
     if existing is not None:
         db.session.expire(existing)
-    return moved
 
 
 def _commit() -> None:
@@ -704,9 +710,7 @@ def _claim_poll(activation_id: int):
 def _fresh(activation_id: int) -> Activation:
     """The activation as committed now, through the session (an instance the session
     already holds is read again)."""
-    existing = db.session.identity_map.get((Activation, (activation_id,), None))
-    if existing is not None:
-        db.session.expire(existing)
+    _forget_loaded(activation_id)
     return db.session.get(Activation, activation_id)
 
 

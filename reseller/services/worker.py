@@ -465,7 +465,8 @@ def run_once() -> PassReport:
     # out the worker's sleep; on PostgreSQL the session sat idle in a transaction.
     try:
         db.session.commit()
-    except Exception:
+    except Exception as exc:
         db.session.rollback()
-        raise
+        log.exception("worker pass could not end its transaction")
+        report.errors.append(f"end of pass: {type(exc).__name__}")
     return report
