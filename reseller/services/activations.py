@@ -43,7 +43,7 @@ from ..upstream.base import SetStatusAnswer, UpstreamState
 from . import catalog, pricing, routing, settings, wallet, webhooks
 from . import errors as err
 from .accounts import CALLER_COLUMNS, ApiCaller
-from .provider import OutsideTransaction, guarded, upstream
+from .provider import OutsideTransaction, guarded, session_holds_work, upstream
 
 log = logging.getLogger(__name__)
 
@@ -700,8 +700,7 @@ def _claim_poll(activation_id: int):
     slot was not free. Commits what the session holds first: the claim runs outside it, and
     no transaction stays open while the caller goes on to the upstream."""
     interval = dt.timedelta(seconds=settings.get("poll_interval"))
-    session = db.session()
-    if session.in_transaction() or session.new or session.dirty or session.deleted:
+    if session_holds_work():
         _commit()
     now = utcnow()
     return _CLAIM_POLL.first(id=activation_id, now=now, next_poll_at=now + interval)

@@ -153,6 +153,14 @@ def client_for(provider: Provider) -> Upstream:
     return client
 
 
+def session_holds_work() -> bool:
+    """Whether the session has a transaction open or changes not yet flushed: what must be
+    committed before work that runs outside it (an upstream call, a statement on a
+    connection of its own)."""
+    session = db.session()
+    return bool(session.in_transaction() or session.new or session.dirty or session.deleted)
+
+
 class OutsideTransaction:
     """Wraps a provider's client so that every call first ends the session's transaction,
     and its outcome feeds the provider's circuit breaker (services.breaker).
@@ -173,10 +181,9 @@ class OutsideTransaction:
             return target
 
         def call(*args, **kwargs):
-            session = db.session()
             # (nothing to end, and nothing to flush, is the common case: skip the commit)
-            if session.in_transaction() or session.new or session.dirty or session.deleted:
-                session.commit()
+            if session_holds_work():
+                db.session.commit()
             try:
                 result = target(*args, **kwargs)
             except up.UpstreamError as exc:
