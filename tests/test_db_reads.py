@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, func, select, text
 
 from reseller import db_reads
 from reseller.extensions import db
@@ -252,3 +252,212 @@ def test_a_write_needs_returning_to_be_a_hot_statement(app):
             .where(Activation.id == bindparam("id"))
             .values(error=bindparam("error"))
         )
+
+
+# --- InSession: the purchase's and the cancel's statements, in the session's transaction ---
+
+
+def _plain(value, now):
+    """A value as compared across two runs of a statement: a timestamp the run took from
+    the clock becomes a marker (it must be a fresh one)."""
+    if isinstance(value, dt.datetime) and abs((value - now).total_seconds()) < 60:
+        return "now"
+    return value
+
+
+def _money_path_cases(user_id, activation_id, other_activation_id):
+    from reseller.models import LedgerKind
+    from reseller.services import routing, wallet
+
+    now = utcnow()
+    return [
+        (wallet._HOT_CREDIT, {"account": user_id, "delta": 250}, "users"),
+        (wallet._HOT_DEBIT, {"account": user_id, "delta": -250}, "users"),
+        (wallet._HOT_DEBIT, {"account": user_id, "delta": -(10**12)}, "users"),  # refused
+        (
+            wallet._HOT_ENTRY,
+            {
+                "user_id": user_id,
+                "amount": -100,
+                "kind": LedgerKind.ADJUSTMENT.value,
+                "activation_id": None,
+                "payment_id": None,
+                "reference": None,
+                "balance_after": 5,
+                "note": "both ways",
+                "actor_id": None,
+            },
+            "ledger_entries",
+        ),
+        (
+            activations._HOT_NEW_ACTIVATION,
+            {
+                "user_id": user_id,
+                "service": "tg",
+                "country_id": 0,
+                "status": "pending",
+                "price": 75,
+                "upstream_name": "sandbox",
+                "order_id": "both-ways",
+            },
+            "activations",
+        ),
+        (activations._HOT_ACTIVE_COUNT, {"user": user_id}, None),
+        (activations._HOT_STATE_OF, {"activation": activation_id}, None),
+        (activations._HOT_STATE_OF, {"activation": 10**6}, None),
+        (
+            activations._HOT_MOVE_FROM,
+            {
+                "activation": activation_id,
+                "expected": "allocated",
+                "status": "cancelled",
+                "closed_at": now,
+            },
+            "activations",
+        ),
+        (  # a guard that does not hold: nothing moves
+            activations._HOT_MOVE,
+            {"activation": other_activation_id, "expected": "pending", "status": "failed"},
+            "activations",
+        ),
+        (
+            activations._HOT_MOVE,
+            {
+                "activation": other_activation_id,
+                "expected": "allocated",
+                "status": "expired",
+                "closed_at": now,
+                "error": "both ways",
+            },
+            "activations",
+        ),
+        (
+            activations._HOT_NEW_EVENT,
+            {
+                "activation_id": activation_id,
+                "from_status": "allocated",
+                "to_status": "cancelled",
+                "note": None,
+                "actor": "test",
+            },
+            "activation_events",
+        ),
+        (routing._HOT_CANDIDATES, {"now": now, "service": "tg", "country": 0}, None),
+        (routing._HOT_CANDIDATES, {"now": now, "service": "no-such", "country": 0}, None),
+    ]
+
+
+def test_a_statement_in_the_session_gives_what_session_execute_gives(api, customer):
+    """Every statement the purchase and the cancel run through db_reads.InSession answers
+    what `Session.execute` answers for the same statement and parameters, and leaves the
+    database as it does (Python-side defaults such as `created_at` and `updated_at`
+    included): each way runs in a transaction rolled back after it."""
+    own = [int(api.text("getNumber", service="tg", country="0").split(":")[1]) for _ in range(2)]
+    db.session.commit()
+    cases = _money_path_cases(customer.id, own[0], own[1])
+    answered = 0
+    for hot, parameters, table in cases:
+        answers = []
+        for way in ("session", "hot"):
+            now = utcnow()
+            if way == "session":
+                result = db.session.execute(hot.statement, parameters)
+                found = [tuple(row) for row in result.all()] if result.returns_rows else None
+                count = None if result.returns_rows else result.rowcount
+            elif hot.statement.exported_columns or hasattr(hot.statement, "selected_columns"):
+                found, count = [tuple(row) for row in hot.rows(parameters)], None
+            else:
+                found, count = None, hot.run(parameters)
+            state = None
+            if table is not None:  # the table's newest rows, as the transaction sees them
+                rows = db.metadata.tables[table]
+                state = db.session.execute(select(rows).order_by(rows.c.id.desc()).limit(3)).all()
+                state = [[_plain(v, now) for v in row[1:]] for row in state]  # ids may differ
+            if found is not None and table in ("activations", "ledger_entries"):
+                found = [row[1:] if hot.columns[0] == "id" else row for row in found]
+            answers.append(([[_plain(v, now) for v in row] for row in found or []], count, state))
+            db.session.rollback()
+        assert answers[0] == answers[1], (hot.statement, parameters)
+        answered += bool(answers[0][0] or answers[0][1])
+    # (all but the two reads of nothing and the refused or unguarded writes answer rows)
+    assert answered == len(cases) - 4
+
+
+def test_a_statement_in_the_session_is_part_of_its_transaction(app, make_user):
+    """It sees what the session wrote and has not committed, and is committed or rolled
+    back with it."""
+    from reseller.services import wallet
+
+    user = make_user(email="inside@example.com", balance="1.00")
+    db.session.commit()
+    before = db.session.execute(select(User.balance).where(User.id == user.id)).scalar()
+    db.session.execute(text(f"UPDATE users SET balance = 5000 WHERE id = {user.id}"))
+    assert wallet._HOT_CREDIT.scalar({"account": user.id, "delta": 1}) == 5001
+    db.session.rollback()
+    assert wallet._HOT_CREDIT.scalar({"account": user.id, "delta": 1}) == before + 1
+    db.session.commit()
+    after = db.session.execute(select(User.balance).where(User.id == user.id)).scalar()
+    assert after == before + 1
+    db.session.commit()
+
+
+def test_a_failed_statement_in_the_session_raises_what_sqlalchemy_raises(api, customer):
+    """A constraint the database enforces comes out as SQLAlchemy's IntegrityError (the
+    purchase's duplicate orderId and the ledger's one charge per activation are caught as
+    such), and after the rollback nothing of the transaction remains."""
+    from sqlalchemy.exc import IntegrityError
+
+    from reseller.models import LedgerEntry, LedgerKind
+    from reseller.services import wallet
+
+    own = int(api.text("getNumber", service="tg", country="0").split(":")[1])
+    db.session.commit()
+    entries = db.session.execute(select(func.count(LedgerEntry.id))).scalar()
+    db.session.commit()
+    wallet._HOT_CREDIT.scalar({"account": customer.id, "delta": 1})
+    with pytest.raises(IntegrityError):
+        wallet.debit(customer.id, 1, kind=LedgerKind.PURCHASE, activation_id=own)  # charged
+    db.session.rollback()
+    assert db.session.execute(select(func.count(LedgerEntry.id))).scalar() == entries
+    assert api.text("getBalance") == "ACCESS_BALANCE:" + _money(customer.id)
+    # And a purchase with an orderId the customer used answers the protocol's error.
+    assert api.text("getNumber", service="tg", country="0", orderId="o-1").startswith("ACCESS_")
+    assert api.text("getNumber", service="tg", country="0", orderId="o-1") == (
+        "ORDER_ALREADY_EXISTS"
+    )
+
+
+def _money(user_id: int) -> str:
+    from reseller.money import format_amount
+
+    balance = db.session.execute(select(User.balance).where(User.id == user_id)).scalar()
+    db.session.commit()
+    return format_amount(balance)
+
+
+@pytest.mark.postgres_only
+def test_a_statement_in_the_session_on_a_dropped_connection_invalidates_it(app, make_user):
+    """The server went away inside the transaction: the statement fails as SQLAlchemy's
+    would (a DBAPIError saying the connection was invalidated), the pool replaces the
+    connection, and after the rollback the session works on a fresh one."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.pool import NullPool
+
+    from reseller.services import wallet
+
+    user = make_user(email="dropped@example.com", balance="1.00")
+    db.session.commit()
+    wallet._HOT_CREDIT.scalar({"account": user.id, "delta": 1})  # the transaction begins
+    connection = db.session.connection()
+    backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    killer = create_engine(db.engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with killer.connect() as other:
+        other.execute(text(f"SELECT pg_terminate_backend({int(backend)})"))
+    killer.dispose()
+    with pytest.raises(DBAPIError) as failed:
+        wallet._HOT_CREDIT.scalar({"account": user.id, "delta": 1})
+    assert failed.value.connection_invalidated
+    db.session.rollback()
+    assert wallet._HOT_CREDIT.scalar({"account": user.id, "delta": 1}) == 10001
+    db.session.commit()

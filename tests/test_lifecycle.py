@@ -583,11 +583,62 @@ def test_a_purchase_takes_two_transactions_and_answers_from_the_second(
         event.remove(db.engine, "before_cursor_execute", on_execute)
 
 
+def _reads_in_transactions(found: list[str]):
+    """Record the SELECTs the driver runs inside a transaction, whoever sends them
+    (SQLAlchemy's execution, db_reads.InSession on the session's connection); the reads
+    outside any transaction (db_reads.HotRead, in autocommit) are left out."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def recording():
+        engine = db.engine
+        if engine.dialect.name == "sqlite":
+            from sqlalchemy import event
+
+            def on_checkout(dbapi_connection, record, proxy):
+                def trace(sql):
+                    if dbapi_connection.in_transaction and sql.lstrip().upper().startswith(
+                        "SELECT"
+                    ):
+                        found.append(sql)
+
+                dbapi_connection.set_trace_callback(trace)
+
+            def on_checkin(dbapi_connection, record):
+                if dbapi_connection is not None:
+                    dbapi_connection.set_trace_callback(None)
+
+            event.listen(engine.pool, "checkout", on_checkout)
+            event.listen(engine.pool, "checkin", on_checkin)
+            try:
+                yield
+            finally:
+                event.remove(engine.pool, "checkout", on_checkout)
+                event.remove(engine.pool, "checkin", on_checkin)
+        else:
+            import psycopg
+
+            execute = psycopg.Cursor.execute
+
+            def recorded(cursor, query, *args, **kwargs):
+                sql = str(query)
+                if not cursor.connection.autocommit and sql.lstrip().upper().startswith("SELECT"):
+                    found.append(sql)
+                return execute(cursor, query, *args, **kwargs)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(psycopg.Cursor, "execute", recorded)
+                yield
+
+    return recording()
+
+
 def test_a_purchase_and_a_cancel_take_three_transactions_all_of_them_writes(gapi, fake):
     """getNumber + setStatus 8 (an upstream that keeps its state to itself): the hold, the
     allocation and the cancel with its refund are the only transactions; every read before
     them (the key, the offer, the settings, the activation, the seller's row) is taken
-    outside any transaction."""
+    outside any transaction. And every statement of theirs runs on the driver's cursor
+    (db_reads.InSession), none through SQLAlchemy's per-execution machinery."""
     from sqlalchemy import event
 
     settings.store("early_cancel_window", "0")
@@ -596,21 +647,25 @@ def test_a_purchase_and_a_cancel_take_three_transactions_all_of_them_writes(gapi
     fake.code_delay = None  # no code comes: the cancel is refunded
     assert gapi.text("getBalance") == "ACCESS_BALANCE:10.00"  # (its activity noted)
     db.session.commit()
-    begun, statements = [], []
+    begun, through_sqlalchemy, reads = [], [], []
     on_begin = lambda *args: begun.append(1)  # noqa: E731
-    on_execute = lambda *args: statements.append(args[2].split()[0].upper())  # noqa: E731
+    on_execute = lambda *args: through_sqlalchemy.append(args[2].split()[0].upper())  # noqa: E731
     event.listen(db.engine, "begin", on_begin)
     event.listen(db.engine, "before_cursor_execute", on_execute)
     try:
-        activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
-        assert len(begun) == 2
-        assert gapi.text("setStatus", id=activation_id, status="8") == "ACCESS_CANCEL"
-        assert len(begun) == 3
+        with _reads_in_transactions(reads):
+            activation_id = gapi.json("getNumber", service="tg", country="12")["activationId"]
+            assert len(begun) == 2
+            assert gapi.text("setStatus", id=activation_id, status="8") == "ACCESS_CANCEL"
+            assert len(begun) == 3
     finally:
         event.remove(db.engine, "begin", on_begin)
         event.remove(db.engine, "before_cursor_execute", on_execute)
     # In the hold, the candidates and the active count for the cap; no other read.
-    assert [s for s in statements if s == "SELECT"] == ["SELECT", "SELECT"]
+    assert len(reads) == 2, reads
+    assert "FROM providers" in reads[0] and "count(*)" in reads[1]
+    # SQLite's BEGIN IMMEDIATE is the one statement SQLAlchemy sends (reseller.sqlite).
+    assert set(through_sqlalchemy) <= {"BEGIN"}, through_sqlalchemy
     assert refunds(activation_id) == 1 and verify_ledger() == []
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import db_reads
@@ -118,23 +118,31 @@ _NEW_EVENT = insert(ActivationEvent.__table__)
 _NEW_ACTIVATION = insert(_activations).returning(_activations.c.id)
 _ACTIVE_COUNT = select(func.count()).where(
     _activations.c.user_id == bindparam("user"),
-    _activations.c.status.in_([s.value for s in ACTIVE_STATES]),
+    # literal() values, not a list: an IN of bound constants, which InSession can compile
+    _activations.c.status.in_([literal(s.value) for s in sorted(ACTIVE_STATES)]),
 )
+# The purchase's and the cancel's statements run on the driver's cursor in the session's
+# transaction (db_reads.InSession: the same SQL, compiled by SQLAlchemy once).
+_HOT_STATE_OF = db_reads.InSession(_STATE_OF)
+_HOT_MOVE = db_reads.InSession(_MOVE)
+_HOT_MOVE_FROM = db_reads.InSession(_MOVE_FROM)
+_HOT_NEW_EVENT = db_reads.InSession(_NEW_EVENT)
+_HOT_NEW_ACTIVATION = db_reads.InSession(_NEW_ACTIVATION)
+_HOT_ACTIVE_COUNT = db_reads.InSession(_ACTIVE_COUNT)
 
 
 def _record_event(
     activation_id: int, source: str | None, target: S, *, note: str | None, actor: str
 ) -> None:
     """The activation's history row for a move (append-only; one INSERT, no flush)."""
-    db.session.execute(
-        _NEW_EVENT,
+    _HOT_NEW_EVENT.run(
         {
             "activation_id": activation_id,
             "from_status": source,
             "to_status": target.value,
             "note": note,
             "actor": actor,
-        },
+        }
     )
 
 
@@ -168,27 +176,25 @@ def _move(
     """
     moved = source = None
     if expected is not None and target in TRANSITIONS[expected] and target != S.FAILED:
-        moved = db.session.execute(
-            _MOVE_FROM,
+        moved = _HOT_MOVE_FROM.first(
             {"activation": activation_id, "expected": expected.value, "status": target.value}
-            | values,
-        ).one_or_none()
+            | values
+        )
         source = expected.value
         endpoint_id = moved.webhook_endpoint_id if moved is not None else None
         charged = moved.charged if moved is not None else False
     if moved is None:
         sources = [s for s, targets in TRANSITIONS.items() if target in targets]
-        row = db.session.execute(_STATE_OF, {"activation": activation_id}).one_or_none()
+        row = _HOT_STATE_OF.first({"activation": activation_id})
         if row is None or S(row.status) not in sources:
             return None
         if target == S.FAILED and row.order_id is not None:
             values["order_id"] = None
             released = f"orderId {row.order_id} released"
             note = f"{note}; {released}"[:300] if note else released
-        moved = db.session.execute(
-            _MOVE,
-            {"activation": activation_id, "expected": row.status, "status": target.value} | values,
-        ).one_or_none()
+        moved = _HOT_MOVE.first(
+            {"activation": activation_id, "expected": row.status, "status": target.value} | values
+        )
         if moved is None:
             return None
         source, endpoint_id, charged = row.status, row.webhook_endpoint_id, row.charged
@@ -429,8 +435,7 @@ def _hold(
     """Commit the activation as pending with its price debited. Returns its id."""
     user_id = user.id
     try:
-        activation_id = db.session.execute(
-            _NEW_ACTIVATION,
+        activation_id = _HOT_NEW_ACTIVATION.scalar(
             {
                 "user_id": user_id,
                 "service": service,
@@ -439,13 +444,13 @@ def _hold(
                 "price": price,
                 "upstream_name": provider_name,
                 "order_id": order_id,
-            },
-        ).scalar_one()
+            }
+        )
         # The debit locks the user's row (PostgreSQL) or the database (SQLite) until commit,
         # so the cap below counts consistently under concurrency.
         if price > 0:
             wallet.debit(user_id, price, kind=LedgerKind.PURCHASE, activation_id=activation_id)
-        active = db.session.execute(_ACTIVE_COUNT, {"user": user_id}).scalar_one()
+        active = _HOT_ACTIVE_COUNT.scalar({"user": user_id})
         if active > settings.get("max_active_activations"):
             raise err.TooManyActivations()
         _record_event(

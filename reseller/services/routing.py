@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
+from .. import db_reads
 from ..extensions import db
 from ..models import Provider, ProviderPrice, utcnow
 from ..money import to_decimal, to_units
@@ -82,6 +83,7 @@ _CANDIDATES = (
         _prices.c.count > 0,
     )
 )
+_HOT_CANDIDATES = db_reads.InSession(_CANDIDATES)  # every purchase reads it
 
 
 def candidates(service: str, country_id: int, max_cost: int | None = None) -> list[Candidate]:
@@ -89,9 +91,7 @@ def candidates(service: str, country_id: int, max_cost: int | None = None) -> li
     cost of at most `max_cost`, in the order the routing policy tries them."""
     from .provider import guarded
 
-    rows = db.session.execute(
-        _CANDIDATES, {"now": utcnow(), "service": service, "country": country_id}
-    ).all()
+    rows = _HOT_CANDIDATES.rows({"now": utcnow(), "service": service, "country": country_id})
     found = [
         Candidate(
             row.name,

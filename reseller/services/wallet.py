@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from sqlalchemy import bindparam, func, insert, select, update
 
+from .. import db_reads
 from ..extensions import db
 from ..models import LedgerEntry, LedgerKind, User
 
@@ -56,6 +57,11 @@ _CREDIT = (
 )
 _DEBIT = _CREDIT.where(_users.c.balance >= -bindparam("delta"))
 _ENTRY = insert(_ledger).returning(_ledger.c.id)
+# Run on the driver's cursor in the session's transaction (db_reads.InSession: compiled by
+# SQLAlchemy once, without its per-execution machinery).
+_HOT_CREDIT = db_reads.InSession(_CREDIT)
+_HOT_DEBIT = db_reads.InSession(_DEBIT)
+_HOT_ENTRY = db_reads.InSession(_ENTRY)
 
 
 def _apply(
@@ -71,9 +77,9 @@ def _apply(
 ) -> Posting:
     if amount == 0:
         raise ValueError("a ledger entry moves money")
-    balance_after = db.session.execute(
-        _DEBIT if amount < 0 else _CREDIT, {"account": user_id, "delta": amount}
-    ).scalar_one_or_none()
+    balance_after = (_HOT_DEBIT if amount < 0 else _HOT_CREDIT).scalar(
+        {"account": user_id, "delta": amount}
+    )
     if balance_after is None:
         if db.session.get(User, user_id) is None:
             raise UnknownAccount(f"no user {user_id}")
@@ -89,7 +95,7 @@ def _apply(
         "note": note,
         "actor_id": actor_id,
     }
-    entry_id = db.session.execute(_ENTRY, values).scalar_one()
+    entry_id = _HOT_ENTRY.scalar(values)
     # Keep an already-loaded User in step with the database.
     user = db.session.identity_map.get((User, (user_id,), None))
     if user is not None:
