@@ -11,7 +11,7 @@ import socket
 import threading
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from reseller import safe_http
 from reseller.extensions import db
@@ -164,19 +164,13 @@ def test_no_webhook_costs_no_statement_and_queues_nothing(stocked, client, custo
     endpoint; nothing else touches the webhook tables."""
     api = Api(client, api_key_of(customer))
     activation_id = api.json("getNumber", service="tg", country="12")["activationId"]
-    statements: list[str] = []
+    from tests.test_api import statements_sent  # (recorded at the driver: every path)
 
-    def log(conn, cursor, statement, *args):  # noqa: ARG001
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", log)
-    try:
+    with statements_sent() as (statements, _begun):
         assert activations._transition(
             activation_id, S.CODE_RECEIVED, actor="test", code="1", code_at=None
         )
         db.session.commit()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", log)
     touching = [s for s in statements if "webhook" in s.lower()]
     assert len(touching) == 1 and touching[0].lstrip().upper().startswith("SELECT")
     assert "activations" in touching[0]
