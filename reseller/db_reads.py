@@ -27,6 +27,11 @@ never while the caller's session holds a transaction, which it could wait on.
 A read that finds its connection closed under it (the database restarted after the pool's
 check, see reseller.pool) invalidates the pool, as SQLAlchemy does, and runs once more on a
 fresh connection: it changed nothing.
+
+`InSession` is the same economy for the statements of a transaction that writes (a
+purchase's hold and allocation, a cancel and its refund, their ledger rows): the session's
+transaction and connection, SQLAlchemy's compilation, the driver's cursor; not retried (the
+transaction fails as a whole and is rolled back, as through `Session.execute`).
 """
 
 from __future__ import annotations
@@ -254,6 +259,9 @@ class InSession:
     """
 
     def __init__(self, statement: Select | UpdateBase) -> None:
+        if statement._propagate_attrs.get("compile_state_plugin") == "orm":
+            # Session.execute would flush before it and load entities from it: not a twin
+            raise TypeError("InSession takes Core statements of tables, not ORM ones")
         self.statement = statement
         columns = (
             statement.selected_columns

@@ -462,3 +462,13 @@ def test_a_statement_in_the_session_on_a_dropped_connection_invalidates_it(app, 
     db.session.rollback()
     assert wallet._HOT_CREDIT.scalar({"account": user.id, "delta": 1}) == 10001
     db.session.commit()
+
+
+def test_a_statement_in_the_session_is_a_core_one(app):
+    """An ORM statement through Session.execute flushes first and loads entities: InSession
+    cannot be its twin and refuses it."""
+    with pytest.raises(TypeError):
+        db_reads.InSession(select(Activation).where(Activation.id == bindparam("id")))
+    with pytest.raises(TypeError):
+        db_reads.InSession(select(User.id).where(User.id == bindparam("id")))
+    assert db_reads.InSession(select(User.__table__.c.id)).columns == ("id",)
