@@ -14,26 +14,14 @@ product's shape; how far the floor is from the baseline, what no trimming can ga
 import os
 
 from flask import Flask, request
-from limits import parse
-from limits.storage import storage_from_string
-from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import create_engine
+from floor_common import PARAM, counter, engine, limit
 
 from reseller import keyring
 from reseller.money import format_amount
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
-
-_url = os.environ["DATABASE_URL"]
-if _url.startswith("postgresql://"):
-    _url = "postgresql+psycopg://" + _url.removeprefix("postgresql://")
-# Autocommit, as the app's hot reads (reseller/db_reads.py): no BEGIN/COMMIT round trips.
-_engine = create_engine(_url, pool_size=10, isolation_level="AUTOCOMMIT")
-_counter = FixedWindowRateLimiter(storage_from_string(os.environ["RATELIMIT_STORAGE_URI"]))
-_limit = parse(os.environ.get("API_RATE_LIMIT", "60 per second").split(";")[0])
-_param = "%s" if _engine.dialect.paramstyle in ("format", "pyformat") else "?"
-_READ = f"SELECT balance FROM users WHERE api_key_hash = {_param}"
+_READ = f"SELECT balance FROM users WHERE api_key_hash = {PARAM}"
 
 
 @app.get("/stubs/handler_api.php")
@@ -43,11 +31,11 @@ def get_balance():
     parts = request.args.get("floor", "counter,read")
     key = request.args.get("api_key", "")
     digest = keyring.fingerprint(b"lookup", key, length=64)
-    if "counter" in parts and not _counter.hit(_limit, "api:" + digest[:32], "floor"):
+    if "counter" in parts and not counter.hit(limit, "api:" + digest[:32], "floor"):
         return "ERROR_TOO_MANY_REQUESTS", 429
     if "read" not in parts:
         return "ACCESS_BALANCE:0.00"
-    connection = _engine.raw_connection()
+    connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
         cursor.execute(_READ, (digest,))

@@ -29,31 +29,21 @@ import os
 import threading
 
 from flask import Flask, request
-from limits import parse
-from limits.storage import storage_from_string
-from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import create_engine
+from floor_common import PARAM, counter, engine, limit
 
 from reseller import keyring
 from reseller.upstream import transport
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
-
-_url = os.environ["DATABASE_URL"]
-if _url.startswith("postgresql://"):
-    _url = "postgresql+psycopg://" + _url.removeprefix("postgresql://")
-_engine = create_engine(_url, pool_size=10, isolation_level="AUTOCOMMIT")
-_sqlite = _engine.dialect.name == "sqlite"
-_counter = FixedWindowRateLimiter(storage_from_string(os.environ["RATELIMIT_STORAGE_URI"]))
-_limit = parse(os.environ.get("API_RATE_LIMIT", "60 per second").split(";")[0])
+_sqlite = engine.dialect.name == "sqlite"
 _upstream_url = os.environ["GRIZZLY_API_URL"]
 _upstream_key = os.environ["GRIZZLY_API_KEY"]
 _sessions = threading.local()  # requests' sessions are not shared between threads
 
 
 def _sql(text: str) -> str:
-    return text if _sqlite else text.replace("?", "%s")
+    return text.replace("?", PARAM)
 
 
 _BEGIN = "BEGIN IMMEDIATE" if _sqlite else "BEGIN"
@@ -118,10 +108,10 @@ def _upstream(params: dict[str, str]) -> str:
 def handler():
     args = request.args
     digest = keyring.fingerprint(b"lookup", args.get("api_key", ""), length=64)
-    if not _counter.hit(_limit, "api:" + digest[:32], "floor"):
+    if not counter.hit(limit, "api:" + digest[:32], "floor"):
         return "ERROR_TOO_MANY_REQUESTS", 429
     action = args.get("action")
-    connection = _engine.raw_connection()
+    connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
         if action == "getNumber":

@@ -222,6 +222,20 @@ def gunicorn_argv(*extra: str) -> list[str]:
     return [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), *extra]
 
 
+def start_floor(
+    ctx: Context, name: str, module: str, env: dict[str, str]
+) -> tuple[int, subprocess.Popen]:
+    """A floor app (bench/<module>.py) under the app's gunicorn settings and environment, on
+    a port of its own. Returns (port, its gunicorn master)."""
+    port = free_port()
+    process = ctx.procs.start(
+        f"{name}_gunicorn",
+        gunicorn_argv("--pythonpath", str(ROOT / "bench"), f"{module}:app"),
+        {**env, "GUNICORN_BIND": f"{HOST}:{port}"},
+    )
+    return port, process
+
+
 def server_env(ctx: Context, port: int, **values: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -680,12 +694,7 @@ def bench_database(ctx: Context, kind: str, url: str) -> dict:
             groups["database"] = [postmaster]  # the database's CPU is part of a request's cost
         if ctx.redis_pid:
             groups["redis"] = [ctx.redis_pid]  # and so is the rate-limit store's
-        floor_port = free_port()
-        floor_process = ctx.procs.start(
-            f"{kind}_floor_gunicorn",
-            gunicorn_argv("--pythonpath", str(ROOT / "bench"), "floor_app:app"),
-            {**env, "GUNICORN_BIND": f"{HOST}:{floor_port}"},
-        )
+        floor_port, floor_process = start_floor(ctx, f"{kind}_floor", "floor_app", env)
         try:
             answer = _wait_for_answer(floor_port, balance_path, floor_process)
             if not answer.startswith("ACCESS_BALANCE:"):
@@ -758,11 +767,8 @@ def bench_database(ctx: Context, kind: str, url: str) -> dict:
             ctx, port, keys["poller"], args.light_clients, light, groups
         )
         # The experiment: the purchase floor, at the same concurrency right after.
-        floor_port = free_port()
-        floor_process = ctx.procs.start(
-            f"{kind}_purchase_floor_gunicorn",
-            gunicorn_argv("--pythonpath", str(ROOT / "bench"), "floor_cycle_app:app"),
-            {**env, "GUNICORN_BIND": f"{HOST}:{floor_port}"},
+        floor_port, floor_process = start_floor(
+            ctx, f"{kind}_purchase_floor", "floor_cycle_app", env
         )
         try:
             _wait_for_answer(floor_port, api_path(keys["poller"], "getBalance"), floor_process)

@@ -3,6 +3,7 @@ server named by TEST_DATABASE_URL), clients, data factories and a network guard.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -279,3 +280,45 @@ def run_threads(n, target):
     for t in threads:
         t.join(120)
     return results
+
+
+@contextlib.contextmanager
+def driver_statements(record):
+    """Call `record(sql, in_transaction)` for every SQL statement handed to the database
+    driver while the block runs, whoever sends it: SQLAlchemy's execution, a db_reads.HotRead
+    on a raw pooled connection or a db_reads.InSession on the session's (neither of which the
+    engine's before_cursor_execute sees). `in_transaction`: whether it runs inside one (a
+    HotRead runs in autocommit)."""
+    engine = db.engine
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy import event
+
+        # SQLite reports every statement it runs on a connection, BEGIN and COMMIT included.
+        def on_checkout(dbapi_connection, connection_record, proxy):
+            dbapi_connection.set_trace_callback(
+                lambda sql: record(sql, dbapi_connection.in_transaction)
+            )
+
+        def on_checkin(dbapi_connection, connection_record):
+            if dbapi_connection is not None:
+                dbapi_connection.set_trace_callback(None)
+
+        event.listen(engine.pool, "checkout", on_checkout)
+        event.listen(engine.pool, "checkin", on_checkin)
+        try:
+            yield
+        finally:
+            event.remove(engine.pool, "checkout", on_checkout)
+            event.remove(engine.pool, "checkin", on_checkin)
+    else:
+        import psycopg
+
+        execute = psycopg.Cursor.execute
+
+        def recording(cursor, query, *args, **kwargs):
+            record(str(query), not cursor.connection.autocommit)
+            return execute(cursor, query, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(psycopg.Cursor, "execute", recording)
+            yield

@@ -10,7 +10,7 @@ from reseller.extensions import db
 from reseller.models import Activation, LedgerEntry, Service, User
 from reseller.services import settings
 from reseller.services.ledger import verify_ledger
-from tests.conftest import Api, api_key_of
+from tests.conftest import Api, api_key_of, driver_statements
 
 PATHS = ["/stubs/handler_api.php", "/api/customer"]
 METHODS = ["GET", "POST-QUERY", "POST-FORM"]
@@ -781,34 +781,8 @@ def statements_sent():
 
     event.listen(engine, "begin", on_begin)
     try:
-        if engine.dialect.name == "sqlite":
-            # SQLite reports every statement it runs on a connection, BEGIN included.
-            def on_checkout(dbapi_connection, record, proxy):
-                dbapi_connection.set_trace_callback(sent.append)
-
-            def on_checkin(dbapi_connection, record):
-                if dbapi_connection is not None:
-                    dbapi_connection.set_trace_callback(None)
-
-            event.listen(engine.pool, "checkout", on_checkout)
-            event.listen(engine.pool, "checkin", on_checkin)
-            try:
-                yield sent, begun
-            finally:
-                event.remove(engine.pool, "checkout", on_checkout)
-                event.remove(engine.pool, "checkin", on_checkin)
-        else:
-            import psycopg
-
-            execute = psycopg.Cursor.execute
-
-            def recording(cursor, query, *args, **kwargs):
-                sent.append(str(query))
-                return execute(cursor, query, *args, **kwargs)
-
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(psycopg.Cursor, "execute", recording)
-                yield sent, begun
+        with driver_statements(lambda sql, in_transaction: sent.append(sql)):
+            yield sent, begun
     finally:
         event.remove(engine, "begin", on_begin)
 

@@ -12,7 +12,7 @@ from reseller.services.activations import TRANSITIONS
 from reseller.services.ledger import verify_ledger
 from reseller.services.provider import use_upstream
 from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
-from tests.conftest import Api, api_key_of, run_threads
+from tests.conftest import Api, api_key_of, driver_statements, run_threads
 from tests.fake_grizzly import FakeGrizzly, Fault, Reply
 
 
@@ -587,50 +587,12 @@ def _reads_in_transactions(found: list[str]):
     """Record the SELECTs the driver runs inside a transaction, whoever sends them
     (SQLAlchemy's execution, db_reads.InSession on the session's connection); the reads
     outside any transaction (db_reads.HotRead, in autocommit) are left out."""
-    import contextlib
 
-    @contextlib.contextmanager
-    def recording():
-        engine = db.engine
-        if engine.dialect.name == "sqlite":
-            from sqlalchemy import event
+    def record(sql: str, in_transaction: bool) -> None:
+        if in_transaction and sql.lstrip().upper().startswith("SELECT"):
+            found.append(sql)
 
-            def on_checkout(dbapi_connection, record, proxy):
-                def trace(sql):
-                    if dbapi_connection.in_transaction and sql.lstrip().upper().startswith(
-                        "SELECT"
-                    ):
-                        found.append(sql)
-
-                dbapi_connection.set_trace_callback(trace)
-
-            def on_checkin(dbapi_connection, record):
-                if dbapi_connection is not None:
-                    dbapi_connection.set_trace_callback(None)
-
-            event.listen(engine.pool, "checkout", on_checkout)
-            event.listen(engine.pool, "checkin", on_checkin)
-            try:
-                yield
-            finally:
-                event.remove(engine.pool, "checkout", on_checkout)
-                event.remove(engine.pool, "checkin", on_checkin)
-        else:
-            import psycopg
-
-            execute = psycopg.Cursor.execute
-
-            def recorded(cursor, query, *args, **kwargs):
-                sql = str(query)
-                if not cursor.connection.autocommit and sql.lstrip().upper().startswith("SELECT"):
-                    found.append(sql)
-                return execute(cursor, query, *args, **kwargs)
-
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(psycopg.Cursor, "execute", recorded)
-                yield
-
-    return recording()
+    return driver_statements(record)
 
 
 def test_a_purchase_and_a_cancel_take_three_transactions_all_of_them_writes(gapi, fake):
