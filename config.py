@@ -265,6 +265,10 @@ class ProductionConfig(Config):
             self.SQLALCHEMY_ENGINE_OPTIONS["pool_size"] = _env_int(
                 "DATABASE_POOL_SIZE", 10, 1, 1000
             )
+            # The connection returned last is handed out next (SQLAlchemy's LIFO pool): a
+            # quiet spell's few requests reuse one warm connection (its server process, its
+            # prepared statements) instead of rotating through every one a busy spell opened.
+            self.SQLALCHEMY_ENGINE_OPTIONS["pool_use_lifo"] = True
 
     def validate(self) -> None:
         super().validate()

@@ -12,7 +12,8 @@ from sqlalchemy import create_engine
 _url = os.environ["DATABASE_URL"]
 if _url.startswith("postgresql://"):
     _url = "postgresql+psycopg://" + _url.removeprefix("postgresql://")
-engine = create_engine(_url, pool_size=10, isolation_level="AUTOCOMMIT")
+# the app's pool settings (config.ProductionConfig)
+engine = create_engine(_url, pool_size=10, pool_use_lifo=True, isolation_level="AUTOCOMMIT")
 counter = FixedWindowRateLimiter(storage_from_string(os.environ["RATELIMIT_STORAGE_URI"]))
 limit = parse(os.environ.get("API_RATE_LIMIT", "60 per second").split(";")[0])
 # the driver's placeholder: %s (psycopg) or ? (sqlite3)

@@ -110,3 +110,27 @@ def test_site_name_is_shown_on_every_page(tmp_path, clean_env):
         for path in ("/", "/docs", "/login", "/signup"):
             assert b"Acme Numbers" in client.get(path).data, path
         db.engine.dispose()
+
+
+def test_production_pool_hands_out_the_connection_returned_last(clean_env, tmp_path):
+    """A quiet spell after a busy one reuses one warm connection (on PostgreSQL its server
+    process and its prepared statements) instead of rotating through every connection the
+    busy spell opened, each cold."""
+    from reseller.extensions import db
+
+    clean_env.setenv("SECRET_KEY", "s")
+    clean_env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'pool.sqlite'}")
+    clean_env.setenv("UPSTREAM", "sandbox")
+    app = create_app(ProductionConfig())
+    with app.app_context():
+        first, second = db.engine.raw_connection(), db.engine.raw_connection()
+        first_driver, second_driver = first.driver_connection, second.driver_connection
+        assert first_driver is not second_driver
+        first.close()
+        second.close()  # returned last
+        again = db.engine.raw_connection()
+        try:
+            assert again.driver_connection is second_driver
+        finally:
+            again.close()
+        db.engine.dispose()
