@@ -15,7 +15,8 @@ through the WSGI app with no HTTP in between:
 * `baseline`: the bare Flask app of bench/baseline_app.py through the same harness, to
   tell this machine's speed (the issue's figures come from a machine where it cost 0.28 ms);
 * `cycle`: getNumber then setStatus 8, against tests/fake_grizzly.py started in this
-  process with no latency. Only the calling thread's CPU is counted, not the fake's.
+  process with no latency. Only the calling thread's CPU is counted, not the fake's;
+* `floor-cycle`: the same cycle through bench/floor_cycle_app.py (the purchase floor).
 
 The best of `--rounds` rounds is printed. bench/run.py runs it to compare a call's cost in
 one process with its cost in the servers; `--set NAME=VALUE` tries a configuration change.
@@ -50,7 +51,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("-n", type=int, default=400, help="calls (or cycles) per round")
     parser.add_argument("--rounds", type=int, default=5, help="report the best round")
     parser.add_argument(
-        "--action", default="getBalance", help="an API action, 'cycle', 'baseline' or 'floor'"
+        "--action",
+        default="getBalance",
+        help="an API action, 'cycle', 'baseline', 'floor' or 'floor-cycle'",
     )
     parser.add_argument(
         "--pause-ms",
@@ -85,7 +88,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cycle = args.action == "cycle"
+    cycle = args.action in ("cycle", "floor-cycle")
     fake = None
     scratch = tempfile.mkdtemp(prefix="reseller-profile-")
     os.environ.update(
@@ -161,6 +164,9 @@ def main() -> None:
         from floor_app import app  # noqa: F811 (measured in place of ours)
 
         args.action = "getBalance"
+    if args.action == "floor-cycle":  # bench/floor_cycle_app.py: the purchase's least
+        sys.path.insert(0, str(ROOT / "bench"))
+        from floor_cycle_app import app  # noqa: F811 (measured in place of ours)
 
     def one() -> str:
         if not cycle:

@@ -837,3 +837,78 @@ def test_a_due_poll_reads_the_activation_with_its_claim(api, clock):
             elif inside:
                 in_transactions.append(statement)
         assert in_transactions and all("sandbox_activations" in s for s in in_transactions)
+
+
+# --- setStatus: the key and the activation in one read ----------------------------------
+
+
+def _state_of_everyone():
+    db.session.expire_all()
+    return (
+        sorted(db.session.execute(select(Activation.id, Activation.status)).all()),
+        sorted(db.session.execute(select(User.id, User.balance, User.active)).all()),
+        ledger_rows(),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_set_status_in_one_read_answers_as_the_two_reads(client, poll_parties, monkeypatch, fmt):
+    """setStatus reads the key's account and the activation with one statement when the id
+    can be one; every key against every id and every kind of status must get the answer
+    the key check followed by setStatus's own read gives (a bad key over everything, a
+    disabled account over any id or status, a NUL in a parameter, then a bad status, then
+    an id that is not the caller's), and change nothing."""
+    from reseller.api import routes
+
+    keys, ids = poll_parties
+    statuses = {"ready": "1", "unknown": "5", "with NUL": "1\x00", "absent": None}
+    one_read = dict(routes.IN_ONE_READ)
+    two_reads = {name: f for name, f in one_read.items() if name != "setStatus"}
+    used = []
+    real = routes.IN_ONE_READ["setStatus"]
+
+    def counted(*args):
+        used.append(1)
+        return real(*args)
+
+    one_read["setStatus"] = counted
+    before = _state_of_everyone()
+    wrong, seen = [], set()
+    for key_name, key in keys.items():
+        for id_name, raw_id in ids.items():
+            for status_name, status in statuses.items():
+                params = {"action": "setStatus", "api_key": key, "id": raw_id, "status": status}
+                if fmt == "json":
+                    params["format"] = "json"
+                params = {name: value for name, value in params.items() if value is not None}
+                answers = []
+                for table in (one_read, two_reads):
+                    monkeypatch.setattr(routes, "IN_ONE_READ", table)
+                    answers.append(_answer(client.get(PATHS[0], query_string=params), fmt))
+                seen.add(str(answers[1]))
+                if answers[0] != answers[1]:
+                    wrong.append((key_name, id_name, status_name, *answers))
+    assert wrong == []
+    assert used  # the one read answered the ids it can
+    # …and the comparison covered every kind of answer.
+    for token in ("BAD_KEY", "ACCOUNT_INACTIVE", "BAD_PARAMETER", "BAD_STATUS", "ACCESS_READY"):
+        assert any(token in answer for answer in seen), (token, seen)
+    assert any("NO_ACTIVATION" in a or "ACTIVATION_NOT_FOUND" in a for a in seen), seen
+    assert _state_of_everyone() == before
+
+
+def test_set_status_reads_once_before_it_acts(api):
+    """A setStatus reads the key, the activation, its seller and the settings with one
+    statement and begins no transaction when it changes nothing; an unknown key costs the
+    same one read. (The key was read on its own before.)"""
+    own = api.json("getNumber", service="ot", country="12")["activationId"]
+    api.text("getBalance")  # the once-a-minute activity write is done
+    db.session.commit()
+    with statements_sent() as (sent, begun):
+        assert api.text("setStatus", id=own, status="1") == "ACCESS_READY"
+    assert len(sent) == 1, sent
+    assert "users" in sent[0] and "activations" in sent[0] and "providers" in sent[0]
+    assert begun == []
+    with statements_sent() as (sent, begun):
+        assert Api(api.client, "no-such-key").text("setStatus", id=own, status="8") == "BAD_KEY"
+    assert len(sent) == 1 and begun == []

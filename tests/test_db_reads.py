@@ -472,3 +472,44 @@ def test_a_statement_in_the_session_is_a_core_one(app):
     with pytest.raises(TypeError):
         db_reads.InSession(select(User.id).where(User.id == bindparam("id")))
     assert db_reads.InSession(select(User.__table__.c.id)).columns == ("id",)
+
+
+def test_the_combined_set_status_read_agrees_with_the_key_lookup_and_its_own_read(
+    api, client, customer, make_user
+):
+    """The API's setStatus reads the caller and what it needs of the activation with one
+    statement (activations.caller_and_set_status_row); it must give what the key lookup
+    (accounts._CALLER_BY_KEY_HASH) and then setStatus's read (`_FOR_SET_STATUS`) give, for
+    every kind of key against every kind of id."""
+    from tests.conftest import Api, api_key_of
+
+    other = make_user(email="other@example.com", balance="5.00")
+    idle = make_user(email="idle@example.com", balance="5.00")
+    own = [api.json("getNumber", service="tg", country="0")["activationId"] for _ in range(2)]
+    theirs = Api(client, api_key_of(other)).json("getNumber", service="ot", country="0")
+    idles = Api(client, api_key_of(idle)).json("getNumber", service="ot", country="0")
+    orphan = db.session.get(Activation, own[1])
+    orphan.upstream_name = "gone"  # a seller no longer configured: no provider row
+    idle.active = False
+    db.session.commit()
+    keys = [api.key, api_key_of(other), api_key_of(idle), "no-such-key"]
+    ids = [*own, theirs["activationId"], idles["activationId"], 10**6, 2**31 - 1]
+    columns = activations._FOR_SET_STATUS.columns
+    found = 0
+    for key in keys:
+        digest = accounts.api_key_digest(key)
+        for activation_id in ids:
+            caller, row = activations.caller_and_set_status_row(digest, activation_id)
+            assert caller == accounts.api_caller_by_digest(digest)
+            if caller is None:
+                assert row is None
+                continue
+            two_step = activations._FOR_SET_STATUS.first(id=activation_id, user_id=caller.id)
+            if two_step is None:
+                assert row is None
+                continue
+            found += 1
+            assert {c: getattr(row, c) for c in columns} == two_step._asdict()
+    assert found == 4  # the customer's two, the other's and the disabled account's own
+    assert any(name.startswith("seller_") for name in columns)
+    assert any(name.startswith("setting_") for name in columns)

@@ -109,8 +109,8 @@ def _status(user):
 
 
 def _poll_id() -> int | None:
-    """The id of a getStatus that can be answered with one read of the key and the
-    activation (activations.poll_id); None when the id must be answered after the key
+    """The id of a getStatus or setStatus that can be answered with one read of the key and
+    the activation (activations.poll_id); None when the id must be answered after the key
     check, as the other actions do (a NUL in it, malformed, out of range)."""
     try:
         return activations.poll_id(_param("id"))
@@ -118,17 +118,39 @@ def _poll_id() -> int | None:
         return None
 
 
-def _poll(activation_id: int) -> tuple[accounts.ApiCaller, object]:
-    """getStatus(V2)'s caller and activation (as `_status` gives it) with one read: the
-    key's account and its activation together; the same errors in the same order."""
+def _one_read(read, activation_id: int) -> tuple[accounts.ApiCaller, object]:
+    """The caller behind the request's key and its activation `activation_id`, read together
+    by `read` (one statement), the caller admitted as `_authenticate` admits it."""
     digest = _key_digest()
-    caller, row = (
-        activations.caller_and_status_row(digest, activation_id)
-        if digest is not None
-        else (None, None)
-    )
-    user = _admit(caller)
-    return user, activations.status_from_row(user, row, activations.web_poll_budget())
+    caller, row = read(digest, activation_id) if digest is not None else (None, None)
+    return _admit(caller), row
+
+
+def _poll(activation_id: int, dialect, name: str):
+    """getStatus(V2) with one read: the key's account and its activation together; the
+    same answers, the same errors in the same order as `get_status`."""
+    user, row = _one_read(activations.caller_and_status_row, activation_id)
+    activation = activations.status_from_row(user, row, activations.web_poll_budget())
+    status = dialect.status if name == "getStatus" else dialect.status_v2
+    return user, status(activation)
+
+
+def _set_status_in_one_read(activation_id: int, dialect, name: str):
+    """setStatus with one read before it acts: the key's account, its activation, the
+    seller's row and the settings together; the same answers, the same errors in the same
+    order as `set_status`."""
+    user, row = _one_read(activations.caller_and_set_status_row, activation_id)
+    answer, activation = activations.set_status_from_row(row, _param("status"))
+    return user, dialect.set_status(answer, activation)
+
+
+# Actions whose key check and activation read are one statement, when the request's id can
+# be an activation's (else the key is checked first and the id answered after it).
+IN_ONE_READ = {
+    "getStatus": _poll,
+    "getStatusV2": _poll,
+    "setStatus": _set_status_in_one_read,
+}
 
 
 def get_status(user, dialect):
@@ -201,11 +223,10 @@ def handler() -> Response:
     dialect = _dialect()
     try:
         name = (request.values.get("action") or "").strip()
-        activation_id = _poll_id() if name in ("getStatus", "getStatusV2") else None
-        if activation_id is not None:  # the hot poll: one database round trip
-            user, activation = _poll(activation_id)
-            status = dialect.status if name == "getStatus" else dialect.status_v2
-            answer = status(activation)
+        in_one_read = IN_ONE_READ.get(name)
+        activation_id = _poll_id() if in_one_read is not None else None
+        if activation_id is not None:  # the hot poll, the cancel: one round trip to read
+            user, answer = in_one_read(activation_id, dialect, name)
         else:
             user = _authenticate()
             action = ACTIONS.get(name)

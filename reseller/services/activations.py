@@ -875,6 +875,41 @@ _FOR_SET_STATUS = db_reads.HotRead(
 )
 
 
+# The API's setStatus reads the caller behind the key with the rest, in one statement (as
+# getStatus does, `_CALLER_AND_ACTIVATION`): the caller's columns labelled `caller_<name>`
+# (the twin of accounts._CALLER_BY_KEY_HASH), then `_FOR_SET_STATUS`'s columns under their
+# own names, NULL when the caller has no activation by this id. One row when the key exists.
+# tests/test_db_reads.py checks it against the two reads.
+_CALLER_FOR_SET_STATUS = db_reads.HotRead(
+    select(
+        *(column.label("caller_" + column.key) for column in CALLER_COLUMNS),
+        *_FOR_SET_STATUS.statement.selected_columns,
+    )
+    .select_from(
+        _users.outerjoin(
+            _activations,
+            and_(_activations.c.id == bindparam("id"), _activations.c.user_id == _users.c.id),
+        ).outerjoin(_providers, _providers.c.name == _activations.c.upstream_name)
+    )
+    .where(_users.c.api_key_hash == bindparam("key_hash"))
+)
+
+
+def caller_and_set_status_row(
+    digest: str, activation_id: int
+) -> tuple[ApiCaller | None, tuple | None]:
+    """The account behind an API key's digest (as accounts.api_caller_by_digest) and what
+    setStatus reads of its activation by `activation_id` (from `poll_id`), as
+    `_FOR_SET_STATUS` reads it, with one statement outside any transaction. (None, None)
+    for an unknown key; (caller, None) when the caller has no such activation. The row goes
+    on to `set_status_from_row`."""
+    row = _CALLER_FOR_SET_STATUS.first(key_hash=digest, id=activation_id)
+    if row is None:
+        return None, None
+    caller = ApiCaller(*(getattr(row, "caller_" + name) for name in ApiCaller._fields))
+    return caller, (row if row.id is not None else None)
+
+
 def _seller(activation) -> OutsideTransaction:
     """The guarded client of the activation's seller: built from the provider row setStatus
     read with it, when it carries one; else the row is read by name. Raises
@@ -888,7 +923,16 @@ def set_status(user: Customer, raw_id, raw_status) -> tuple[SetStatusAnswer, Act
     """Apply a customer's setStatus. Raises ActivationNotFound, BadStatus,
     EarlyCancelDenied, ServiceUnavailable."""
     status = parse_status(raw_status)
-    activation = _FOR_SET_STATUS.first(id=_parse_id(raw_id), user_id=user.id)
+    return _set_status(_FOR_SET_STATUS.first(id=_parse_id(raw_id), user_id=user.id), status)
+
+
+def set_status_from_row(row, raw_status) -> tuple[SetStatusAnswer, Activation]:
+    """`set_status` for the caller's activation as `caller_and_set_status_row` read it
+    (None: there is none): the same answers, the same errors in the same order."""
+    return _set_status(row, parse_status(raw_status))
+
+
+def _set_status(activation, status: int) -> tuple[SetStatusAnswer, Activation]:
     if activation is None:
         raise err.ActivationNotFound()
     settings.adopt(activation)
