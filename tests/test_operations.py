@@ -249,14 +249,12 @@ def test_a_connection_dying_after_the_checkout_check_is_retried_or_answered_clea
 
     number = api.text("getNumber", service="ot", country="0").split(":")[1]  # never an SMS
     balance = api.text("getBalance")
-    caller = accounts.api_caller(api.key)
     clock.travel(600)  # past the early-cancel window
-    read = activations._FOR_SET_STATUS.first(id=int(number), user_id=caller.id)
+    read = activations.caller_and_set_status_row(accounts.api_key_digest(api.key), int(number))
     drop_every_connection()
     with monkeypatch.context() as patched:
-        # skip the hot reads (the key's, setStatus's), which would be retried
-        patched.setattr(accounts, "api_caller_by_digest", lambda digest: caller)
-        patched.setattr(activations._FOR_SET_STATUS, "first", lambda **given: read)
+        # skip the hot read (setStatus's of the key and the activation), which would be retried
+        patched.setattr(activations, "caller_and_set_status_row", lambda *given: read)
         # and the due poll's claim, a hot statement too (below: it runs again as well)
         patched.setattr(activations._CLAIM_POLL, "first", lambda **given: None)
         assert api.text("setStatus", id=number, status="8") == "ERROR_SQL"
