@@ -120,14 +120,12 @@ def test_a_failed_hot_read_hands_its_connection_back_out_of_autocommit(app, make
     assert checked_in and not any(autocommit is True for autocommit in checked_in)
 
 
-def test_the_combined_poll_read_agrees_with_the_key_lookup_and_the_poll_read(
-    api, client, customer, make_user
-):
-    """The API's getStatus reads the caller and the activation with one statement
-    (activations.caller_and_status_row); it must give what the key lookup
-    (accounts._CALLER_BY_KEY_HASH) and then the poll read (`_USERS_ACTIVATION`) give, and
-    the ORM, for every kind of key against every kind of id: the caller's own activations
-    (fresh, with a code, closed), another customer's, a disabled account's, none."""
+@pytest.fixture
+def read_parties(api, client, make_user):
+    """For the combined reads of a key and an activation: the customer's own activations
+    (one with a code, one of a seller no longer configured, one closed), another customer's,
+    a disabled account's; the keys of all three and one of nobody's; their ids and ids of
+    nobody's (the largest the id column holds among them)."""
     from tests.conftest import Api, api_key_of
 
     other = make_user(email="other@example.com", balance="5.00")
@@ -137,12 +135,24 @@ def test_the_combined_poll_read_agrees_with_the_key_lookup_and_the_poll_read(
     idles = Api(client, api_key_of(idle)).json("getNumber", service="ot", country="0")
     coded = db.session.get(Activation, own[0])
     coded.code, coded.sms_text, coded.code_at = "12345", "Your code 12345", utcnow()
+    db.session.get(Activation, own[1]).upstream_name = "gone"  # no provider row any more
     closed = db.session.get(Activation, own[2])
     closed.status, closed.closed_at, closed.error = "cancelled", utcnow(), "by the customer"
     idle.active = False
     db.session.commit()
     keys = [api.key, api_key_of(other), api_key_of(idle), "no-such-key"]
     ids = [*own, theirs["activationId"], idles["activationId"], 10**6, 2**31 - 1]
+    return own, keys, ids
+
+
+def test_the_combined_poll_read_agrees_with_the_key_lookup_and_the_poll_read(api, read_parties):
+    """The API's getStatus reads the caller and the activation with one statement
+    (activations.caller_and_status_row); it must give what the key lookup
+    (accounts._CALLER_BY_KEY_HASH) and then the poll read (`_USERS_ACTIVATION`) give, and
+    the ORM, for every kind of key against every kind of id: the caller's own activations
+    (with a code, of a gone seller, closed), another customer's, a disabled account's,
+    none."""
+    own, keys, ids = read_parties
     found = 0
     for key in keys:
         digest = accounts.api_key_digest(key)
@@ -475,27 +485,15 @@ def test_a_statement_in_the_session_is_a_core_one(app):
 
 
 def test_the_combined_set_status_read_agrees_with_the_key_lookup_and_its_own_read(
-    api, client, customer, make_user
+    read_parties,
 ):
     """The API's setStatus reads the caller and what it needs of the activation with one
     statement (activations.caller_and_set_status_row); it must give what the key lookup
     (accounts._CALLER_BY_KEY_HASH) and then setStatus's read (`_FOR_SET_STATUS`) give, for
     every kind of key against every kind of id."""
-    from tests.conftest import Api, api_key_of
-
-    other = make_user(email="other@example.com", balance="5.00")
-    idle = make_user(email="idle@example.com", balance="5.00")
-    own = [api.json("getNumber", service="tg", country="0")["activationId"] for _ in range(2)]
-    theirs = Api(client, api_key_of(other)).json("getNumber", service="ot", country="0")
-    idles = Api(client, api_key_of(idle)).json("getNumber", service="ot", country="0")
-    orphan = db.session.get(Activation, own[1])
-    orphan.upstream_name = "gone"  # a seller no longer configured: no provider row
-    idle.active = False
-    db.session.commit()
-    keys = [api.key, api_key_of(other), api_key_of(idle), "no-such-key"]
-    ids = [*own, theirs["activationId"], idles["activationId"], 10**6, 2**31 - 1]
+    _own, keys, ids = read_parties
     columns = activations._FOR_SET_STATUS.columns
-    found = 0
+    found, sellers = 0, set()
     for key in keys:
         digest = accounts.api_key_digest(key)
         for activation_id in ids:
@@ -510,6 +508,8 @@ def test_the_combined_set_status_read_agrees_with_the_key_lookup_and_its_own_rea
                 continue
             found += 1
             assert {c: getattr(row, c) for c in columns} == two_step._asdict()
-    assert found == 4  # the customer's two, the other's and the disabled account's own
+            sellers.add(row.seller_name)
+    assert found == 5  # the customer's three, the other's and the disabled account's own
+    assert None in sellers and len(sellers) > 1  # the gone seller's row, and a seller's
     assert any(name.startswith("seller_") for name in columns)
     assert any(name.startswith("setting_") for name in columns)

@@ -264,25 +264,33 @@ _USERS_ACTIVATION = db_reads.HotRead(
 )
 
 
+_users = User.__table__
+
+
+def _with_caller(caller_columns, columns, *joins) -> db_reads.HotRead:
+    """One statement for the account behind an API key's digest (`key_hash`) and `columns`
+    of its activation by `id` (and of the tables `joins` adds to it, (table, on) pairs), all
+    NULL when the caller has no activation by this id. One row when the key exists."""
+    joined = _users.outerjoin(
+        _activations,
+        and_(_activations.c.id == bindparam("id"), _activations.c.user_id == _users.c.id),
+    )
+    for table, on in joins:
+        joined = joined.outerjoin(table, on)
+    return db_reads.HotRead(
+        select(*caller_columns, *columns)
+        .select_from(joined)
+        .where(_users.c.api_key_hash == bindparam("key_hash"))
+    )
+
+
 # The API's getStatus reads the account behind the key and the activation with one
 # statement: the caller's columns (accounts.CALLER_COLUMNS, the twin of
 # accounts._CALLER_BY_KEY_HASH) and the activation's, labelled `activation_<name>` (the twin
-# of `_USERS_ACTIVATION`), all NULL when the caller has no activation by this id. One row
-# when the key exists. tests/test_db_reads.py checks it against the two reads and the ORM.
-_users = User.__table__
+# of `_USERS_ACTIVATION`). tests/test_db_reads.py checks it against the two reads and the ORM.
 _ActivationRow = namedtuple("ActivationRow", [c.key for c in _activations.c])  # noqa: PYI024
-_CALLER_AND_ACTIVATION = db_reads.HotRead(
-    select(
-        *CALLER_COLUMNS,
-        *(column.label("activation_" + column.key) for column in _activations.c),
-    )
-    .select_from(
-        _users.outerjoin(
-            _activations,
-            and_(_activations.c.id == bindparam("id"), _activations.c.user_id == _users.c.id),
-        )
-    )
-    .where(_users.c.api_key_hash == bindparam("key_hash"))
+_CALLER_AND_ACTIVATION = _with_caller(
+    CALLER_COLUMNS, [column.label("activation_" + column.key) for column in _activations.c]
 )
 
 
@@ -878,20 +886,11 @@ _FOR_SET_STATUS = db_reads.HotRead(
 # The API's setStatus reads the caller behind the key with the rest, in one statement (as
 # getStatus does, `_CALLER_AND_ACTIVATION`): the caller's columns labelled `caller_<name>`
 # (the twin of accounts._CALLER_BY_KEY_HASH), then `_FOR_SET_STATUS`'s columns under their
-# own names, NULL when the caller has no activation by this id. One row when the key exists.
-# tests/test_db_reads.py checks it against the two reads.
-_CALLER_FOR_SET_STATUS = db_reads.HotRead(
-    select(
-        *(column.label("caller_" + column.key) for column in CALLER_COLUMNS),
-        *_FOR_SET_STATUS.statement.selected_columns,
-    )
-    .select_from(
-        _users.outerjoin(
-            _activations,
-            and_(_activations.c.id == bindparam("id"), _activations.c.user_id == _users.c.id),
-        ).outerjoin(_providers, _providers.c.name == _activations.c.upstream_name)
-    )
-    .where(_users.c.api_key_hash == bindparam("key_hash"))
+# own names. tests/test_db_reads.py checks it against the two reads.
+_CALLER_FOR_SET_STATUS = _with_caller(
+    [column.label("caller_" + column.key) for column in CALLER_COLUMNS],
+    _FOR_SET_STATUS.statement.selected_columns,
+    (_providers, _providers.c.name == _activations.c.upstream_name),
 )
 
 
