@@ -801,9 +801,9 @@ def bench_database(ctx: Context, kind: str, url: str) -> dict:
 
         # getNumber + setStatus 8: a few clients (our overhead), then a burst (capacity).
         # The app and the purchase floor (the experiment) in a sandwich, app / floor / app,
-        # each after the same warm-up: the polling just before leaves the database work to
-        # catch up on (PostgreSQL's autovacuum after thousands of claims), which a single
-        # measurement right after it would book to whichever server came first.
+        # each after the same warm-up: neither is measured cold, and a drift of the
+        # machine's speed during the three shows as the app's two runs differing (both are
+        # printed; their samples are pooled).
         light = max(3.0, args.seconds / 2)
         warm_up = 2
         app_runs = []
