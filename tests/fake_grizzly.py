@@ -523,6 +523,11 @@ class FakeGrizzly:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # A listen backlog like a real server's (socketserver's default is 5): under a storm of
+    # concurrent purchases the kernel dropped connection attempts past it, and the client's
+    # retry came after a second — past the cluster's 1 s connect timeout, so a purchase
+    # answered ERROR_SQL (nothing charged) for a fault the real upstream does not have.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], fake: FakeGrizzly):
         self.fake = fake
