@@ -22,15 +22,14 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import grizzly_sms
+import herosms
 import pytest
+import smsactivate.api
 from werkzeug.serving import make_server
 
 from reseller.extensions import db
 from tests.conftest import api_key_of
-
-smsactivate = pytest.importorskip("smsactivate.api")
-grizzly_sms = pytest.importorskip("grizzly_sms")
-herosms = pytest.importorskip("herosms")
 
 HANDLER = "/stubs/handler_api.php"
 CODE_DELAY = 6  # past the sandbox's code delay (TestConfig: 5 s)
@@ -57,7 +56,7 @@ def live_server(app, customer, monkeypatch):
 
 def test_smsactivate(live_server, clock):
     root, key = live_server
-    api = smsactivate.SMSActivateAPI(key)
+    api = smsactivate.api.SMSActivateAPI(key)
     api._SMSActivateAPI__api_url = root + HANDLER  # its only way to set the base URL
 
     assert float(api.getBalance()["balance"]) == 10.0
