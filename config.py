@@ -100,6 +100,8 @@ class Config:
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
 
         self.SITE_NAME = _env("SITE_NAME", "SMS Reseller")
+        # yes: the API docs page names the enabled providers (console setting).
+        self.SHOW_PROVIDER_NAMES = _env("SHOW_PROVIDER_NAMES", "yes")
         self.CURRENCY = _env("CURRENCY", "USD")
         self.SUPPORT_CONTACT = _env("SUPPORT_CONTACT", "")
         self.TOPUP_INSTRUCTIONS = _env(

@@ -417,6 +417,7 @@ def test_settings_page_edits_every_setting(client, boss):
         "topup_bonus_threshold": "150.00",
         "routing_policy": "cheapest",
         "serve_at_loss": "yes",
+        "show_provider_names": "no",
     }
     assert set(new) == {spec.key for spec in settings.SPECS}
     response = client.post("/admin/settings", data=new)

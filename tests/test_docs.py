@@ -1,6 +1,8 @@
 import re
 
-from reseller.services import accounts
+import pytest
+
+from reseller.services import accounts, provider, provider_admin, settings
 
 KEY_RE = re.compile(r'id="api-key-value" class="key">([^<]+)<')
 
@@ -80,3 +82,49 @@ def test_key_is_not_stored_in_clear(make_user):
         str(v) for row in db.session.execute(text("SELECT * FROM users")).all() for v in row
     )
     assert key not in dump
+
+
+# The seed's sentence, with the enabled providers' display names in it.
+SEED = "while your customers interact with your branded API."
+HERO_URL = "https://hero-sms.com/stubs/handler_api.php"
+GRIZZLY_ENV = {"UPSTREAM": "grizzly", "GRIZZLY_API_KEY": "test-grizzly-key"}
+
+
+def lead(client) -> str:
+    page = client.get("/docs").get_data(as_text=True)
+    return " ".join(re.search(r'<p class="lead">(.*?)</p>', page, re.S).group(1).split())
+
+
+@pytest.mark.parametrize("config_overrides", [GRIZZLY_ENV])
+def test_docs_name_the_environment_provider_in_the_seed_sentence(client):
+    assert f"GrizzlySMS remains the upstream provider {SEED}" in lead(client)
+
+
+@pytest.mark.parametrize("config_overrides", [GRIZZLY_ENV])
+def test_docs_name_every_enabled_provider(client):
+    provider_admin.add("fivesim", "5sim", None, "k", priority=5, display_name="5sim")
+    provider_admin.add("hero", "sms-activate", HERO_URL, "k", priority=7, display_name="Hero")
+    assert f"GrizzlySMS, 5sim and Hero remain the upstream providers {SEED}" in lead(client)
+    provider_admin.set_enabled(provider.by_name("hero"), False)
+    assert f"GrizzlySMS and 5sim remain the upstream providers {SEED}" in lead(client)
+
+
+@pytest.mark.parametrize("config_overrides", [GRIZZLY_ENV])
+def test_operator_may_hide_the_provider_names(client, boss):
+    response = client.post("/admin/settings", data=settings_form(show_provider_names="no"))
+    assert response.status_code == 302
+    text = lead(client)
+    assert SEED not in text and "GrizzlySMS" not in text
+    assert "Numbers are supplied by our upstream providers" in text
+
+
+def test_show_provider_names_is_yes_or_no(client, boss):
+    response = client.post("/admin/settings", data=settings_form(show_provider_names="maybe"))
+    assert response.status_code == 400
+    assert "Not a valid choice" in response.get_data(as_text=True)
+    assert settings.raw_value("show_provider_names") == "yes"
+
+
+def settings_form(**changes) -> dict[str, str]:
+    data = {spec.key: settings.raw_value(spec.key) for spec in settings.SPECS}
+    return data | changes

@@ -86,6 +86,25 @@ def status_v2(activation: Activation) -> dict:
     return {"verificationType": 0, "sms": sms, "call": None}
 
 
+def active_row(activation: Activation, names: dict[int, str], sms_code) -> dict:
+    """One getActiveActivations row of the classic family; `sms_code` is the family's."""
+    a = activation
+    return {
+        "activationId": str(a.id),
+        "serviceCode": a.service,
+        "phoneNumber": a.phone,
+        "activationCost": _money(a.price),
+        "activationStatus": CLASSIC_ACTIVE_STATUS.get(a.status, "1"),
+        "smsCode": sms_code,
+        "smsText": a.sms_text,
+        "activationTime": _time(a.allocated_at or a.created_at),
+        "countryCode": str(a.country_id),
+        "countryName": names.get(a.country_id, str(a.country_id)),
+        "canGetAnotherSms": _can_get_another(a),
+        "currency": _currency(),
+    }
+
+
 def prices(quotes) -> dict:
     table: dict[str, dict[str, dict]] = {}
     for q in quotes:
@@ -144,23 +163,7 @@ class ClassicDialect:
         return as_json(
             {
                 "status": "success",
-                "activeActivations": [
-                    {
-                        "activationId": str(a.id),
-                        "serviceCode": a.service,
-                        "phoneNumber": a.phone,
-                        "activationCost": _money(a.price),
-                        "activationStatus": CLASSIC_ACTIVE_STATUS.get(a.status, "1"),
-                        "smsCode": codes.get(a.id) or None,
-                        "smsText": a.sms_text,
-                        "activationTime": _time(a.allocated_at or a.created_at),
-                        "countryCode": str(a.country_id),
-                        "countryName": names.get(a.country_id, str(a.country_id)),
-                        "canGetAnotherSms": _can_get_another(a),
-                        "currency": _currency(),
-                    }
-                    for a in rows
-                ],
+                "activeActivations": [active_row(a, names, codes.get(a.id) or None) for a in rows],
             }
         )
 
@@ -177,6 +180,37 @@ class ClassicDialect:
         if isinstance(exc, err.WrongMaxPrice):
             return text(f"WRONG_MAX_PRICE:{format_amount(exc.min_price)}")
         return text(row.classic)
+
+
+class HeroSmsDialect(ClassicDialect):
+    """The classic dialect as HeroSMS speaks it, for clients that page getActiveActivations
+    with HeroSMS's `start` and `limit` (its published client): the page's rows under
+    `data`, and `smsCode` the latest code as a string (null before any), which that client
+    validates as a string. Every other action answers as the classic dialect does."""
+
+    def __init__(self, start: str | None, limit: str | None):
+        self.start, self.limit = start, limit
+
+    def active(
+        self, rows: list[Activation], names: dict[int, str], codes: dict[int, list[str]]
+    ) -> Response:
+        start = _paging_number("start", self.start, default=0, least=0)
+        limit = _paging_number("limit", self.limit, default=len(rows), least=1)
+        page = rows[start : start + limit]
+        if not page:
+            return as_json({"status": "error", "error": "NO_ACTIVATIONS"})
+        data = [active_row(a, names, (codes.get(a.id) or [None])[-1]) for a in page]
+        return as_json({"status": "success", "data": data})
+
+
+def _paging_number(name: str, raw: str | None, default: int, least: int) -> int:
+    """A paging parameter: a whole number of at least `least`; `default` when absent."""
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 9 or int(value) < least:
+        raise err.BadParameter(f"{name} must be a whole number of at least {least}")
+    return int(value)
 
 
 class JsonDialect(ClassicDialect):

@@ -17,7 +17,7 @@ from ..services import accounts, activations, catalog, history, pricing
 from ..services import errors as err
 from ..services.activations import PurchaseRequest
 from . import bp
-from .dialects import ClassicDialect, JsonDialect
+from .dialects import ClassicDialect, HeroSmsDialect, JsonDialect
 from .errors import BY_KIND
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,15 @@ def _api_limit() -> str:
 
 
 def _dialect():
+    """`format=json`: ours. HeroSMS's paging parameters (`start`, `limit`): the classic
+    dialect as HeroSMS speaks it. Otherwise SMS-Activate's classic dialect."""
     fmt = (request.values.get("format") or "").strip().lower()
-    return JsonDialect() if fmt == "json" else ClassicDialect()
+    if fmt == "json":
+        return JsonDialect()
+    start, limit = request.values.get("start"), request.values.get("limit")
+    if start is not None or limit is not None:
+        return HeroSmsDialect(start, limit)
+    return ClassicDialect()
 
 
 def _authenticate() -> accounts.ApiCaller:

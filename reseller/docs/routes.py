@@ -5,7 +5,7 @@ from flask_login import current_user, login_required
 
 from ..api.errors import ERROR_TABLE
 from ..auth.forms import PostForm
-from ..services import accounts, catalog, settings, webhooks
+from ..services import accounts, catalog, provider, settings, webhooks
 from . import bp
 from .content import (
     MAIN_ACTIONS,
@@ -57,7 +57,15 @@ def index():
         webhook_verify=WEBHOOK_VERIFY_EXAMPLE,
         webhook_rules=webhooks,
         default_country=_default_country(),
+        provider_names=_provider_names(),
     )
+
+
+def _provider_names() -> list[str]:
+    """The enabled providers the page names, or none when the operator hides them."""
+    if settings.get("show_provider_names") != "yes":
+        return []
+    return provider.enabled_display_names()
 
 
 def _default_country() -> str:

@@ -116,6 +116,12 @@ def all_providers() -> list[Provider]:
     )
 
 
+def enabled_display_names() -> list[str]:
+    """The display names of the enabled providers, by priority then name (the environment's
+    provider is GrizzlySMS, or Sandbox)."""
+    return [provider.display_name for provider in all_providers() if provider.enabled]
+
+
 def by_name(name: str) -> Provider | None:
     row = db.session.execute(select(Provider).where(Provider.name == name)).scalar_one_or_none()
     if row is None and name == default_name() and name in ENV_PROVIDERS:

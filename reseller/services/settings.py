@@ -47,6 +47,16 @@ SPECS: tuple[SettingSpec, ...] = (
         "Shown on the dashboard: how customers add funds.",
     ),
     SettingSpec(
+        "show_provider_names",
+        "Name the providers on the API docs page",
+        "SHOW_PROVIDER_NAMES",
+        "choice",
+        'yes: the docs page names the enabled providers ("GrizzlySMS remains the upstream '
+        'provider while your customers interact with your branded API"); no: it says only '
+        '"our upstream providers".',
+        choices=("yes", "no"),
+    ),
+    SettingSpec(
         "markup_percent",
         "Global markup (%)",
         "PRICE_MARKUP_PERCENT",
