@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from . import special_addresses
+
 MAX_URL_LENGTH = 500
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -80,7 +82,8 @@ def allowed_port(port: int) -> bool:
 
 
 def public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """A globally routable unicast address, also for IPv4 hidden inside IPv6."""
+    """A globally reachable unicast address by IANA's registries (`special_addresses`),
+    also for the IPv4 address inside an IPv6 one."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour
         if ip.teredo:
@@ -89,14 +92,7 @@ def public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None and not public_address(embedded):
             return False
-    return ip.is_global and not (
-        ip.is_multicast
-        or ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+    return special_addresses.globally_reachable(ip)
 
 
 def resolve(host: str, port: int) -> list[str]:

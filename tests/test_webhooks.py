@@ -13,7 +13,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from reseller import safe_http
+from reseller import safe_http, special_addresses
 from reseller.extensions import db
 from reseller.models import Activation, WebhookAttempt, WebhookEndpoint, WebhookEvent
 from reseller.models import ActivationStatus as S
@@ -411,6 +411,78 @@ def test_every_non_public_address_is_refused_without_a_connection(
     assert outcome.status_code is None and outcome.error.startswith("refused:")
     assert attempts == []
     assert webhooks.endpoint_for(customer.id) is None
+
+
+def _addresses_decided_by(block):
+    """The first, a middle and the last address of `block` that no nested block decides."""
+    if block.prefix == "64:ff9b::/96":  # NAT64: the IPv4 address inside decides too
+        return ["64:ff9b::808:808", "64:ff9b::102:304"]
+    network = block.network
+    picks = {network[0], network[network.num_addresses // 2], network[-1]}
+    return sorted(str(ip) for ip in picks if special_addresses.block_of(ip) is block)
+
+
+@pytest.mark.parametrize(
+    "block",
+    special_addresses.IPV4 + special_addresses.IPV6,
+    ids=lambda block: block.prefix,
+)
+def test_every_registry_block_is_refused_unless_globally_reachable(production_rules, block):
+    answers, attempts = production_rules
+    addresses = _addresses_decided_by(block)
+    assert addresses, f"{block.prefix}: every address is decided by a nested block"
+    for address in addresses:
+        answers["hooks.example.com"] = [address]
+        if block.reachable is True:
+            safe_http.check_url("https://hooks.example.com/", allow_private=False)
+        else:
+            with pytest.raises(safe_http.TargetRefused, match="private, local or reserved"):
+                safe_http.check_url("https://hooks.example.com/", allow_private=False)
+    assert attempts == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "fec0::1",  # deprecated site-local
+        "feff:ffff::1",
+        "3fff::1",  # documentation (RFC 9637)
+        "3fff:fff:ffff::1",
+        "192.0.0.1",  # IETF protocol assignments
+        "192.0.0.200",
+        "5f00::1",  # SRv6 SIDs
+        "100:0:0:1::1",  # dummy prefix
+        "64:ff9b::c000:1",  # NAT64 of 192.0.0.1
+        "4000::1",  # outside global unicast
+    ],
+)
+def test_non_public_addresses_python_lets_through_are_refused(production_rules, address):
+    answers, _ = production_rules
+    answers["hooks.example.com"] = [address]
+    with pytest.raises(safe_http.TargetRefused, match="private, local or reserved"):
+        safe_http.check_url("https://hooks.example.com/", allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "93.184.216.34",
+        "192.0.1.1",  # next to 192.0.0.0/24 and 192.0.2.0/24
+        "198.20.0.1",  # past benchmarking 198.18.0.0/15
+        "223.255.255.254",
+        "2606:4700::1111",
+        "2a00:1450:4001::1",
+        "2001:4860:4860::8888",  # Google, just past 2001::/23
+        "3fff:1000::1",  # past 3fff::/20
+        "64:ff9b::808:808",  # NAT64 of 8.8.8.8
+    ],
+)
+def test_public_addresses_are_accepted(production_rules, address):
+    answers, _ = production_rules
+    answers["hooks.example.com"] = [address]
+    assert safe_http.check_url("https://hooks.example.com/", allow_private=False).port == 443
 
 
 def test_a_public_address_is_accepted(production_rules, customer):
