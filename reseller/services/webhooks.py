@@ -3,9 +3,10 @@
 Events are written to an outbox (`WebhookEvent`) in the transaction of the activation change
 that causes them (`record_transition`, called by the activation state machine), so a crash
 never loses or invents one. `flask worker` delivers them (`deliver_due`): rows claimed with the
-one background pattern (`jobs.claim_rows`), a signed POST through `reseller.safe_http`, retries
-with exponential backoff (about 10 s first, about a day last), then failed. After
-`PAUSE_AFTER` failed attempts in a row the endpoint is paused; saving its URL resumes it.
+one background pattern (`jobs.claim_rows`), a signed POST through `reseller.safe_http` within
+one deadline, on the worker's own threads (`Courier`), retries with exponential backoff (about
+10 s first, about a day last), then failed. After `PAUSE_AFTER` failed attempts in a row the
+endpoint is paused; saving its URL resumes it.
 
 Signature: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">` keyed with
 the endpoint's secret, `<timestamp>` being `X-Webhook-Timestamp` (unix seconds).
