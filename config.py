@@ -174,6 +174,10 @@ class Config:
         self.WEBHOOK_ALLOW_PRIVATE_TARGETS = _env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
         self.WEBHOOK_CONNECT_TIMEOUT = _env_float("WEBHOOK_CONNECT_TIMEOUT", 3.0)
         self.WEBHOOK_READ_TIMEOUT = _env_float("WEBHOOK_READ_TIMEOUT", 5.0)
+        # One delivery's whole time (look-up, connect, TLS, send, the answer), and how many
+        # receivers the worker calls at once (each slow one holds one of these threads).
+        self.WEBHOOK_DELIVERY_DEADLINE = _env_float("WEBHOOK_DELIVERY_DEADLINE", 10.0, 1, 60)
+        self.WEBHOOK_THREADS = _env_int("WEBHOOK_THREADS", 4, 1, 64)
 
         # Rate limits (reseller.rate_limits, on the `limits` package). Use redis://… when
         # several processes or hosts serve. Answers carry no X-RateLimit-* headers (each

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 
 from .money import format_amount
-from .services import pricing, worker
+from .services import pricing, webhooks, worker
 
 prices_cli = click.Group("prices", help="The upstream price cache and our retail prices.")
 
@@ -20,16 +20,26 @@ prices_cli = click.Group("prices", help="The upstream price cache and our retail
 def worker_command(once: bool, interval: float, passes: int) -> None:
     """Poll the upstream, expire overdue activations, deliver customer webhooks, settle unknown
     purchases, refresh prices."""
+    # Webhook deliveries run on the courier's threads across passes: a slow receiver holds
+    # neither the pass (expiry, refunds, top-ups) nor another customer's events.
+    courier = webhooks.Courier.serve(current_app._get_current_object())
     count = 0
-    while True:
-        report = worker.run_once()
-        click.echo(report.summary())
-        count += 1
-        if once or (passes and count >= passes):
-            if report.errors and once:
-                raise SystemExit(1)
-            return
-        time.sleep(interval)
+    try:
+        while True:
+            report = worker.run_once()
+            click.echo(report.summary())
+            count += 1
+            if once or (passes and count >= passes):
+                if report.errors and once:
+                    raise SystemExit(1)
+                return
+            time.sleep(interval)
+    finally:
+        late = courier.close()  # each delivery under way ends by its deadline
+        if late.delivered or late.failed:
+            click.echo(
+                f"webhooks finished after the pass: delivered {late.delivered} failed {late.failed}"
+            )
 
 
 @prices_cli.command("sync")

@@ -9,11 +9,12 @@ import hmac
 import json
 import socket
 import threading
+import time
 
 import pytest
 from sqlalchemy import func, select
 
-from reseller import safe_http
+from reseller import safe_http, special_addresses
 from reseller.extensions import db
 from reseller.models import Activation, WebhookAttempt, WebhookEndpoint, WebhookEvent
 from reseller.models import ActivationStatus as S
@@ -319,7 +320,7 @@ def test_two_workers_racing_deliver_each_event_once(app, customer, receiver):
             with app.app_context():
                 start.wait()
                 for _ in range(3):
-                    webhooks.deliver_due(batch=5)
+                    webhooks.deliver_due()
                 db.session.remove()
         except Exception as exc:  # pragma: no cover - reported below
             failures.append(exc)
@@ -406,11 +407,83 @@ def test_every_non_public_address_is_refused_without_a_connection(
     with pytest.raises(webhooks.WebhookError):
         webhooks.save_url(customer, f"http://{literal}:8080/sms")
     outcome = safe_http.post(
-        "https://hooks.example.com/sms", b"{}", {}, timeout=(1, 1), allow_private=False
+        "https://hooks.example.com/sms", b"{}", {}, timeout=(1, 1), deadline=3, allow_private=False
     )
     assert outcome.status_code is None and outcome.error.startswith("refused:")
     assert attempts == []
     assert webhooks.endpoint_for(customer.id) is None
+
+
+def _addresses_decided_by(block):
+    """The first, a middle and the last address of `block` that no nested block decides."""
+    if block.prefix == "64:ff9b::/96":  # NAT64: the IPv4 address inside decides too
+        return ["64:ff9b::808:808", "64:ff9b::102:304"]
+    network = block.network
+    picks = {network[0], network[network.num_addresses // 2], network[-1]}
+    return sorted(str(ip) for ip in picks if special_addresses.block_of(ip) is block)
+
+
+@pytest.mark.parametrize(
+    "block",
+    special_addresses.IPV4 + special_addresses.IPV6,
+    ids=lambda block: block.prefix,
+)
+def test_every_registry_block_is_refused_unless_globally_reachable(production_rules, block):
+    answers, attempts = production_rules
+    addresses = _addresses_decided_by(block)
+    assert addresses, f"{block.prefix}: every address is decided by a nested block"
+    for address in addresses:
+        answers["hooks.example.com"] = [address]
+        if block.reachable is True:
+            safe_http.check_url("https://hooks.example.com/", allow_private=False)
+        else:
+            with pytest.raises(safe_http.TargetRefused, match="private, local or reserved"):
+                safe_http.check_url("https://hooks.example.com/", allow_private=False)
+    assert attempts == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "fec0::1",  # deprecated site-local
+        "feff:ffff::1",
+        "3fff::1",  # documentation (RFC 9637)
+        "3fff:fff:ffff::1",
+        "192.0.0.1",  # IETF protocol assignments
+        "192.0.0.200",
+        "5f00::1",  # SRv6 SIDs
+        "100:0:0:1::1",  # dummy prefix
+        "64:ff9b::c000:1",  # NAT64 of 192.0.0.1
+        "4000::1",  # outside global unicast
+    ],
+)
+def test_non_public_addresses_python_lets_through_are_refused(production_rules, address):
+    answers, _ = production_rules
+    answers["hooks.example.com"] = [address]
+    with pytest.raises(safe_http.TargetRefused, match="private, local or reserved"):
+        safe_http.check_url("https://hooks.example.com/", allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "93.184.216.34",
+        "192.0.1.1",  # next to 192.0.0.0/24 and 192.0.2.0/24
+        "198.20.0.1",  # past benchmarking 198.18.0.0/15
+        "223.255.255.254",
+        "2606:4700::1111",
+        "2a00:1450:4001::1",
+        "2001:4860:4860::8888",  # Google, just past 2001::/23
+        "3fff:1000::1",  # past 3fff::/20
+        "64:ff9b::808:808",  # NAT64 of 8.8.8.8
+    ],
+)
+def test_public_addresses_are_accepted(production_rules, address):
+    answers, _ = production_rules
+    answers["hooks.example.com"] = [address]
+    assert safe_http.check_url("https://hooks.example.com/", allow_private=False).port == 443
 
 
 def test_a_public_address_is_accepted(production_rules, customer):
@@ -736,6 +809,7 @@ def test_https_is_pinned_to_the_checked_address_and_verifies_the_host_name(
             b"{}",
             {},
             timeout=(2, 2),
+            deadline=5,
             allow_private=True,
             verify=str(cert),
         )
@@ -755,3 +829,204 @@ def test_saving_and_testing_are_rate_limited_per_account(client, auth, customer,
         for _ in range(31)
     ]
     assert answers[:30] == [302] * 30 and answers[30] == 429
+
+
+# --- a receiver that holds on: the deadline, claims, and everyone else ------------------
+
+# A byte a second, each within the read timeout: only the deadline ends the delivery.
+TRICKLE_LIMITS = {
+    "WEBHOOK_CONNECT_TIMEOUT": 1.0,
+    "WEBHOOK_READ_TIMEOUT": 2.0,
+    "WEBHOOK_DELIVERY_DEADLINE": 3.0,
+}
+
+
+def in_app(app, function):
+    def run():
+        with app.app_context():
+            try:
+                function()
+            finally:
+                db.session.remove()
+
+    return run
+
+
+def _sms_event(user) -> WebhookEvent:
+    event_row = webhooks.send_test(user)
+    event_row.kind = "sms"  # retried, unlike a test event
+    db.session.commit()
+    return event_row
+
+
+@pytest.mark.parametrize("config_overrides", [TRICKLE_LIMITS])
+def test_a_trickling_receiver_is_cut_at_the_deadline_and_never_served_twice_at_once(
+    app, customer, receiver, clock
+):
+    webhooks.save_url(customer, receiver.url)
+    uid = _sms_event(customer).uid
+    db.session.commit()  # SQLite: reading `uid` began a transaction, holding the write lock
+    receiver.mode = "trickle"  # a byte a second for 8 s; the deadline is 3 s
+    first = threading.Thread(target=in_app(app, webhooks.deliver_due))
+    started = time.monotonic()
+    first.start()
+    first.join(timeout=3 + 2)
+    ran_past_deadline = first.is_alive()
+    took = time.monotonic() - started
+
+    # Much later, past any claim the first worker took, a second worker sends the event
+    # again: the first must not be sending it still.
+    clock.travel(3600)
+    receiver.mode = "ok"
+    second = webhooks.deliver_due()
+    first.join(timeout=15)
+
+    assert not ran_past_deadline, f"the delivery still ran after {took:.1f} s"
+    assert receiver.most_at_once[uid] == 1
+    assert second.delivered == 1
+    timed_out, delivered = reversed(webhooks.recent_attempts(endpoint(customer).id))
+    assert timed_out.error == "timed out" and 2900 <= timed_out.duration_ms < 4000
+    assert delivered.error is None
+    assert events()[0].status == "delivered"
+
+
+def test_a_claim_outlives_every_delivery_it_covers(app):
+    limits = webhooks._Limits.configured()
+    assert limits.claim_seconds > webhooks.PER_ENDPOINT * limits.deadline
+    assert limits.deadline == 10  # the default the README states
+
+
+@pytest.mark.parametrize(
+    "config_overrides",
+    [{**TRICKLE_LIMITS, "WEBHOOK_DELIVERY_DEADLINE": 6, "SANDBOX_CODE_DELAY": 10**6}],
+)
+def test_a_trickling_receiver_delays_neither_other_customers_nor_expiry(
+    app, stocked, client, customer, make_user, receiver, clock
+):
+    other = make_user(email="other@example.com", balance="10.00")
+    api = Api(client, api_key_of(other))
+    lifetime = stocked.config["ACTIVATION_LIFETIME"]
+
+    def buy() -> int:
+        return int(api.text("getNumber", service="tg", country="12").split(":")[1])
+
+    with Receiver() as fast:
+        webhooks.save_url(customer, receiver.url)
+        webhooks.save_url(other, fast.url)
+        first = buy()
+        clock.travel(lifetime + 1)
+        _sms_event(customer)  # first in line, to the trickling receiver
+        receiver.mode = "trickle"
+        courier = webhooks.Courier.serve(app)  # as `flask worker` runs
+        try:
+            started = time.monotonic()
+            report = worker.run_once()
+            one = time.monotonic() - started
+            assert report.expired == 1 and report.webhooks_delivered == 1, report.summary()
+            assert [json.loads(r.body)["event"] for r in fast.received] == ["expired"]
+
+            # The next pass, while the slow delivery goes on: its expiry is not held either.
+            second = buy()
+            clock.travel(lifetime + 1)
+            started = time.monotonic()
+            report = worker.run_once()
+            two = time.monotonic() - started
+            assert report.expired == 1 and report.webhooks_delivered == 1, report.summary()
+            assert len(fast.received) == 2
+            assert len(receiver.received) == 1  # not sent again while under way
+        finally:
+            counts = courier.close()
+    assert one < webhooks.PASS_WAIT + 2 and two < webhooks.PASS_WAIT + 2, (one, two)
+    assert counts.failed == 1  # the slow one, cut at its deadline
+    [slow] = webhooks.recent_attempts(endpoint(customer).id)
+    assert slow.error == "timed out" and slow.duration_ms < 7000
+    db.session.expire_all()
+    assert db.session.get(Activation, first).status == S.EXPIRED
+    assert db.session.get(Activation, second).status == S.EXPIRED
+    verify_ledger()
+
+
+# --- internationalised host names, and faults of our own --------------------------------
+
+
+def test_an_internationalised_host_goes_out_in_idna_form(app, customer, receiver, monkeypatch):
+    lookups = []
+
+    def stub(host, port):
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(safe_http, "resolve", stub)
+    webhooks.save_url(customer, f"http://Пример.РФ:{receiver.port}/hook")
+    webhooks.send_test(customer)
+
+    assert webhooks.deliver_due().delivered == 1
+
+    [received] = receiver.received
+    assert received.headers["host"] == f"xn--e1afmkfd.xn--p1ai:{receiver.port}"
+    assert lookups == ["xn--e1afmkfd.xn--p1ai", "xn--e1afmkfd.xn--p1ai"]  # on save, delivery
+    assert safe_http.parse_target("https://bücher.example/ä?q=ü").host == "xn--bcher-kva.example"
+    assert safe_http.parse_target("https://bücher.example/ä?q=ü").path == "/%C3%A4?q=%C3%BC"
+
+
+def test_an_invalid_internationalised_host_is_refused(app, customer):
+    with pytest.raises(webhooks.WebhookError, match="not a valid domain name"):
+        webhooks.save_url(customer, "https://a\u200db.example/hook")  # a joiner out of place
+
+
+def test_any_exception_in_a_delivery_is_a_failed_attempt_with_backoff(
+    app, customer, receiver, clock, monkeypatch
+):
+    monkeypatch.setattr(webhooks, "PAUSE_AFTER", 3)
+    webhooks.save_url(customer, receiver.url)
+    _sms_event(customer)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a fault of ours")
+
+    monkeypatch.setattr(safe_http, "post", broken)
+    assert webhooks.deliver_due().failed == 1
+    [event_row] = events()
+    assert event_row.attempts == 1 and event_row.last_error == "internal error (RuntimeError)"
+    assert event_row.claimed_until is None
+    assert webhooks.deliver_due().failed == 0  # backing off, not retried at once
+    clock.travel(11)
+
+    monkeypatch.undo()
+    monkeypatch.setattr(webhooks, "PAUSE_AFTER", 3)
+    monkeypatch.setattr(webhooks, "payload", broken)  # preparing fails as well
+    assert webhooks.deliver_due().failed == 1
+    assert events()[0].attempts == 2
+    clock.travel(60)
+    assert webhooks.deliver_due().failed == 1
+    assert endpoint(customer).paused_at is not None  # the streak pauses it as any failure
+    assert "internal error (RuntimeError)" in endpoint(customer).pause_reason
+    assert receiver.received == []
+
+
+def test_a_slow_dns_answer_is_cut_off(app, customer, monkeypatch):
+    """getaddrinfo has no timeout, and the customer picks the DNS server that answers."""
+    release = threading.Event()
+
+    def slow(*args, **kwargs):
+        release.wait(8)
+        raise socket.gaierror("too late")
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    try:
+        started = time.monotonic()
+        with pytest.raises(webhooks.WebhookError, match="did not resolve within 2 s"):
+            webhooks.save_url(customer, "https://slow.example.com/hook")
+        outcome = safe_http.post(
+            "https://slow.example.com/hook",
+            b"{}",
+            {},
+            timeout=(1, 1),
+            deadline=10,
+            allow_private=True,
+        )
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert outcome.error == "refused: The host name slow.example.com did not resolve within 2 s."
+    assert took < 2 * safe_http.DNS_TIMEOUT + 1

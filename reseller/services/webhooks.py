@@ -3,9 +3,10 @@
 Events are written to an outbox (`WebhookEvent`) in the transaction of the activation change
 that causes them (`record_transition`, called by the activation state machine), so a crash
 never loses or invents one. `flask worker` delivers them (`deliver_due`): rows claimed with the
-one background pattern (`jobs.claim_rows`), a signed POST through `reseller.safe_http`, retries
-with exponential backoff (about 10 s first, about a day last), then failed. After
-`PAUSE_AFTER` failed attempts in a row the endpoint is paused; saving its URL resumes it.
+one background pattern (`jobs.claim_rows`), a signed POST through `reseller.safe_http` within
+one deadline, on the worker's own threads (`Courier`), retries with exponential backoff (about
+10 s first, about a day last), then failed. After `PAUSE_AFTER` failed attempts in a row the
+endpoint is paused; saving its URL resumes it.
 
 Signature: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">` keyed with
 the endpoint's secret, `<timestamp>` being `X-Webhook-Timestamp` (unix seconds).
@@ -21,6 +22,8 @@ import logging
 import secrets
 import time
 import uuid
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from flask import current_app
@@ -55,8 +58,11 @@ RETENTION = dt.timedelta(days=7)  # finished events kept this long (and queued o
 # paused endpoint)
 ATTEMPTS_KEPT = 50
 BODY_LIMIT = 4096  # bytes of a receiver's answer read, then the connection is closed
-BATCH = 20
-PASS_BUDGET = 10.0  # seconds one worker pass spends delivering (then polling goes on)
+PER_ENDPOINT = 5  # events of one endpoint claimed together (delivered in turn)
+PASS_BUDGET = 10.0  # seconds after which an endpoint's task starts no new delivery
+PASS_WAIT = 2.0  # seconds a worker pass waits for its deliveries (the rest run on)
+BOOKKEEPING = 5  # seconds allowed, beyond a delivery's deadline, to record its outcome
+COURIER = "webhook_courier"  # the worker's Courier, in app.extensions
 PRUNE_EVERY = 600
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
@@ -330,59 +336,196 @@ class DeliveryCounts:
     delivered: int = 0
     failed: int = 0  # attempts that failed (the event may still be retried)
 
+    def add(self, other: DeliveryCounts) -> None:
+        self.delivered += other.delivered
+        self.failed += other.failed
+
 
 def _max_attempts(kind: str) -> int:
     return 1 if kind == TEST_EVENT else MAX_ATTEMPTS
 
 
-def _timeouts() -> tuple[float, float]:
-    config = current_app.config
-    return (float(config["WEBHOOK_CONNECT_TIMEOUT"]), float(config["WEBHOOK_READ_TIMEOUT"]))
+@dataclass(frozen=True)
+class _Limits:
+    connect: float
+    read: float  # the longest wait between two reads
+    deadline: float  # one delivery's whole time
+
+    @classmethod
+    def configured(cls) -> _Limits:
+        config = current_app.config
+        deadline = float(config["WEBHOOK_DELIVERY_DEADLINE"])
+        return cls(
+            min(float(config["WEBHOOK_CONNECT_TIMEOUT"]), deadline),
+            float(config["WEBHOOK_READ_TIMEOUT"]),
+            deadline,
+        )
+
+    @property
+    def claim_seconds(self) -> int:
+        """A claim outlives every delivery it covers: `PER_ENDPOINT` events in turn, each
+        within the deadline and its bookkeeping."""
+        return int(PER_ENDPOINT * (self.deadline + BOOKKEEPING)) + 30
 
 
-def deliver_due(*, batch: int = BATCH, budget: float = PASS_BUDGET) -> DeliveryCounts:
-    """Deliver the events that are due, at most `batch`, within about `budget` seconds.
+class Courier:
+    """The deliveries of one worker process: a few threads, each delivering one endpoint's
+    claimed events in turn. A slow receiver holds one thread, for at most the deadline per
+    event, never another customer's events nor the worker's pass, which waits for its
+    deliveries at most `PASS_WAIT` seconds and leaves the rest running.
+
+    Only scheduling lives here. Which event is sent, and by whom, is settled by the claims in
+    the database, so any number of processes and hosts may each run their own courier.
+    `flask worker` keeps one for its whole run (`serve`); a call of `deliver_due` without one
+    delivers everything it claims before it returns."""
+
+    def __init__(self, app, threads: int) -> None:
+        self.app = app
+        self.threads = threads
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="webhooks")
+        self.running: dict[int, Future] = {}  # endpoint id → its delivery task
+
+    @classmethod
+    def serve(cls, app) -> Courier:
+        """A courier kept by `app` (the worker process) until `close`."""
+        courier = cls(app, int(app.config["WEBHOOK_THREADS"]))
+        app.extensions[COURIER] = courier
+        return courier
+
+    def free(self) -> int:
+        return self.threads - len(self.running)
+
+    def start(self, endpoint_id: int, event_ids: list[int], limits: _Limits, budget: float):
+        self.running[endpoint_id] = self.executor.submit(
+            self._run, endpoint_id, event_ids, limits, budget
+        )
+
+    def _run(self, endpoint_id, event_ids, limits, budget) -> DeliveryCounts:
+        with self.app.app_context():
+            try:
+                return _deliver_endpoint(event_ids, limits, budget)
+            except Exception:
+                db.session.rollback()
+                log.exception("webhook deliveries to endpoint %s failed", endpoint_id)
+                for event_id in event_ids:  # claims end with their lease if this fails too
+                    release(WebhookEvent, event_id)
+                return DeliveryCounts()
+            finally:
+                db.session.remove()
+
+    def collect(self, wait: float | None, endpoints=None) -> DeliveryCounts:
+        """The counts of the tasks finished, after waiting up to `wait` seconds (None: as
+        long as it takes) for those of `endpoints` (None: all)."""
+        waited = [f for e, f in self.running.items() if endpoints is None or e in endpoints]
+        futures.wait(waited, timeout=wait)
+        counts = DeliveryCounts()
+        for endpoint_id, future in list(self.running.items()):
+            if future.done():
+                del self.running[endpoint_id]
+                counts.add(future.result())
+        return counts
+
+    def close(self) -> DeliveryCounts:
+        """Wait for the deliveries under way (each ends by its deadline), then stop."""
+        counts = self.collect(None)
+        self.executor.shutdown(wait=True)
+        if self.app.extensions.get(COURIER) is self:
+            del self.app.extensions[COURIER]
+        return counts
+
+
+def deliver_due(*, budget: float = PASS_BUDGET) -> DeliveryCounts:
+    """Start delivering the events that are due: the endpoints whose oldest event waits
+    longest, as many as there are free threads, up to `PER_ENDPOINT` events each, an
+    endpoint's events in turn and no new one after `budget` seconds. Returns the counts of
+    the deliveries that finished: with the worker's courier, those finished since its last
+    pass and within `PASS_WAIT` seconds; without one, all that were started.
 
     Each event is claimed, so several workers on several hosts never send one at the same
-    time. No transaction is open while a receiver is called."""
-    counts = DeliveryCounts()
-    connect, read = _timeouts()
-    now = utcnow()
+    time; the claim outlives the delivery. No transaction is open while a receiver is
+    called."""
+    kept = current_app.extensions.get(COURIER)
+    courier = kept or Courier(current_app._get_current_object(), _threads())
+    limits = _Limits.configured()
+    counts = courier.collect(0)
+    started = []
+    for endpoint_id in _due_endpoints(set(courier.running), courier.free()):
+        ids = claim_rows(
+            WebhookEvent,
+            select(WebhookEvent.id)
+            .where(*_due(utcnow()), WebhookEvent.endpoint_id == endpoint_id)
+            .order_by(WebhookEvent.id),
+            claim_seconds=limits.claim_seconds,
+            batch=PER_ENDPOINT,
+        )
+        if ids:
+            courier.start(endpoint_id, ids, limits, budget)
+            started.append(endpoint_id)
+    db.session.commit()  # nothing held while the deliveries run (SQLite's write lock)
+    if kept is None:
+        counts.add(courier.close())
+    else:  # what this pass started may finish in it; what an earlier one started runs on
+        counts.add(courier.collect(PASS_WAIT, started))
+    return counts
+
+
+def _threads() -> int:
+    return int(current_app.config["WEBHOOK_THREADS"])
+
+
+def _due(now: dt.datetime) -> list:
     # Not paused; or removed, so that a late event is dropped rather than left waiting.
     live_endpoints = select(WebhookEndpoint.id).where(
         or_(WebhookEndpoint.paused_at.is_(None), WebhookEndpoint.url.is_(None))
     )
-    ids = claim_rows(
-        WebhookEvent,
-        select(WebhookEvent.id)
+    return [
+        WebhookEvent.status == E.QUEUED.value,
+        WebhookEvent.next_attempt_at <= now,
+        WebhookEvent.endpoint_id.in_(live_endpoints),
+    ]
+
+
+def _due_endpoints(busy: set[int], free: int) -> list[int]:
+    """Up to `free` endpoints with an unclaimed due event, not among `busy` (this process's
+    deliveries under way), the one whose oldest such event waits longest first."""
+    if free <= 0:
+        return []
+    now = utcnow()
+    stmt = (
+        select(WebhookEvent.endpoint_id)
         .where(
-            WebhookEvent.status == E.QUEUED.value,
-            WebhookEvent.next_attempt_at <= now,
-            WebhookEvent.endpoint_id.in_(live_endpoints),
+            *_due(now),
+            or_(WebhookEvent.claimed_until.is_(None), WebhookEvent.claimed_until <= now),
         )
-        .order_by(WebhookEvent.id),
-        # Long enough for every claimed event to time out in turn.
-        claim_seconds=int(batch * (connect + read + 2)) + 30,
-        batch=batch,
+        .group_by(WebhookEvent.endpoint_id)
+        .order_by(func.min(WebhookEvent.id))
+        .limit(free)
     )
-    deadline = time.monotonic() + budget
-    failing: set[int] = set()  # endpoints that failed in this pass: their others wait
-    for event_id in ids:
-        recorded = False
-        try:
-            if time.monotonic() > deadline:
+    if busy:
+        stmt = stmt.where(WebhookEvent.endpoint_id.not_in(busy))
+    return list(db.session.execute(stmt).scalars())
+
+
+def _deliver_endpoint(event_ids: list[int], limits: _Limits, budget: float) -> DeliveryCounts:
+    """One endpoint's claimed events in turn: stops at its first failure (the rest wait for
+    the next pass), after `budget` seconds, or when a claim could lapse before a delivery
+    ends. Unsent events are released."""
+    counts = DeliveryCounts()
+    started = time.monotonic()
+    pending = list(event_ids)
+    try:
+        while pending:
+            if time.monotonic() - started > budget:
+                break
+            event_id = pending.pop(0)
+            outcome, prepared = _attempt(event_id, limits)
+            if outcome is None:
+                release(WebhookEvent, event_id)
                 continue
-            prepared = _prepare(event_id)
-            if prepared is None or prepared.endpoint_id in failing:
-                continue
-            outcome = _send(prepared, (connect, read))
-            _record(prepared, outcome)
-            recorded = True
             if outcome.delivered:
                 counts.delivered += 1
             else:
                 counts.failed += 1
-                failing.add(prepared.endpoint_id)
                 log.info(
                     "webhook %s (endpoint %s) attempt %s failed: %s",
                     prepared.uid,
@@ -390,20 +533,69 @@ def deliver_due(*, batch: int = BATCH, budget: float = PASS_BUDGET) -> DeliveryC
                     prepared.attempt,
                     outcome.error,
                 )
-        except Exception:
-            db.session.rollback()
-            log.exception("webhook event %s: delivery step failed", event_id)
-        finally:
-            if not recorded:
-                release(WebhookEvent, event_id)
+                break
+    finally:
+        for event_id in pending:
+            release(WebhookEvent, event_id)
     return counts
 
 
-def _prepare(event_id: int) -> _Prepared | None:
-    """Read what one attempt sends; ends the transaction before anything is sent."""
+def _attempt(event_id: int, limits: _Limits):
+    """Send one event and record the outcome. Any exception on the way counts as a failed
+    attempt of this event (its backoff, the endpoint's streak), never as a step to retry at
+    once. Returns (outcome, prepared), or (None, None) when nothing was to be sent."""
+    try:
+        prepared = _prepare(event_id, limits)
+    except Exception as exc:
+        db.session.rollback()
+        log.exception("webhook event %s could not be prepared", event_id)
+        prepared = _bare(event_id)
+        if prepared is None:
+            return None, None
+        outcome = safe_http.Outcome(None, f"internal error ({type(exc).__name__})", 0)
+    else:
+        if prepared is None:
+            return None, None
+        try:
+            outcome = _send(prepared, limits)
+        except Exception as exc:
+            log.exception("webhook %s: sending failed", prepared.uid)
+            outcome = safe_http.Outcome(None, f"internal error ({type(exc).__name__})", 0)
+    _record(prepared, outcome)
+    return outcome, prepared
+
+
+def _bare(event_id: int) -> _Prepared | None:
+    """What `_record` needs of an event that could not be prepared (nothing to send)."""
     try:
         event = db.session.get(WebhookEvent, event_id)
         if event is None or event.status != E.QUEUED.value:
+            return None
+        return _Prepared(
+            event_id=event.id,
+            uid=event.uid,
+            kind=event.kind,
+            endpoint_id=event.endpoint_id,
+            url="",
+            secret="",
+            body=b"",
+            attempt=event.attempts + 1,
+            max_attempts=_max_attempts(event.kind),
+        )
+    finally:
+        db.session.commit()
+
+
+def _prepare(event_id: int, limits: _Limits) -> _Prepared | None:
+    """Read what one attempt sends; ends the transaction before anything is sent. None when
+    there is nothing to send, or when this worker's claim could lapse before the delivery's
+    deadline (another worker could then send the event at the same time)."""
+    try:
+        event = db.session.get(WebhookEvent, event_id)
+        if event is None or event.status != E.QUEUED.value:
+            return None
+        claim_left = (event.claimed_until - utcnow()).total_seconds() if event.claimed_until else 0
+        if claim_left < limits.deadline + BOOKKEEPING:
             return None
         endpoint = db.session.get(WebhookEndpoint, event.endpoint_id)
         if endpoint.url is None:  # removed while this event was being written
@@ -436,7 +628,7 @@ def _prepare(event_id: int) -> _Prepared | None:
         db.session.commit()
 
 
-def _send(prepared: _Prepared, timeout: tuple[float, float]) -> safe_http.Outcome:
+def _send(prepared: _Prepared, limits: _Limits) -> safe_http.Outcome:
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
@@ -451,7 +643,8 @@ def _send(prepared: _Prepared, timeout: tuple[float, float]) -> safe_http.Outcom
         prepared.url,
         prepared.body,
         headers,
-        timeout=timeout,
+        timeout=(limits.connect, limits.read),
+        deadline=limits.deadline,
         allow_private=_allow_private(),
         body_limit=BODY_LIMIT,
     )
