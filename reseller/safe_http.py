@@ -7,8 +7,9 @@ could answer differently). For https the certificate is still verified against t
 and SNI carries it (an internationalised host name goes out in its IDNA form, in SNI, `Host`
 and to the resolver). Only ports 80, 443 and 1024–65535; no redirects followed; no proxy; the
 answer body is read only up to a small limit. A delivery's whole time — the look-up,
-connecting, TLS, sending, the answer — is bounded by one deadline: `requests`' timeouts bound
-only each wait, and a receiver sending a byte a second never reaches them.
+connecting, TLS, sending, the answer — is bounded by one deadline: httpx's timeouts bound
+only each wait, and a receiver sending a byte a second never reaches them, so the exchange
+runs inside anyio's cancel scope.
 
 This module speaks the wire and knows nothing of our models.
 """
@@ -16,7 +17,6 @@ This module speaks the wire and knows nothing of our models.
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 import ssl
 import threading
@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import anyio
+import httpx
 import idna
 from requests.utils import requote_uri
 
@@ -32,7 +34,6 @@ from . import special_addresses
 MAX_URL_LENGTH = 500
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 DNS_TIMEOUT = 2.0  # seconds a host name's look-up may take (the customer's DNS answers)
-HEADER_LIMIT = 16384  # bytes of an answer's status line and headers
 
 
 class TargetRefused(ValueError):
@@ -188,19 +189,17 @@ class Outcome:
 
 
 class _Clock:
-    """A delivery's deadline: every wait (look-up, connect, handshake, send, each read) gets
-    the smaller of its own timeout and the time left, so no receiver, however it trickles,
-    holds a delivery past the deadline."""
+    """A delivery's deadline, started before the host name's look-up."""
 
     def __init__(self, seconds: float) -> None:
         self.started = time.monotonic()
         self.until = self.started + seconds
 
-    def within(self, cap: float) -> float:
+    def left(self) -> float:
         left = self.until - time.monotonic()
         if left <= 0:
             raise TimeoutError("deadline passed")
-        return min(cap, left)
+        return left
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -215,49 +214,54 @@ def _tls_context(verify: bool | str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
 
 
-def _request_bytes(target: Target, body: bytes, headers: dict[str, str]) -> bytes:
-    lines = [f"POST {target.path} HTTP/1.1", f"Host: {target.host_header}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
-    return "\r\n".join(lines).encode("latin-1") + body
+async def _exchange(
+    target: Target,
+    address: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    timeout: tuple[float, float],
+    body_limit: int,
+    verify: bool | str,
+) -> int:
+    """POST to the checked `address` with the host name in `Host` and SNI (the certificate is
+    verified against it); the answer's status code. The body is read up to `body_limit` only
+    to let the receiver finish writing, and not kept."""
+    connect, read = timeout
+    literal = f"[{address}]" if ":" in address else address
+    async with httpx.AsyncClient(
+        verify=_tls_context(verify),
+        timeout=httpx.Timeout(read, connect=connect),
+        follow_redirects=False,
+        trust_env=False,  # no proxy, no .netrc
+    ) as client:
+        request = client.build_request(
+            "POST",
+            f"{target.scheme}://{literal}:{target.port}{target.path}",
+            content=body,
+            headers={**headers, "Host": target.host_header},
+            extensions={"sni_hostname": target.host},
+        )
+        response = await client.send(request, stream=True)
+        try:
+            received = 0
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+                if received >= body_limit:
+                    break
+        except httpx.HTTPError:  # the status is what counts
+            pass
+        finally:
+            await response.aclose()
+        return response.status_code
 
 
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?: |\r?$)")
-
-
-def _read_answer(sock: socket.socket, clock: _Clock, read: float, body_limit: int) -> int:
-    """The answer's status code; reads at most HEADER_LIMIT bytes of head and `body_limit`
-    of body (not kept). Raises TimeoutError, OSError, ValueError (not HTTP)."""
-    buffer = b""
-    while True:
-        while b"\r\n\r\n" not in buffer:
-            if len(buffer) > HEADER_LIMIT:
-                raise ValueError("answer head too long")
-            sock.settimeout(clock.within(read))
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed before an answer")
-            buffer += chunk
-        head, buffer = buffer.split(b"\r\n\r\n", 1)
-        match = _STATUS_LINE.match(head.split(b"\r\n", 1)[0])
-        if match is None:
-            raise ValueError("not an HTTP answer")
-        status = int(match.group(1))
-        if status >= 200:  # 1xx: an interim answer, the real one follows
-            break
-    # The body is read only to let the receiver finish writing; a slow one is cut off.
-    length = re.search(rb"(?im)^content-length:[ \t]*([0-9]{1,12})[ \t]*$", head)
-    wanted = min(body_limit, int(length.group(1)) if length else body_limit)
-    try:
-        while len(buffer) < wanted:
-            sock.settimeout(clock.within(read))
-            chunk = sock.recv(min(4096, wanted - len(buffer)))
-            if not chunk:
-                break
-            buffer += chunk
-    except OSError:  # TimeoutError included: the status is what counts
-        pass
-    return status
+def _tls_failure(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def post(
@@ -274,42 +278,46 @@ def post(
     """POST `body` to `url` and read the answer, all within `deadline` seconds (the host
     name's look-up, connecting, TLS, sending, the answer's head and its first `body_limit`
     bytes); `timeout` is (connect, read): the longest wait to connect and between two reads.
-    Never raises for the receiver's, the network's or DNS's faults."""
+    httpx's timeouts bound each wait only, so the whole exchange runs under anyio's
+    cancel scope (`fail_after`). Never raises for the receiver's, the network's or DNS's
+    faults."""
     clock = _Clock(deadline)
 
     def done(status: int | None, error: str | None) -> Outcome:
         return Outcome(status, error, clock.elapsed_ms())
 
-    connect, read = timeout
     try:
         target = parse_target(url)
         address = checked_addresses(
-            target, allow_private=allow_private, timeout=clock.within(DNS_TIMEOUT)
+            target, allow_private=allow_private, timeout=min(DNS_TIMEOUT, clock.left())
         )[0]
     except TargetRefused as exc:
         return done(None, f"refused: {exc}"[:200])
     except TimeoutError:  # the deadline passed before the look-up could start
         return done(None, "timed out")
-    sock = None
+
+    async def bounded() -> int:
+        with anyio.fail_after(clock.left()):
+            return await _exchange(
+                target,
+                address,
+                body,
+                headers,
+                timeout=timeout,
+                body_limit=body_limit,
+                verify=verify,
+            )
+
     try:
-        sock = socket.create_connection((address, target.port), timeout=clock.within(connect))
-        if target.scheme == "https":
-            sock.settimeout(clock.within(connect))  # the handshake's whole wait (ssl's own)
-            sock = _tls_context(verify).wrap_socket(sock, server_hostname=target.host)
-        sock.settimeout(clock.within(read))
-        sock.sendall(_request_bytes(target, body, headers))  # one bound for all of it
-        status = _read_answer(sock, clock, read, body_limit)
-    except TimeoutError:
+        status = anyio.run(bounded)
+    except (TimeoutError, httpx.TimeoutException):
         return done(None, "timed out")
-    except (ssl.SSLError, ssl.CertificateError):
-        return done(None, "TLS error (certificate or handshake)")
-    except ValueError as exc:
-        return done(None, f"invalid HTTP answer ({exc})")
-    except OSError:
+    except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
+        return done(None, f"invalid HTTP answer ({type(exc).__name__})")
+    except (httpx.HTTPError, OSError) as exc:
+        if _tls_failure(exc):
+            return done(None, "TLS error (certificate or handshake)")
         return done(None, "connection failed")
-    finally:
-        if sock is not None:
-            sock.close()
     if 200 <= status < 300:
         return done(status, None)
     if 300 <= status < 400:
