@@ -417,6 +417,21 @@ def test_the_breaker_opens_and_closes_for_every_process(api, buyer, two, clock, 
     assert_books_balance()
 
 
+def test_a_success_between_failures_seen_by_other_processes_resets_the_count(two):
+    """Failures in a row: a success in one process ends the row that other processes
+    counted, even when its client was built before their failure (BREAKER_FAILURES = 2)."""
+    from reseller.services import breaker
+
+    here = provider_accounts.upstream("alpha")  # the row said: no failures
+    db.session.commit()
+    breaker.record_failure("alpha", "UNAVAILABLE")  # another process: one failure
+    assert here.get_balance() > 0  # this process: a success, after that failure
+    breaker.record_failure("alpha", "UNAVAILABLE")  # another process: one failure again
+    state = routing.breaker_state(provider_admin.get("alpha"))
+    assert state.state == "closed" and state.failures == 1
+    assert [c.name for c in routing.candidates("tg", 12)] == ["alpha", "beta"]
+
+
 def test_a_half_open_breaker_reopens_on_one_more_failure(api, two, clock):
     alpha, beta = two
     down = Reply("Service Unavailable", status=503)
