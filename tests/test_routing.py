@@ -373,6 +373,35 @@ def test_provider_currency_is_converted_at_its_rate(app, alpha, make_user, clien
         assert sold.upstream_cost == to_units("0.275")
 
 
+def test_a_new_conversion_rate_prices_the_offers_at_once(app, alpha, make_user, client):
+    """The operator changes a provider's rate: what we sell is priced at the new rate now,
+    not at the next price refresh (the provider's own price list is not read again)."""
+    with FakeGrizzly(api_key="beta-key", prices=_prices(tg12=("25", 10))) as rub:
+        provider_accounts.all_providers()
+        provider_admin.set_enabled(provider_admin.get("sandbox"), False)
+        provider_admin.add("rub", "sms-activate", rub.url, "beta-key", currency="RUB", rate="0.011")
+        catalog.refresh_all()
+        assert pricing.quote("tg", 12).cost == to_units("0.275")  # 25 RUB × 0.011
+        reads = rub.count("getPrices")
+
+        provider_admin.update(provider_admin.get("rub"), rate="0.02")
+        assert pricing.quote("tg", 12).cost == to_units("0.50")  # 25 RUB × 0.02
+        assert rub.count("getPrices") == reads
+        api = Api(client, api_key_of(make_user(balance="5.00")))
+        prices = api.json("getPrices", service="tg", country="12")
+        assert Decimal(str(prices["12"]["tg"]["cost"])) == Decimal("0.65")  # 0.50 + 30 %
+        sold = activation(api.json("getNumber", service="tg", country="12")["activationId"])
+        assert sold.price == to_units("0.65") and sold.upstream_cost == to_units("0.50")
+        assert rub.calls[-1].params["maxPrice"] == "32.5000"  # 0.65 / 0.02 roubles
+
+        # A cost learnt from a refusal (WRONG_MAX_PRICE) follows a later rate too.
+        rub.script("getNumberV2", "WRONG_MAX_PRICE:30")
+        assert api.text("getNumber", service="tg", country="12") == "WRONG_MAX_PRICE:0.78"
+        assert pricing.quote("tg", 12).cost == to_units("0.60")  # 30 RUB × 0.02
+        provider_admin.update(provider_admin.get("rub"), rate="0.01")
+        assert pricing.quote("tg", 12).cost == to_units("0.30")  # 30 RUB × 0.01
+
+
 # --- the circuit breaker ------------------------------------------------------------------
 
 
