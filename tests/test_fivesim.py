@@ -94,9 +94,14 @@ def test_cancel_and_its_refusals(client, fake):
     ],
 )
 def test_purchase_refusals_are_typed(client, fake, answer, error):
+    from reseller.services.activations import _definite_error
+
     fake.script("buy", answer)
-    with pytest.raises(error):
+    with pytest.raises(error) as caught:
         client.get_number("tg", 187)
+    # Each known refusal says nothing was sold (fail over); unknown text does not.
+    sold_nothing = _definite_error(caught.value) is not None
+    assert sold_nothing is (answer != "something new")
 
 
 @pytest.mark.parametrize("fault", [Fault.DROP, Fault.HTTP_500])
