@@ -286,7 +286,9 @@ class Provider(db.Model):
 
 
 class ProviderPrice(db.Model):
-    """One provider's cost (our money units, converted) and stock for a (service, country)."""
+    """One provider's cost and stock for a (service, country): the cost as it lists it (its
+    currency) and converted to our money units at its rate (converted again when the
+    operator changes the rate)."""
 
     __tablename__ = "provider_prices"
 
@@ -296,6 +298,7 @@ class ProviderPrice(db.Model):
     service: Mapped[str] = mapped_column(String(40), primary_key=True)
     country_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     cost: Mapped[int] = mapped_column(BigInteger)
+    native_cost: Mapped[Decimal] = mapped_column(db.Numeric(18, 6), nullable=False)
     count: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 

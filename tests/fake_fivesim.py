@@ -4,7 +4,8 @@ Speaks 5sim's wire format: bearer-token auth (401 without it), JSON orders
 `{id, phone, operator, product, price, status, expires, sms, created_at, country}`, prices
 as `{country: {product: {operator: {cost, count, rate}}}}`, and refusals as short
 plain-text bodies with HTTP 400 ("no free phones", "not enough user balance",
-"order has sms", "order not found").
+"order has sms", "order not found"), and the order history paged as 5sim pages it
+(`category`, `limit`, `offset`, `order` id | date, `reverse`; oldest first by default).
 
     with FakeFiveSim(token="t") as fake:
         FiveSimClient("t", url=fake.url)
@@ -26,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 from tests.fake_grizzly import Fault, Reply
 
 PREFIX = "/v1"
+DEFAULT_PAGE = 15  # the page of /user/orders without `limit` (5sim's examples ask for 15)
 
 
 def default_prices() -> dict[tuple[str, str], dict[str, tuple[Decimal, int]]]:
@@ -112,6 +114,35 @@ class FakeFiveSim:
             )
             order["status"] = "RECEIVED"
 
+    def add_past_orders(
+        self, count: int, *, status: str = "FINISHED", age: dt.timedelta = dt.timedelta(0)
+    ) -> list[int]:
+        """`count` activation orders bought `age` ago (new ids: they come after every order
+        so far), closed with `status` or still open (PENDING). Their ids."""
+        with self._lock:
+            made = []
+            for _ in range(count):
+                order_id, self._next_id = self._next_id, self._next_id + 1
+                bought = dt.datetime.now(dt.UTC) - age
+                self.orders[order_id] = {
+                    "id": order_id,
+                    "phone": f"+1555{order_id % 10_000_000:07d}",
+                    "operator": "virtual1",
+                    "product": "telegram",
+                    "price": 0.2,
+                    "status": status,
+                    "expires": _stamp(bought + dt.timedelta(minutes=15)),
+                    "sms": [],
+                    "created_at": _stamp(bought),
+                    "forwarding": False,
+                    "forwarding_number": "",
+                    "country": "usa",
+                    "_bought": bought.timestamp(),
+                    "_category": "activation",
+                }
+                made.append(order_id)
+            return made
+
     # -- the API ------------------------------------------------------------------------
 
     def answer(self, verb: str, parts: list[str], params: dict[str, str]) -> Reply:
@@ -130,10 +161,7 @@ class FakeFiveSim:
             if verb == "buy":
                 return self._buy(parts, params)
             if verb == "orders":
-                orders = sorted(self.orders.values(), key=lambda o: -o["id"])
-                return _json(
-                    {"Data": orders, "ProductNames": [], "Statuses": [], "Total": len(orders)}
-                )
+                return self._history(params)
             order = self._order(parts)
             if order is None:
                 return _refusal("order not found")
@@ -155,6 +183,26 @@ class FakeFiveSim:
                     self.balance += Decimal(str(order["price"]))
                 return _json(order)
         return Reply("not found", status=404)
+
+    def _history(self, params: dict[str, str]) -> Reply:
+        """GET /user/orders as 5sim pages it: `category` (required: activation | hosting),
+        `limit`, `offset`, `order` (id | date) and `reverse`; oldest first unless reversed.
+        `Total` counts the whole category."""
+        category = params.get("category")
+        if category not in ("activation", "hosting"):
+            return _refusal("bad category")
+        try:
+            limit = int(params.get("limit") or DEFAULT_PAGE)
+            offset = int(params.get("offset") or 0)
+        except ValueError:
+            return _refusal("bad limit or offset")
+        field = {"id": "id", "date": "created_at"}.get(params.get("order") or "id")
+        if field is None or limit < 0 or offset < 0:
+            return _refusal("bad pagination")
+        orders = [o for o in self.orders.values() if o.get("_category") == category]
+        orders.sort(key=lambda o: (o[field], o["id"]), reverse=params.get("reverse") == "true")
+        page = orders[offset : offset + limit]
+        return _json({"Data": page, "ProductNames": [], "Statuses": [], "Total": len(orders)})
 
     def _price_list(self, country: str | None, product: str | None) -> dict:
         result: dict = {}
@@ -204,6 +252,7 @@ class FakeFiveSim:
             "forwarding_number": "",
             "country": country,
             "_bought": now.timestamp(),
+            "_category": "activation",
         }
         self.orders[order_id] = order
         return _json(order)

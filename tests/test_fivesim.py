@@ -94,9 +94,14 @@ def test_cancel_and_its_refusals(client, fake):
     ],
 )
 def test_purchase_refusals_are_typed(client, fake, answer, error):
+    from reseller.services.activations import _definite_error
+
     fake.script("buy", answer)
-    with pytest.raises(error):
+    with pytest.raises(error) as caught:
         client.get_number("tg", 187)
+    # Each known refusal says nothing was sold (fail over); unknown text does not.
+    sold_nothing = _definite_error(caught.value) is not None
+    assert sold_nothing is (answer != "something new")
 
 
 @pytest.mark.parametrize("fault", [Fault.DROP, Fault.HTTP_500])
@@ -106,6 +111,45 @@ def test_a_lost_purchase_answer_is_an_unknown_outcome(client, fake, fault):
         client.get_number("tg", 187)
     active = client.get_active_activations()
     assert [(a.service, a.country_id) for a in active] == [("tg", 187)]
+
+
+def test_the_fake_pages_the_order_history_as_5sim_does(client, fake):
+    first, second, third = fake.add_past_orders(3)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def ids(**params):
+        import requests
+
+        answer = requests.get(fake.url + "/user/orders", params=params, headers=headers)
+        return [o["id"] for o in answer.json()["Data"]], answer.json()["Total"]
+
+    assert ids(category="activation") == ([first, second, third], 3)
+    assert ids(category="activation", order="id", reverse="true", limit="2") == (
+        [third, second],
+        3,
+    )
+    assert ids(category="activation", order="date", reverse="true", offset="2") == ([first], 3)
+    assert ids(category="hosting") == ([], 0)
+
+
+def test_open_orders_are_found_past_a_long_history(client, fake):
+    """150 old orders before our open one: the list must reach the newest orders."""
+    fake.add_past_orders(150, age=dt.timedelta(days=3))
+    (lost,) = fake.add_past_orders(1, status="PENDING")
+    assert [a.upstream_id for a in client.get_active_activations()] == [str(lost)]
+
+
+def test_an_open_order_behind_a_page_of_newer_ones_is_found(client, fake):
+    """A busy account: 230 orders after our open one within its lifetime. The list pages on
+    until it reaches orders that expired long ago, and no further."""
+    fake.add_past_orders(300, age=dt.timedelta(days=1))
+    (lost,) = fake.add_past_orders(1, status="PENDING", age=dt.timedelta(minutes=5))
+    fake.add_past_orders(230, status="CANCELED", age=dt.timedelta(minutes=1))
+    assert [a.upstream_id for a in client.get_active_activations()] == [str(lost)]
+    pages = [params for verb, params in fake.calls if verb == "orders"]
+    # 100 newer, 100 newer, then 30 newer, ours and 69 that expired a day ago: the end.
+    assert all(p["order"] == "id" and p["reverse"] == "true" for p in pages)
+    assert [p["offset"] for p in pages] == ["0", "100", "200"]
 
 
 def test_unmapped_service_or_country_is_refused_without_a_call(client, fake):
@@ -196,4 +240,18 @@ def test_a_5sim_number_cancelled_and_settled_at_5sim(routed, fake, grizzly, cloc
     assert all(o["status"] == "CANCELED" for o in fake.orders.values())
     statuses = db.session.execute(select(Activation.status).order_by(Activation.id)).scalars()
     assert list(statuses) == ["cancelled", "failed"]
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+
+
+def test_a_lost_5sim_purchase_is_released_past_a_long_history(routed, fake, grizzly, clock, runner):
+    fake.add_past_orders(150, age=dt.timedelta(days=3))
+    grizzly.script("getNumberV2", "NO_NUMBERS")
+    fake.script("buy", Fault.DROP, process=True)
+    assert routed.text("getNumber", service="tg", country="us") == "ERROR_SQL"
+    (bought,) = [o for o in fake.orders.values() if o["status"] == "PENDING"]
+    clock.travel(120)
+    assert "settled 1" in runner.invoke(args=["worker", "--once"]).output
+    clock.travel(120)
+    assert "orphans cancelled 1" in runner.invoke(args=["worker", "--once"]).output
+    assert bought["status"] == "CANCELED"
     assert runner.invoke(args=["ledger", "verify"]).exit_code == 0

@@ -27,3 +27,41 @@ def test_upgrade_from_empty_matches_models(app):
     if ON_POSTGRES:  # leave the schema as the other tests expect it
         db.session.execute(text("DROP TABLE alembic_version"))
         db.session.commit()
+
+
+def test_listed_costs_are_kept_in_the_providers_currency_on_upgrade(app):
+    """5f0c2b7d9e13: prices listed before keep their cost, and gain it in the provider's
+    currency (cost back at the provider's rate), which a later rate change converts."""
+    from decimal import Decimal
+
+    from reseller.models import Provider
+
+    if ON_POSTGRES:
+        db.session.execute(text("DROP SCHEMA public CASCADE"))
+        db.session.execute(text("CREATE SCHEMA public"))
+        db.session.commit()
+    else:
+        db.drop_all()
+        db.session.commit()
+    upgrade(directory="migrations", revision="26b8d5a24a34")
+    db.session.add(
+        Provider(
+            name="rub", display_name="rub", protocol="sandbox", base_url="", enabled=True,
+            priority=1, currency="RUB", rate=Decimal("0.011"), api_key_encrypted="",
+        )
+    )  # fmt: skip
+    db.session.flush()
+    db.session.execute(
+        text(
+            "INSERT INTO provider_prices (provider_id, service, country_id, cost, count, "
+            "updated_at) SELECT id, 'tg', 12, 2750, 10, CURRENT_TIMESTAMP FROM providers"
+        )
+    )
+    db.session.commit()
+    upgrade(directory="migrations")
+    cost, native = db.session.execute(text("SELECT cost, native_cost FROM provider_prices")).one()
+    assert cost == 2750 and Decimal(str(native)).quantize(Decimal("0.01")) == Decimal("25.00")
+    db.session.commit()
+    if ON_POSTGRES:
+        db.session.execute(text("DROP TABLE alembic_version"))
+        db.session.commit()

@@ -21,6 +21,7 @@ from reseller.services import catalog, pricing, provider_admin, routing, setting
 from reseller.services import provider as provider_accounts
 from reseller.services.ledger import verify_ledger
 from tests.conftest import Api, api_key_of, make_config
+from tests.fake_grizzly import PROHIBITED_TEXT as PROHIBITED
 from tests.fake_grizzly import FakeGrizzly, Fault, Reply
 
 DEAD_URL = "http://127.0.0.1:9/stubs/handler_api.php"
@@ -219,6 +220,96 @@ def test_an_unknown_outcome_never_fails_over(api, buyer, two, clock, runner, fau
     assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
 
 
+def test_error_sql_at_purchase_never_fails_over_and_is_settled_at_its_provider(
+    api, buyer, two, clock, runner
+):
+    """ERROR_SQL is an unknown outcome (the provider's database failed, perhaps after it
+    sold): here alpha did sell. No second purchase at beta; the hold stays with alpha; the
+    worker refunds it once and cancels the number it finds in alpha's active list."""
+    from tests.test_lifecycle import refunds
+
+    alpha, beta = two
+    alpha.code_delay = None
+    alpha.script("getNumberV2", "ERROR_SQL", process=True)
+    assert api.text("getNumber", service="tg", country="12") == "ERROR_SQL"
+    held = db.session.execute(select(Activation)).scalar_one()
+    assert held.status == "unknown" and held.upstream_name == "alpha"
+    assert beta.count("getNumberV2") == 0
+    assert balance(buyer.id) == to_units("10.00") - to_units("0.39")  # the hold stays
+    (sold,) = alpha.activations.values()
+    assert sold.state == "wait_code"
+
+    clock.travel(120)
+    assert "settled 1" in runner.invoke(args=["worker", "--once"]).output
+    clock.travel(120)
+    assert "orphans cancelled 1" in runner.invoke(args=["worker", "--once"]).output
+    assert sold.state == "cancelled" and alpha.count("setStatus") == 1
+    assert beta.count("getNumberV2") == 0 and beta.count("setStatus") == 0
+    settled = activation(held.id)
+    assert settled.status == "failed" and settled.upstream_id == str(sold.id)
+    assert balance(buyer.id) == to_units("10.00") and refunds(held.id) == 1
+    clock.travel(120)
+    runner.invoke(args=["worker", "--once"])
+    assert refunds(held.id) == 1 and alpha.count("setStatus") == 1
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param("ERROR_SQL", id="error-sql"),
+        pytest.param("Database is locked, try again", id="unknown-free-text"),
+        pytest.param('{"status": "error", "error": "Internal error"}', id="unknown-json-error"),
+        pytest.param("NO_ACTIVATION", id="a-token-of-another-action"),
+        pytest.param("ORDER_ALREADY_EXISTS", id="order-already-exists"),
+        pytest.param(Reply("ERROR_SQL", status=400), id="error-sql-as-http-400"),
+    ],
+)
+def test_an_answer_that_does_not_say_nothing_was_sold_never_fails_over(api, buyer, two, answer):
+    alpha, beta = two
+    alpha.script("getNumberV2", answer)
+    assert api.text("getNumber", service="tg", country="12") == "ERROR_SQL"
+    held = db.session.execute(select(Activation)).scalar_one()
+    assert held.status == "unknown" and held.upstream_name == "alpha"
+    assert beta.count("getNumberV2") == 0
+    assert balance(buyer.id) == to_units("10.00") - to_units("0.39")
+
+
+def test_every_protocol_token_is_judged_a_refusal_or_an_unknown_purchase_outcome():
+    """The tokens that say nothing was sold, and nothing else (a new token is unknown until
+    someone decides otherwise)."""
+    from reseller.services.activations import _definite_error
+    from reseller.upstream import errors as up
+
+    refusals = {
+        "NO_NUMBERS",
+        "NO_BALANCE",
+        "SERVICE_UNAVAILABLE_REGION",
+        "BAD_SERVICE",
+        "BAD_COUNTRY",
+        "BAD_ACTION",
+        "ACTION_NOT_AVAILABLE",
+        "BANNED",
+        "BAD_KEY",
+        "NO_KEY",
+        "USERS_IP_IS_NOT_ALLOWED",
+        "ACCOUNT_INACTIVE",
+    }
+    judged = {
+        token: _definite_error(cls() if token != "WRONG_MAX_PRICE" else cls("0.5")) is not None
+        for token, cls in up._BY_TOKEN.items()
+    }
+    # (WRONG_MAX_PRICE is handled before: the provider is dearer now, nothing was sold.)
+    assert {token for token, refused in judged.items() if refused} == refusals
+    for token in ("ERROR_SQL", "NO_ACTIVATION", "ORDER_ALREADY_EXISTS", "STATUS_ALREADY_CHANGED"):
+        assert judged[token] is False, token
+    assert _definite_error(up.UnknownOutcome()) is None
+    assert _definite_error(up.UpstreamRejected("Something went wrong")) is None
+    assert _definite_error(up.error_for_token(PROHIBITED)) is not None
+    assert _definite_error(up.UpstreamUnavailable()) is not None
+    assert _definite_error(up.RateLimited(1.0)) is not None
+
+
 # --- the price ----------------------------------------------------------------------------
 
 
@@ -282,6 +373,35 @@ def test_provider_currency_is_converted_at_its_rate(app, alpha, make_user, clien
         assert sold.upstream_cost == to_units("0.275")
 
 
+def test_a_new_conversion_rate_prices_the_offers_at_once(app, alpha, make_user, client):
+    """The operator changes a provider's rate: what we sell is priced at the new rate now,
+    not at the next price refresh (the provider's own price list is not read again)."""
+    with FakeGrizzly(api_key="beta-key", prices=_prices(tg12=("25", 10))) as rub:
+        provider_accounts.all_providers()
+        provider_admin.set_enabled(provider_admin.get("sandbox"), False)
+        provider_admin.add("rub", "sms-activate", rub.url, "beta-key", currency="RUB", rate="0.011")
+        catalog.refresh_all()
+        assert pricing.quote("tg", 12).cost == to_units("0.275")  # 25 RUB × 0.011
+        reads = rub.count("getPrices")
+
+        provider_admin.update(provider_admin.get("rub"), rate="0.02")
+        assert pricing.quote("tg", 12).cost == to_units("0.50")  # 25 RUB × 0.02
+        assert rub.count("getPrices") == reads
+        api = Api(client, api_key_of(make_user(balance="5.00")))
+        prices = api.json("getPrices", service="tg", country="12")
+        assert Decimal(str(prices["12"]["tg"]["cost"])) == Decimal("0.65")  # 0.50 + 30 %
+        sold = activation(api.json("getNumber", service="tg", country="12")["activationId"])
+        assert sold.price == to_units("0.65") and sold.upstream_cost == to_units("0.50")
+        assert rub.calls[-1].params["maxPrice"] == "32.5000"  # 0.65 / 0.02 roubles
+
+        # A cost learnt from a refusal (WRONG_MAX_PRICE) follows a later rate too.
+        rub.script("getNumberV2", "WRONG_MAX_PRICE:30")
+        assert api.text("getNumber", service="tg", country="12") == "WRONG_MAX_PRICE:0.78"
+        assert pricing.quote("tg", 12).cost == to_units("0.60")  # 30 RUB × 0.02
+        provider_admin.update(provider_admin.get("rub"), rate="0.01")
+        assert pricing.quote("tg", 12).cost == to_units("0.30")  # 30 RUB × 0.01
+
+
 # --- the circuit breaker ------------------------------------------------------------------
 
 
@@ -324,6 +444,21 @@ def test_the_breaker_opens_and_closes_for_every_process(api, buyer, two, clock, 
     state = routing.breaker_state(provider_admin.get("alpha"))
     assert state.state == "closed" and state.failures == 0  # seen by this process too
     assert_books_balance()
+
+
+def test_a_success_between_failures_seen_by_other_processes_resets_the_count(two):
+    """Failures in a row: a success in one process ends the row that other processes
+    counted, even when its client was built before their failure (BREAKER_FAILURES = 2)."""
+    from reseller.services import breaker
+
+    here = provider_accounts.upstream("alpha")  # the row said: no failures
+    db.session.commit()
+    breaker.record_failure("alpha", "UNAVAILABLE")  # another process: one failure
+    assert here.get_balance() > 0  # this process: a success, after that failure
+    breaker.record_failure("alpha", "UNAVAILABLE")  # another process: one failure again
+    state = routing.breaker_state(provider_admin.get("alpha"))
+    assert state.state == "closed" and state.failures == 1
+    assert [c.name for c in routing.candidates("tg", 12)] == ["alpha", "beta"]
 
 
 def test_a_half_open_breaker_reopens_on_one_more_failure(api, two, clock):

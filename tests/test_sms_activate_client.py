@@ -411,6 +411,25 @@ def test_free_text_is_rejected_not_success(client, grizzly):
         client.set_status("635468024", 6)
 
 
+@pytest.mark.parametrize(
+    ("body", "cls"),
+    [
+        (PROHIBITED_TEXT, errors.RefusedInWords),
+        (PROHIBITED_TEXT.lower() + ".", errors.RefusedInWords),
+        ("Internal error, please try later", errors.UpstreamRejected),
+        ('{"status": "error", "error": "' + PROHIBITED_TEXT + '"}', errors.RefusedInWords),
+        ('{"status": "error", "message": "Database timeout"}', errors.UpstreamRejected),
+    ],
+)
+def test_only_a_known_sentence_is_a_refusal_in_words(client, grizzly, body, cls):
+    """Free text at purchase: the sentences a provider is known to refuse with (nothing
+    sold) apart from any other text (what it means for the purchase is unknown)."""
+    grizzly.script("getNumberV2", body)
+    with pytest.raises(errors.UpstreamRejected) as caught:
+        client.get_number("tg", 12)
+    assert type(caught.value) is cls
+
+
 @pytest.mark.parametrize("body", ["ACCESS_BALANCE:", "ACCESS_BALANCE:lots", "BALANCE:1.00"])
 def test_bad_balance_answer(client, grizzly, body):
     grizzly.script("getBalance", body)

@@ -479,31 +479,38 @@ def _hold(
         raise
 
 
+# The answers to a purchase that say nothing was sold: the hold fails over to the next
+# provider (or is refunded). Every other answer leaves the outcome unknown (ERROR_SQL: the
+# provider's database failed, perhaps after it sold; a token that answers another action;
+# free text we do not know; a lost answer): the hold stays with that provider until the
+# worker settles it there, and no other provider is asked.
 _DEFINITE_PURCHASE_ERRORS: dict[type[up.UpstreamError], type[err.ServiceError]] = {
     up.NoNumbers: err.NoNumbers,
     up.NoBalance: err.NoNumbers,  # our upstream wallet is empty: to the customer, no numbers
     up.ServiceUnavailableRegion: err.NoNumbers,
-    up.UpstreamRejected: err.NoNumbers,  # free-text refusal, e.g. "prohibited for sale"
+    up.RefusedInWords: err.NoNumbers,  # e.g. "prohibited for sale by administration"
     up.BadService: err.BadService,
     up.BadCountry: err.BadCountry,
+    up.BadAction: err.ServiceUnavailable,  # the provider does not know the action
+    up.ActionNotAvailable: err.ServiceUnavailable,
     up.Banned: err.ServiceUnavailable,
     up.BadKey: err.ServiceUnavailable,
     up.NoKey: err.ServiceUnavailable,
     up.IpNotAllowed: err.ServiceUnavailable,
     up.AccountInactive: err.ServiceUnavailable,
-    up.UpstreamUnavailable: err.ServiceUnavailable,  # nothing was sent: nothing bought
+    up.UpstreamUnavailable: err.ServiceUnavailable,  # nothing was sent, or taken on: 503, 429
 }
 # When every provider refused, the customer hears the most useful of their answers.
 _REFUSAL_RANK = (err.WrongMaxPrice, err.NoNumbers, err.BadService, err.BadCountry)
 
 
 def _definite_error(exc: up.UpstreamError) -> type[err.ServiceError] | None:
+    """The customer's error for a purchase refusal that sold nothing; None when the
+    outcome is unknown."""
     for cls in type(exc).__mro__:
         if cls in _DEFINITE_PURCHASE_ERRORS:
             return _DEFINITE_PURCHASE_ERRORS[cls]
-    if isinstance(exc, up.UnknownOutcome):
-        return None
-    return err.ServiceUnavailable  # any other protocol token: the purchase was refused
+    return None
 
 
 def _switch_provider(activation_id: int, name: str) -> bool:
@@ -542,16 +549,14 @@ def _purchase_upstream(
             catalog.rebuild_offer(service, country_id)
             refusals.append(err.WrongMaxPrice(price))
             continue
-        except up.UnknownOutcome as exc:
-            log.warning(
-                "purchase %s: unknown outcome at %s (%s)", activation_id, candidate.name, exc
-            )
-            if _transition(activation_id, S.UNKNOWN, actor="system", note=str(exc)[:300]):
-                _commit()
-            raise err.ServiceUnavailable() from None
         except up.UpstreamError as exc:
             mapped = _definite_error(exc)
-            if mapped is None:  # pragma: no cover - UnknownOutcome handled above
+            if mapped is None:  # perhaps sold: settled with this provider, never failed over
+                log.warning(
+                    "purchase %s: unknown outcome at %s (%s)", activation_id, candidate.name, exc
+                )
+                if _transition(activation_id, S.UNKNOWN, actor="system", note=str(exc)[:300]):
+                    _commit()
                 raise err.ServiceUnavailable() from None
             log.info("purchase %s refused by %s: %s", activation_id, candidate.name, exc.token)
             refusals.append(mapped())

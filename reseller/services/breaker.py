@@ -13,8 +13,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import case, or_, update
+from sqlalchemy import bindparam, case, or_, select, update
 
+from .. import db_reads
 from ..extensions import db
 from ..models import JobState, Provider, utcnow
 from ..upstream import errors as up
@@ -72,10 +73,23 @@ def record_failure(name: str, error: str) -> None:
     db.session.commit()
 
 
+# What the breaker counts now, read fresh after each success outside any transaction:
+# another process may have counted a failure since the caller read the provider's row, and
+# a success ends every process's run of failures.
+_COUNTED = db_reads.HotRead(
+    select(Provider.__table__.c.failures, Provider.__table__.c.open_until).where(
+        Provider.__table__.c.name == bindparam("name")
+    )
+)
+
+
 def record_success(name: str) -> None:
     """Close `name`'s breaker if it counted failures and is not open (a success while it
-    cools down, say a price read, does not cut the cooling short). Commits (writes only
-    then)."""
+    cools down, say a price read, does not cut the cooling short). Reads first; writes
+    (and commits) only when there is something to reset."""
+    counted = _COUNTED.first(name=name)
+    if counted is None or (counted.failures == 0 and counted.open_until is None):
+        return
     db.session.rollback()
     result = db.session.execute(
         update(Provider)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 
 from ..countries import (  # noqa: F401 - callers use them as catalog.parse_country etc.
     ID_TO_ISO,
@@ -20,7 +20,6 @@ from ..countries import (  # noqa: F401 - callers use them as catalog.parse_coun
 )
 from ..extensions import db
 from ..models import Country, JobState, Provider, ProviderPrice, Service, UpstreamPrice, utcnow
-from ..money import to_units
 from ..upstream.base import Upstream
 from . import provider as provider_accounts
 from . import routing
@@ -97,13 +96,15 @@ def refresh(client: Upstream, provider: Provider | None = None, *, rebuild: bool
     rows: dict[tuple[str, int], dict] = {}
     for entry in prices:
         key = (entry.service, entry.country_id)
-        if key in rows or len(entry.service) > 40:
+        native = routing.native_amount(entry.cost)
+        if key in rows or len(entry.service) > 40 or native is None:
             continue
         rows[key] = {
             "provider_id": provider.id,
             "service": entry.service,
             "country_id": entry.country_id,
-            "cost": to_units(entry.cost * rate, round_up=True),
+            "cost": routing.our_cost(native, rate),
+            "native_cost": native,
             "count": max(int(entry.count), 0),
             "updated_at": now,
         }
@@ -120,6 +121,31 @@ def refresh(client: Upstream, provider: Provider | None = None, *, rebuild: bool
     if rebuild:
         rebuild_offers()
     return counts
+
+
+def reprice(provider: Provider) -> None:
+    """Convert the provider's listed costs again at its rate (the operator changed it), as
+    a refresh at that rate would, without reading its price list. No commit; the caller
+    rebuilds the offers."""
+    rate = Decimal(str(provider.rate))
+    rows = db.session.execute(
+        select(ProviderPrice.service, ProviderPrice.country_id, ProviderPrice.native_cost).where(
+            ProviderPrice.provider_id == provider.id
+        )
+    ).all()
+    if rows:
+        db.session.execute(
+            update(ProviderPrice),
+            [
+                {
+                    "provider_id": provider.id,
+                    "service": row.service,
+                    "country_id": row.country_id,
+                    "cost": routing.our_cost(row.native_cost, rate),
+                }
+                for row in rows
+            ],
+        )
 
 
 def refresh_all() -> dict[str, dict]:

@@ -176,10 +176,9 @@ class OutsideTransaction:
     already committed what they mean to keep; this makes the rule impossible to forget.
     """
 
-    def __init__(self, provider: Upstream, name: str | None = None, healthy: bool = True):
+    def __init__(self, provider: Upstream, name: str | None = None):
         self._provider = provider
         self.name = name or provider.name
-        self._healthy = healthy  # the breaker counted no failure when the row was read
 
     def __getattr__(self, attribute):
         target = getattr(self._provider, attribute)
@@ -195,11 +194,10 @@ class OutsideTransaction:
             except up.UpstreamError as exc:
                 if breaker.counts_against(exc):
                     breaker.record_failure(self.name, exc.token)
-                    self._healthy = False
                 raise
-            if not self._healthy:
-                breaker.record_success(self.name)
-                self._healthy = True
+            # Not judged from the row this client was built from: another process may
+            # have counted a failure since.
+            breaker.record_success(self.name)
             return result
 
         return call
@@ -245,8 +243,7 @@ def guarded(provider: Provider) -> OutsideTransaction:
         dt.timedelta(seconds=settings.get("activation_lifetime")),
         dt.timedelta(seconds=settings.get("early_cancel_window")),
     )
-    healthy = provider.failures == 0 and provider.open_until is None
-    return OutsideTransaction(client, provider.name, healthy)
+    return OutsideTransaction(client, provider.name)
 
 
 def use_upstream(app: Flask, provider: Upstream) -> None:

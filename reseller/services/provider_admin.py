@@ -182,6 +182,7 @@ def update(
         new_rate = parse_rate(rate)
         if Decimal(str(provider.rate)) != new_rate:
             provider.rate, provider.rate_updated_at = new_rate, utcnow()
+            catalog.reprice(provider)  # the offers rebuilt below follow the new rate
     if notes is not None:
         provider.notes = notes.strip() or None
     after = _state(provider)

@@ -11,7 +11,7 @@ routing skips a provider while its breaker is open.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -121,6 +121,24 @@ def eligible_names() -> list[str]:
 # --- what we learn from a refusal ---------------------------------------------------------
 
 
+NATIVE_PLACES = Decimal("0.000001")  # a provider's own amounts as we keep them
+_MOST_NATIVE = Decimal("999999999999")  # what ProviderPrice.native_cost holds (18, 6)
+
+
+def native_amount(amount: Decimal) -> Decimal | None:
+    """A provider's listed cost as we keep it (ProviderPrice.native_cost), rounded up; None
+    for what is no cost (negative, not finite, beyond the column)."""
+    if not amount.is_finite() or amount < 0 or amount > _MOST_NATIVE:
+        return None
+    return amount.quantize(NATIVE_PLACES, rounding=ROUND_CEILING)
+
+
+def our_cost(native: Decimal, rate: Decimal) -> int:
+    """A provider's cost in our money units at its rate, rounded up (never under-estimate
+    what we pay)."""
+    return to_units(Decimal(str(native)) * Decimal(str(rate)), round_up=True)
+
+
 def learn_cost(name: str, service: str, country_id: int, min_price: str | None) -> None:
     """The provider's cost rose (WRONG_MAX_PRICE:<its minimum>): store it. Commits; the
     caller rebuilds the pair's offer."""
@@ -131,9 +149,10 @@ def learn_cost(name: str, service: str, country_id: int, min_price: str | None) 
     except ArithmeticError:
         return
     rate = db.session.execute(select(Provider.rate).where(Provider.name == name)).scalar()
-    if rate is None or not amount.is_finite():
+    native = native_amount(amount)
+    if rate is None or native is None:
         return
-    cost = to_units(amount * Decimal(str(rate)), round_up=True)
+    cost = our_cost(native, rate)
     db.session.execute(
         update(ProviderPrice)
         .where(
@@ -142,7 +161,7 @@ def learn_cost(name: str, service: str, country_id: int, min_price: str | None) 
             ProviderPrice.country_id == country_id,
             ProviderPrice.cost < cost,
         )
-        .values(cost=cost, updated_at=utcnow())
+        .values(cost=cost, native_cost=native, updated_at=utcnow())
     )
     db.session.commit()
 

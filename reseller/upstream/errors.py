@@ -1,7 +1,8 @@
 """Typed upstream failures: one class per protocol token, plus transport outcomes.
 
 `error_for_token` maps an answer token to its class; unknown text becomes
-`UpstreamRejected` carrying the text (never a success).
+`UpstreamRejected` carrying the text (never a success), or `RefusedInWords` when it is a
+sentence a provider is known to refuse a purchase with.
 """
 
 from __future__ import annotations
@@ -39,6 +40,23 @@ class UpstreamRejected(UpstreamError):
     def __init__(self, text: str):
         self.text = text[:200]
         super().__init__(f"unrecognised upstream answer: {self.text!r}")
+
+
+class RefusedInWords(UpstreamRejected):
+    """A sentence a provider is known to answer a purchase with when it sells nothing
+    (GrizzlySMS: "The service is prohibited for sale by administration"). Any other text
+    stays `UpstreamRejected`: what it means for a purchase is unknown."""
+
+
+# Known refusals in words, lower-cased and without the final full stop.
+_REFUSAL_SENTENCES = frozenset({"the service is prohibited for sale by administration"})
+
+
+def rejection(text: str) -> UpstreamRejected:
+    """The error for free text `text`: `RefusedInWords` when it is a known refusal."""
+    if text.strip().rstrip(".").lower() in _REFUSAL_SENTENCES:
+        return RefusedInWords(text)
+    return UpstreamRejected(text)
 
 
 class RateLimited(UpstreamUnavailable):
@@ -125,4 +143,4 @@ def error_for_token(body: str) -> UpstreamError:
         return Banned(body)
     if cls is not None:
         return cls()
-    return UpstreamRejected(body)
+    return rejection(body)

@@ -161,6 +161,11 @@ _REFUSALS: tuple[tuple[str, type[UpstreamError]], ...] = (
     ("server offline", UpstreamUnavailable),
 )
 _OPEN_STATUSES = ("PENDING", "RECEIVED")
+# The order history is read in pages of _PAGE, newest first, at most _MAX_PAGES of them,
+# until it reaches an order that expired this long ago.
+_PAGE = 100
+_MAX_PAGES = 30
+_EXPIRED_LONG_AGO = dt.timedelta(hours=1)
 _CLOSED_STATUSES = ("CANCELED", "TIMEOUT", "BANNED", "FINISHED")
 
 
@@ -267,12 +272,12 @@ class FiveSimClient(Upstream):
         return _status_of(order)
 
     def get_active_activations(self) -> list[ActiveActivation]:
-        data = self._read("/user/orders", {"category": "activation", "limit": "100", "order": "id"})
-        orders = data.get("Data") if isinstance(data, dict) else None
-        if not isinstance(orders, list):
-            raise UpstreamRejected("orders: no Data list")
+        """The open activation orders, read from the order history newest first, page by
+        page, until its end or a page that reaches orders expired long ago (5sim lists
+        oldest first unless asked otherwise: with a long history the open orders would
+        never be seen)."""
         active = []
-        for order in orders:
+        for order in self._recent_orders():
             if not isinstance(order, dict) or order.get("status") not in _OPEN_STATUSES:
                 continue
             upstream_id = _id(order.get("id"))
@@ -290,6 +295,34 @@ class FiveSimClient(Upstream):
                 )
             )
         return active
+
+    def _recent_orders(self) -> list[Any]:
+        orders: list[Any] = []
+        # An order older than this has expired upstream for sure (an activation lives
+        # about 20 minutes), with room for the two clocks' disagreement.
+        expired_before = dt.datetime.now(dt.UTC).replace(tzinfo=None) - _EXPIRED_LONG_AGO
+        for page in range(_MAX_PAGES):
+            params = {
+                "category": "activation",
+                "limit": str(_PAGE),
+                "offset": str(page * _PAGE),
+                "order": "id",
+                "reverse": "true",
+            }
+            data = self._read("/user/orders", params)
+            batch = data.get("Data") if isinstance(data, dict) else None
+            if not isinstance(batch, list):
+                raise UpstreamRejected("orders: no Data list")
+            orders.extend(batch)
+            total = _count(data.get("Total")) if "Total" in data else None
+            if len(batch) < _PAGE or (total is not None and len(orders) >= total):
+                return orders
+            oldest = batch[-1] if isinstance(batch[-1], dict) else {}
+            expires = _timestamp(oldest.get("expires"))
+            if expires is not None and expires < expired_before:
+                return orders
+        log.warning("%s: more than %d recent orders; reading only those", self.name, len(orders))
+        return orders
 
     # -- actions (sent once) -----------------------------------------------------------
 

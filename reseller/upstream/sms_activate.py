@@ -300,10 +300,8 @@ class SmsActivateClient(Upstream):
                 return PurchasedNumber(upstream_id=upstream_id, phone=_digits(phone) or "")
             raise _Lost("malformed ACCESS_NUMBER answer")
         error = error_for_token(answer.text)
-        if not isinstance(error, UpstreamRejected):
-            raise self._redacted(error)
-        if answer.is_readable_text:
-            raise UpstreamRejected(self._redact(answer.text))  # a refusal in words
+        if not isinstance(error, UpstreamRejected) or answer.is_readable_text:
+            raise self._redacted(error)  # a token, or words (a known refusal or not)
         raise _Lost("unreadable answer")
 
     def _error(self, answer: _Answer) -> UpstreamError:
@@ -322,7 +320,7 @@ class SmsActivateClient(Upstream):
 
     def _redacted(self, error: UpstreamError) -> UpstreamError:
         if isinstance(error, UpstreamRejected):
-            return UpstreamRejected(self._redact(error.text))
+            return type(error)(self._redact(error.text))
         return error
 
     def _read_json(self, action: str, params: dict[str, str] | None = None) -> Any:
