@@ -1,4 +1,4 @@
-"""Security headers on every answer, and the input guard.
+"""Security headers on every answer, the input guard, and what a session is bound to.
 
 The Content Security Policy allows only our own scripts, styles and images: pages carry no
 inline script and load nothing from elsewhere.
@@ -6,10 +6,13 @@ inline script and load nothing from elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from flask import Flask, abort, request
 from werkzeug.datastructures import Headers
+
+from .rate_limits import remote_address
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +83,14 @@ def register_input_guard(app: Flask) -> None:
         values += [v for v in (request.view_args or {}).values() if isinstance(v, str)]
         if any("\x00" in value for value in values):
             abort(400)
+
+
+def session_identifier() -> str:
+    """What "strong" session protection binds a session to: the client's address as the app
+    trusts it (ProxyFix has taken TRUSTED_PROXIES hops of X-Forwarded-For) and the browser's
+    User-Agent. A session replayed with another identifier is dropped.
+
+    Flask-Login's own identifier takes the *first* X-Forwarded-For entry, which the client
+    writes (nginx appends to it): a stolen cookie plus a forged header would pass."""
+    base = f"{remote_address()}|{request.headers.get('User-Agent', '')}"
+    return hashlib.sha512(base.encode()).hexdigest()

@@ -381,6 +381,64 @@ def test_a_stolen_session_cookie_from_another_browser_is_refused(app, fresh_clie
     )
 
 
+@pytest.mark.parametrize(
+    "config_overrides, owner, thief",
+    [
+        pytest.param(
+            {"TRUSTED_PROXIES": 0},
+            ({"REMOTE_ADDR": "198.51.100.7"}, {}),
+            ({"REMOTE_ADDR": "203.0.113.9"}, {"X-Forwarded-For": "198.51.100.7"}),
+            id="no proxy",
+        ),
+        pytest.param(  # nginx on 127.0.0.1 appends the address it sees
+            {"TRUSTED_PROXIES": 1},
+            ({"REMOTE_ADDR": "127.0.0.1"}, {"X-Forwarded-For": "198.51.100.7"}),
+            ({"REMOTE_ADDR": "127.0.0.1"}, {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}),
+            id="behind nginx",
+        ),
+    ],
+)
+def test_a_stolen_session_cookie_with_a_forged_forwarded_address_is_refused(
+    app, fresh_client, people, owner, thief
+):
+    """The session is bound to the address the app trusts (after TRUSTED_PROXIES), not to
+    the first X-Forwarded-For entry, which the client writes: a thief who copies the cookie
+    and the User-Agent and names the owner's address in that header is refused."""
+    customer = people["customer"]
+    browser = {"User-Agent": "Owner/1.0"}
+    (owner_environ, owner_headers), (thief_environ, thief_headers) = owner, thief
+    owners = fresh_client()
+    log_in(owners, customer.email, headers=browser | owner_headers, environ_base=owner_environ)
+    thiefs = fresh_client()
+    thiefs.set_cookie("session", session_cookie(owners))
+    page = thiefs.get("/dashboard", headers=browser | thief_headers, environ_base=thief_environ)
+    assert page.status_code == 302  # to the login page: the session was dropped
+
+    response = owners.get("/dashboard", headers=browser | owner_headers, environ_base=owner_environ)
+    assert response.status_code == 200  # the owner keeps the session
+
+
+@pytest.mark.parametrize("config_overrides", [{"TRUSTED_PROXIES": 1}])
+def test_behind_a_proxy_an_entry_the_browser_adds_keeps_the_session(app, fresh_client, people):
+    """Behind nginx, what counts is the address nginx appended: an X-Forwarded-For entry the
+    owner's own (corporate) proxy puts in front, or changes, does not log the owner out."""
+    customer = people["customer"]
+    browser = {"User-Agent": "Owner/1.0"}
+    nginx = {"REMOTE_ADDR": "127.0.0.1"}
+    owner = fresh_client()
+    log_in(
+        owner,
+        customer.email,
+        headers=browser | {"X-Forwarded-For": "198.51.100.7"},
+        environ_base=nginx,
+    )
+    for entries in ("10.1.2.3, 198.51.100.7", "10.9.9.9, 198.51.100.7"):
+        response = owner.get(
+            "/dashboard", headers=browser | {"X-Forwarded-For": entries}, environ_base=nginx
+        )
+        assert response.status_code == 200, entries
+
+
 def test_a_password_change_ends_every_other_session(app, fresh_client, people):
     """Sessions are signed cookies; they name the account with a fingerprint of its
     password hash, so a copied cookie (or a forgotten laptop) stops working once the
