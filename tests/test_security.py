@@ -294,6 +294,37 @@ def test_login_throttling_answers_429_with_retry_after_even_for_the_right_passwo
     assert "me@example.com" not in counters  # the counters name no address
 
 
+def test_a_json_login_during_the_lockout_is_not_let_in(limited_app):
+    """The per-account limit counts the form's email field; a body the form would read
+    some other way (JSON) must not log in past it. Each guess from another address, so
+    that only the per-account limit stands in the way."""
+    user = accounts.create_user("me@example.com", PASSWORD)
+    client = limited_app.test_client()
+    for n in range(3):
+        guess = {"email": user.email, "password": f"guess-{n:04}"}
+        address = {"REMOTE_ADDR": f"198.51.100.{n}"}
+        assert client.post("/login", data=guess, environ_base=address).status_code == 200
+    right = {"email": user.email, "password": PASSWORD}
+    for n, body in enumerate(({"json": right}, {"json": right | {"email": "ME@example.com "}})):
+        response = client.post("/login", environ_base={"REMOTE_ADDR": f"203.0.113.{n}"}, **body)
+        assert response.status_code != 302
+        assert user.email not in client.get("/").get_data(as_text=True)
+    response = client.post("/login", data=right, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert response.status_code == 429  # the form body, as before
+
+
+def test_login_and_signup_read_form_bodies_only(app, make_user):
+    """A JSON body fills no form: nobody logs in or signs up with one."""
+    user = make_user(email="me@example.com")
+    client = app.test_client()
+    response = client.post("/login", json={"email": user.email, "password": PASSWORD})
+    assert response.status_code == 200  # the form again: its fields are missing
+    assert user.email not in client.get("/").get_data(as_text=True)
+    signup = {"email": "new@example.com", "password": PASSWORD, "password2": PASSWORD}
+    assert client.post("/signup", json=signup).status_code == 200
+    assert accounts.user_by_email("new@example.com") is None
+
+
 def test_api_rate_limit_is_per_key_with_429_and_retry_after(limited_app):
     """test_api checks the counts; here: both dialects, the same key from many addresses,
     and the limiter's counters (in Redis in production) never name a key in clear."""
