@@ -55,12 +55,17 @@ def check_setting_defaults(config) -> None:
 
 def register_operations(app: Flask) -> None:
     from .observability import configure_logging, register_health, register_request_id
-    from .security import register_input_guard, register_security_headers
+    from .security import (
+        register_input_guard,
+        register_private_pages,
+        register_security_headers,
+    )
 
     configure_logging(app)
     register_proxy_fix(app)
     register_request_id(app)
     register_security_headers(app)
+    register_private_pages(app)
     register_input_guard(app)
     register_health(app)
 

@@ -1,4 +1,5 @@
-"""Security headers on every answer, the input guard, and what a session is bound to.
+"""Security headers on every answer, private pages kept out of caches, the input guard, and
+what a session is bound to.
 
 The Content Security Policy allows only our own scripts, styles and images: pages carry no
 inline script and load nothing from elsewhere.
@@ -10,6 +11,7 @@ import hashlib
 import logging
 
 from flask import Flask, abort, request
+from flask_login import current_user
 from werkzeug.datastructures import Headers
 
 from .rate_limits import remote_address
@@ -67,6 +69,24 @@ class SecurityHeaders:
             return start_response(status, [*headers, *extra], exc_info)
 
         return self.wsgi_app(environ, start)
+
+
+def register_private_pages(app: Flask) -> None:
+    """Every page answered to a logged-in browser says `Cache-Control: no-store`: such pages
+    carry the customer's secrets (the API key on the docs and account pages, the webhook
+    secret, codes in the history) or the console's data, and no browser or proxy cache may
+    keep them. The customer API authenticates with a key, not a session, and static files
+    are public: both are left alone (and load no user)."""
+
+    @app.after_request
+    def private_pages_are_not_stored(response):
+        if (
+            request.blueprint != "api"
+            and request.endpoint != "static"
+            and current_user.is_authenticated
+        ):
+            response.headers["Cache-Control"] = "no-store"
+        return response
 
 
 def register_input_guard(app: Flask) -> None:

@@ -769,46 +769,50 @@ def every_field_name() -> set[str]:
     return names
 
 
-def post_targets(app, shop) -> list[tuple[str, str]]:
-    """(endpoint, URL) for every POST route of every blueprint, every `any(…)` choice, with
-    ids that exist, so that each request reaches its form. A route with a variable this
-    table does not know fails the test: add it here."""
-    from reseller.models import Payment, Provider
+def route_values(shop) -> dict[str, list[str]]:
+    """Values for the URL variables of the app's routes, by name: ids that exist (the shop's,
+    and a sandbox top-up of the customer's), so that each request reaches its view."""
+    from reseller.models import Provider
     from reseller.services import payments
 
-    customer = shop["customer"]
     payment = payments.start_topup(
-        customer,
+        shop["customer"],
         payments.parse_topup_amount("10.00"),
         "sandbox",
         payments.Urls(callback="/", back="/", site="/"),
     )
     provider = db.session.execute(select(Provider.name)).scalars().first() or "sandbox"
     table = shop["table"]
-    known = {
+    return {
         "user_id": [table["@customer"]],
         "activation_id": [table["@mine"]],
         "rule_id": [table["@rule"]],
-        "payment_id": [str(db.session.get(Payment, payment.id).id)],
+        "payment_id": [str(payment.id)],
         "invoice_id": [payment.invoice_id],
         "country_id": ["187"],
         "code": ["tg"],
         "name": [provider],
+        "filename": ["site.css"],
     }
-    targets = []
+
+
+def route_examples(app, method: str, values: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(endpoint, URL) for every route of every blueprint that takes `method`, once per
+    `any(…)` choice, the other variables from `values`. A route with a variable `values`
+    does not name fails the test: add it there."""
+    examples = []
     for rule in app.url_map.iter_rules():
-        if "POST" not in rule.methods:
+        if method not in rule.methods:
             continue
         choices = {}
         for name in sorted(rule.arguments):
-            converter = rule._converters[name]
-            items = sorted(getattr(converter, "items", ())) or known.get(name)
+            items = sorted(getattr(rule._converters[name], "items", ())) or values.get(name)
             assert items, f"{rule.rule}: no example value for <{name}>"
             choices[name] = items
-        for values in itertools.product(*choices.values()):
-            url = rule.build(dict(zip(choices, values, strict=True)))[1]
-            targets.append((rule.endpoint, url))
-    return targets
+        for chosen in itertools.product(*choices.values()):
+            url = rule.build(dict(zip(choices, chosen, strict=True)))[1]
+            examples.append((rule.endpoint, url))
+    return examples
 
 
 def file_parts(names: set[str]) -> dict:
@@ -828,7 +832,7 @@ def test_data_that_is_not_text_is_a_missing_field_in_every_form(app, shop, body)
     redirect, never a 500. (Buttons without fields, such as the sandbox's Pay, still act: the
     tests run without CSRF tokens.)"""
     names = every_field_name()
-    targets = post_targets(app, shop)
+    targets = route_examples(app, "POST", route_values(shop))
     assert {"auth.login", "auth.signup", "dashboard.buy", "admin.customer_credit"} <= {
         endpoint for endpoint, _url in targets
     }

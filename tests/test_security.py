@@ -30,6 +30,12 @@ from reseller.services.provider import use_upstream
 from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 from tests.conftest import Api, api_key_of, isolate_requests, make_config, reset_database
 from tests.fake_grizzly import FakeGrizzly, Fault
+from tests.test_hostile_input import (  # noqa: F401 (fixtures)
+    fast_unknown_email_logins,
+    route_examples,
+    route_values,
+    shop,
+)
 from tests.test_operations import json_logging_app  # noqa: F401 (a fixture)
 
 PASSWORD = "password123"
@@ -642,6 +648,45 @@ def test_a_header_a_view_sets_itself_is_kept_and_not_doubled(app):
     assert response.headers.getlist("Referrer-Policy") == ["no-referrer"]
     assert response.headers.getlist("X-Content-Type-Options") == ["nosniff"]
     assert len(response.headers.getlist("Content-Security-Policy")) == 1
+
+
+def test_every_page_that_needs_a_login_is_never_stored(
+    app,
+    shop,  # noqa: F811 (the fixture imported above)
+):
+    """The docs page (with the key), the account (key, webhook secret), history and balance
+    history (codes), top up, every console page: every GET route that sends an anonymous
+    visitor to the login page answers a logged-in one with `Cache-Control: no-store`, so
+    that no browser or proxy cache keeps it. The docs page shows the key when logged in."""
+    examples = route_examples(app, "GET", route_values(shop))
+    anonymous = app.test_client()
+    private = [
+        (endpoint, url)
+        for endpoint, url in examples
+        if endpoint != "static"
+        and (answer := anonymous.get(url)).status_code == 302
+        and answer.location.startswith("/login")
+    ]
+    assert {
+        "dashboard.account",
+        "dashboard.history_page",
+        "dashboard.ledger",
+        "dashboard.topup",
+        "admin.index",
+        "admin.settings_page",
+        "payments.sandbox_page",
+    } <= {endpoint for endpoint, _url in private}
+    browsers = {}
+    for who in ("customer", "admin"):
+        browsers[who] = app.test_client()
+        log_in(browsers[who], shop[who].email)
+    for endpoint, url in [*private, ("docs.index", "/docs")]:
+        who = "admin" if endpoint.startswith("admin.") else "customer"
+        response = browsers[who].get(url)
+        assert response.status_code == 200, (endpoint, url, response.status_code)
+        assert "no-store" in response.headers.get("Cache-Control", ""), (endpoint, url)
+    # Public pages for anonymous visitors may be cached as before.
+    assert "Cache-Control" not in anonymous.get("/docs").headers
 
 
 @pytest.fixture
