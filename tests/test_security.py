@@ -694,7 +694,7 @@ def production_app(tmp_path, monkeypatch):
     """ProductionConfig from the environment, as an operator runs it (SQLite, sandbox)."""
     for name in ("GRIZZLY_API_KEY", "TRUSTED_PROXIES", "RATELIMIT_STORAGE_URI"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SECRET_KEY", "production-secret-for-the-test")
+    monkeypatch.setenv("SECRET_KEY", "production-secret-for-the-test-0123456789")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'production.sqlite'}")
     monkeypatch.setenv("UPSTREAM", "sandbox")
     config = ProductionConfig()
