@@ -24,6 +24,15 @@ class ConfigError(RuntimeError):
     """The configuration cannot run; the message names the variable."""
 
 
+# SECRET_KEY signs sessions and keys the stored API keys: production refuses a short one and
+# the ones published here (development's default, the tests', deploy/reseller.env.example's).
+MIN_SECRET_KEY_LENGTH = 32
+DEVELOPMENT_SECRET_KEY = "dev-secret-key-not-for-production"
+TEST_SECRET_KEY = "test-secret-key"
+PUBLISHED_SECRET_KEYS = frozenset({DEVELOPMENT_SECRET_KEY, TEST_SECRET_KEY, "change-me"})
+GENERATE_SECRET_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
 def normalise_database_url(url: str | None) -> str | None:
     """Accept Heroku-style `postgres://` and pick the psycopg 3 driver for PostgreSQL."""
     if not url:
@@ -228,7 +237,7 @@ class DevelopmentConfig(Config):
     def __init__(self) -> None:
         super().__init__()
         self.DEBUG = True
-        self.SECRET_KEY = self.SECRET_KEY or "dev-secret-key-not-for-production"
+        self.SECRET_KEY = self.SECRET_KEY or DEVELOPMENT_SECRET_KEY
         self.SQLALCHEMY_DATABASE_URI = self.SQLALCHEMY_DATABASE_URI or (
             "sqlite:///" + str(BASE_DIR / "instance" / "reseller.sqlite")
         )
@@ -243,7 +252,7 @@ class TestConfig(Config):
     def __init__(self) -> None:
         super().__init__()
         self.TESTING = True
-        self.SECRET_KEY = "test-secret-key"
+        self.SECRET_KEY = TEST_SECRET_KEY
         self.SQLALCHEMY_DATABASE_URI = (
             normalise_database_url(_env("TEST_DATABASE_URL")) or "sqlite://"
         )
@@ -280,6 +289,16 @@ class ProductionConfig(Config):
         super().validate()
         if not self.SECRET_KEY:
             raise ConfigError("SECRET_KEY is not set: production refuses to start without it")
+        if self.SECRET_KEY in PUBLISHED_SECRET_KEYS:
+            raise ConfigError(
+                "SECRET_KEY is a published default: production refuses to start with it "
+                f"(generate one: {GENERATE_SECRET_KEY})"
+            )
+        if len(self.SECRET_KEY) < MIN_SECRET_KEY_LENGTH:
+            raise ConfigError(
+                f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters: production "
+                f"refuses to start with a shorter one (generate one: {GENERATE_SECRET_KEY})"
+            )
         if not self.SQLALCHEMY_DATABASE_URI:
             raise ConfigError("DATABASE_URL is not set: production refuses to start without it")
         if self.UPSTREAM == "grizzly" and not self.GRIZZLY_API_KEY:

@@ -10,6 +10,7 @@ from werkzeug.routing import IntegerConverter
 from .application import Application
 from .extensions import csrf, db, limiter, login_manager, migrate
 from .models import User
+from .security import session_identifier
 
 
 def create_app(config=None) -> Flask:
@@ -54,12 +55,17 @@ def check_setting_defaults(config) -> None:
 
 def register_operations(app: Flask) -> None:
     from .observability import configure_logging, register_health, register_request_id
-    from .security import register_input_guard, register_security_headers
+    from .security import (
+        register_input_guard,
+        register_private_pages,
+        register_security_headers,
+    )
 
     configure_logging(app)
     register_proxy_fix(app)
     register_request_id(app)
     register_security_headers(app)
+    register_private_pages(app)
     register_input_guard(app)
     register_health(app)
 
@@ -86,6 +92,9 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_message = "Please log in to see this page."
     login_manager.login_message_category = "info"
     login_manager.session_protection = "strong"
+    # Flask-Login 0.6 has no public setting for this; login_user() and the protection check
+    # both call this attribute.
+    login_manager._session_identifier_generator = session_identifier
     csrf.init_app(app)
     limiter.init_app(app)
 

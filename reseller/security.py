@@ -1,4 +1,5 @@
-"""Security headers on every answer, and the input guard.
+"""Security headers on every answer, private pages kept out of caches, the input guard, and
+what a session is bound to.
 
 The Content Security Policy allows only our own scripts, styles and images: pages carry no
 inline script and load nothing from elsewhere.
@@ -6,10 +7,14 @@ inline script and load nothing from elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from flask import Flask, abort, request
+from flask_login import current_user
 from werkzeug.datastructures import Headers
+
+from .rate_limits import remote_address
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,24 @@ class SecurityHeaders:
         return self.wsgi_app(environ, start)
 
 
+def register_private_pages(app: Flask) -> None:
+    """Every page answered to a logged-in browser says `Cache-Control: no-store`: such pages
+    carry the customer's secrets (the API key on the docs and account pages, the webhook
+    secret, codes in the history) or the console's data, and no browser or proxy cache may
+    keep them. The customer API authenticates with a key, not a session, and static files
+    are public: both are left alone (and load no user)."""
+
+    @app.after_request
+    def private_pages_are_not_stored(response):
+        if (
+            request.blueprint != "api"
+            and request.endpoint != "static"
+            and current_user.is_authenticated
+        ):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+
 def register_input_guard(app: Flask) -> None:
     """Refuse (400) a page request whose parameters carry a NUL character: no form field
     has one, and PostgreSQL refuses it in any text it is asked to compare or store, which
@@ -80,3 +103,14 @@ def register_input_guard(app: Flask) -> None:
         values += [v for v in (request.view_args or {}).values() if isinstance(v, str)]
         if any("\x00" in value for value in values):
             abort(400)
+
+
+def session_identifier() -> str:
+    """What "strong" session protection binds a session to: the client's address as the app
+    trusts it (ProxyFix has taken TRUSTED_PROXIES hops of X-Forwarded-For) and the browser's
+    User-Agent. A session replayed with another identifier is dropped.
+
+    Flask-Login's own identifier takes the *first* X-Forwarded-For entry, which the client
+    writes (nginx appends to it): a stolen cookie plus a forged header would pass."""
+    base = f"{remote_address()}|{request.headers.get('User-Agent', '')}"
+    return hashlib.sha512(base.encode()).hexdigest()

@@ -11,7 +11,7 @@ from config import (
 from reseller import create_app
 
 PROD_ENV = {
-    "SECRET_KEY": "s3cret",
+    "SECRET_KEY": "a-production-secret-of-forty-characters!",
     "DATABASE_URL": "postgres://u:p@db.example/reseller",
     "GRIZZLY_API_KEY": "gk",
 }
@@ -62,8 +62,38 @@ def test_production_refuses_to_start_without(clean_env, missing):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "x",
+        "s3cret",
+        "a" * 31,
+        "dev-secret-key-not-for-production",  # development's default (33 characters)
+        "test-secret-key",
+        "change-me",  # deploy/reseller.env.example's placeholder
+    ],
+)
+def test_production_refuses_a_short_or_published_secret_key(clean_env, secret):
+    for name, value in PROD_ENV.items():
+        clean_env.setenv(name, value)
+    clean_env.setenv("SECRET_KEY", secret)
+    with pytest.raises(ConfigError) as info:
+        create_app(ProductionConfig())
+    message = str(info.value)
+    assert message.startswith("SECRET_KEY ")
+    assert "\n" not in message
+    assert len(secret) < 3 or secret not in message  # the key is not echoed to the log
+
+
+def test_production_accepts_a_secret_key_of_32_characters(clean_env):
+    for name, value in PROD_ENV.items():
+        clean_env.setenv(name, value)
+    clean_env.setenv("SECRET_KEY", "k" * 32)
+    assert create_app(ProductionConfig()).config["SECRET_KEY"] == "k" * 32
+
+
 def test_production_sandbox_only_when_named(clean_env):
-    clean_env.setenv("SECRET_KEY", "s")
+    clean_env.setenv("SECRET_KEY", PROD_ENV["SECRET_KEY"])
     clean_env.setenv("DATABASE_URL", "sqlite://")
     clean_env.setenv("UPSTREAM", "sandbox")
     app = create_app(ProductionConfig())
@@ -118,7 +148,7 @@ def test_production_pool_hands_out_the_connection_returned_last(clean_env, tmp_p
     busy spell opened, each cold."""
     from reseller.extensions import db
 
-    clean_env.setenv("SECRET_KEY", "s")
+    clean_env.setenv("SECRET_KEY", PROD_ENV["SECRET_KEY"])
     clean_env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'pool.sqlite'}")
     clean_env.setenv("UPSTREAM", "sandbox")
     app = create_app(ProductionConfig())

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 from flask import request
 
-from config import ProductionConfig
+from config import ConfigError, ProductionConfig
 from reseller import create_app
 from reseller.services import accounts
 from tests.conftest import make_config, reset_database
@@ -33,7 +34,7 @@ from tests.conftest import make_config, reset_database
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
-SECRET = "deploy-test-secret-key"
+SECRET = "deploy-test-secret-key-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -489,6 +490,10 @@ def test_env_example_is_a_valid_production_configuration(monkeypatch):
     assert values["RATELIMIT_STORAGE_URI"].startswith("redis://")
     for name, value in values.items():
         monkeypatch.setenv(name, value)
+    # The example's SECRET_KEY is a placeholder, refused until the operator generates one.
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        ProductionConfig().validate()
+    monkeypatch.setenv("SECRET_KEY", secrets.token_urlsafe(48))  # as the comment says
     config = ProductionConfig()
     config.validate()
     assert config.TRUSTED_PROXIES == 1

@@ -9,6 +9,8 @@ echoed unescaped.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import logging
 import re
@@ -737,3 +739,125 @@ def test_known_hostile_requests_get_an_answer(app, shop, who, method, url, data)
 def test_known_hostile_api_requests_get_their_protocol_answer(api, caplog, params, expected):
     assert api.text(**params) == expected
     assert not errors_logged(caplog)
+
+
+# --- data that is not text, in every form -----------------------------------------------------
+
+
+def every_form_class() -> list[type]:
+    from flask_wtf import FlaskForm
+
+    found, todo = [], [FlaskForm]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.__module__.startswith("reseller."):
+            found.append(cls)
+    return found
+
+
+def every_field_name() -> set[str]:
+    """The fields of every form class, the console's settings (its form is built per
+    request), and what views read from the body themselves."""
+    from wtforms.fields.core import UnboundField
+
+    from reseller.services import settings
+
+    names = {"csrf_token", "preset", "back"} | {spec.key for spec in settings.SPECS}
+    for cls in every_form_class():
+        names |= {name for name in dir(cls) if isinstance(getattr(cls, name), UnboundField)}
+    return names
+
+
+def route_values(shop) -> dict[str, list[str]]:
+    """Values for the URL variables of the app's routes, by name: ids that exist (the shop's,
+    and a sandbox top-up of the customer's), so that each request reaches its view."""
+    from reseller.models import Provider
+    from reseller.services import payments
+
+    payment = payments.start_topup(
+        shop["customer"],
+        payments.parse_topup_amount("10.00"),
+        "sandbox",
+        payments.Urls(callback="/", back="/", site="/"),
+    )
+    provider = db.session.execute(select(Provider.name)).scalars().first() or "sandbox"
+    table = shop["table"]
+    return {
+        "user_id": [table["@customer"]],
+        "activation_id": [table["@mine"]],
+        "rule_id": [table["@rule"]],
+        "payment_id": [str(payment.id)],
+        "invoice_id": [payment.invoice_id],
+        "country_id": ["187"],
+        "code": ["tg"],
+        "name": [provider],
+        "filename": ["site.css"],
+    }
+
+
+def route_examples(app, method: str, values: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(endpoint, URL) for every route of every blueprint that takes `method`, once per
+    `any(…)` choice, the other variables from `values`. A route with a variable `values`
+    does not name fails the test: add it there."""
+    examples = []
+    for rule in app.url_map.iter_rules():
+        if method not in rule.methods:
+            continue
+        choices = {}
+        for name in sorted(rule.arguments):
+            items = sorted(getattr(rule._converters[name], "items", ())) or values.get(name)
+            assert items, f"{rule.rule}: no example value for <{name}>"
+            choices[name] = items
+        for chosen in itertools.product(*choices.values()):
+            url = rule.build(dict(zip(choices, chosen, strict=True)))[1]
+            examples.append((rule.endpoint, url))
+    return examples
+
+
+def file_parts(names: set[str]) -> dict:
+    return {name: (io.BytesIO(b"user@example.com"), "x.txt", "text/plain") for name in names}
+
+
+def json_values(names: set[str]) -> dict:
+    kinds = [5, 1.5, ["user@example.com", 2], {"a": 1}, True, None]
+    return {name: kinds[n % len(kinds)] for n, name in enumerate(sorted(names))}
+
+
+@pytest.mark.parametrize("body", ["file parts", "json"])
+def test_data_that_is_not_text_is_a_missing_field_in_every_form(app, shop, body):
+    """Every field sent as a multipart file part, or in a JSON body as a number, a list, an
+    object: to every POST route, anonymous, as the customer and as an admin. A form reads
+    only text fields, so every field is missing: a form error (400 or the page again) or a
+    redirect, never a 500. (Buttons without fields, such as the sandbox's Pay, still act: the
+    tests run without CSRF tokens.)"""
+    names = every_field_name()
+    targets = route_examples(app, "POST", route_values(shop))
+    assert {"auth.login", "auth.signup", "dashboard.buy", "admin.customer_credit"} <= {
+        endpoint for endpoint, _url in targets
+    }
+    secrets = secrets_in_database(app)
+    for who in (None, "customer", "admin"):
+        for endpoint, url in targets:
+            client = app.test_client()
+            if who:
+                log_in(client, shop[who].email)
+            if body == "json":
+                response = client.post(url, json=json_values(names))
+            else:
+                response = client.post(url, data=file_parts(names))
+            assert response.status_code < 500, (who, endpoint, url, response.status_code)
+            check_page(response, secrets)
+            if endpoint in ("auth.login", "auth.signup"):
+                assert response.status_code in (200, 302, 400), (who, endpoint)
+                if who is None:  # nobody logged in by data that is not text
+                    assert client.get("/dashboard").status_code == 302
+    assert verify_ledger() == []
+
+
+def test_every_form_reads_only_text_fields():
+    from reseller.forms import PageForm
+
+    forms = every_form_class()
+    assert len(forms) > 10
+    assert [cls for cls in forms if not issubclass(cls, PageForm)] == []

@@ -576,7 +576,7 @@ def _production(**env):
     from config import ProductionConfig
 
     config = ProductionConfig()
-    config.SECRET_KEY, config.SQLALCHEMY_DATABASE_URI = "k", "sqlite://"
+    config.SECRET_KEY, config.SQLALCHEMY_DATABASE_URI = "k" * 32, "sqlite://"
     config.UPSTREAM = "sandbox"
     for key, value in env.items():
         setattr(config, key, value)

@@ -30,6 +30,12 @@ from reseller.services.provider import use_upstream
 from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 from tests.conftest import Api, api_key_of, isolate_requests, make_config, reset_database
 from tests.fake_grizzly import FakeGrizzly, Fault
+from tests.test_hostile_input import (  # noqa: F401 (fixtures)
+    fast_unknown_email_logins,
+    route_examples,
+    route_values,
+    shop,
+)
 from tests.test_operations import json_logging_app  # noqa: F401 (a fixture)
 
 PASSWORD = "password123"
@@ -294,6 +300,37 @@ def test_login_throttling_answers_429_with_retry_after_even_for_the_right_passwo
     assert "me@example.com" not in counters  # the counters name no address
 
 
+def test_a_json_login_during_the_lockout_is_not_let_in(limited_app):
+    """The per-account limit counts the form's email field; a body the form would read
+    some other way (JSON) must not log in past it. Each guess from another address, so
+    that only the per-account limit stands in the way."""
+    user = accounts.create_user("me@example.com", PASSWORD)
+    client = limited_app.test_client()
+    for n in range(3):
+        guess = {"email": user.email, "password": f"guess-{n:04}"}
+        address = {"REMOTE_ADDR": f"198.51.100.{n}"}
+        assert client.post("/login", data=guess, environ_base=address).status_code == 200
+    right = {"email": user.email, "password": PASSWORD}
+    for n, body in enumerate(({"json": right}, {"json": right | {"email": "ME@example.com "}})):
+        response = client.post("/login", environ_base={"REMOTE_ADDR": f"203.0.113.{n}"}, **body)
+        assert response.status_code != 302
+        assert user.email not in client.get("/").get_data(as_text=True)
+    response = client.post("/login", data=right, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert response.status_code == 429  # the form body, as before
+
+
+def test_login_and_signup_read_form_bodies_only(app, make_user):
+    """A JSON body fills no form: nobody logs in or signs up with one."""
+    user = make_user(email="me@example.com")
+    client = app.test_client()
+    response = client.post("/login", json={"email": user.email, "password": PASSWORD})
+    assert response.status_code == 200  # the form again: its fields are missing
+    assert user.email not in client.get("/").get_data(as_text=True)
+    signup = {"email": "new@example.com", "password": PASSWORD, "password2": PASSWORD}
+    assert client.post("/signup", json=signup).status_code == 200
+    assert accounts.user_by_email("new@example.com") is None
+
+
 def test_api_rate_limit_is_per_key_with_429_and_retry_after(limited_app):
     """test_api checks the counts; here: both dialects, the same key from many addresses,
     and the limiter's counters (in Redis in production) never name a key in clear."""
@@ -379,6 +416,64 @@ def test_a_stolen_session_cookie_from_another_browser_is_refused(app, fresh_clie
     assert customer.email in owner.get("/", headers={"User-Agent": "Owner/1.0"}).get_data(
         as_text=True
     )
+
+
+@pytest.mark.parametrize(
+    "config_overrides, owner, thief",
+    [
+        pytest.param(
+            {"TRUSTED_PROXIES": 0},
+            ({"REMOTE_ADDR": "198.51.100.7"}, {}),
+            ({"REMOTE_ADDR": "203.0.113.9"}, {"X-Forwarded-For": "198.51.100.7"}),
+            id="no proxy",
+        ),
+        pytest.param(  # nginx on 127.0.0.1 appends the address it sees
+            {"TRUSTED_PROXIES": 1},
+            ({"REMOTE_ADDR": "127.0.0.1"}, {"X-Forwarded-For": "198.51.100.7"}),
+            ({"REMOTE_ADDR": "127.0.0.1"}, {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}),
+            id="behind nginx",
+        ),
+    ],
+)
+def test_a_stolen_session_cookie_with_a_forged_forwarded_address_is_refused(
+    app, fresh_client, people, owner, thief
+):
+    """The session is bound to the address the app trusts (after TRUSTED_PROXIES), not to
+    the first X-Forwarded-For entry, which the client writes: a thief who copies the cookie
+    and the User-Agent and names the owner's address in that header is refused."""
+    customer = people["customer"]
+    browser = {"User-Agent": "Owner/1.0"}
+    (owner_environ, owner_headers), (thief_environ, thief_headers) = owner, thief
+    owners = fresh_client()
+    log_in(owners, customer.email, headers=browser | owner_headers, environ_base=owner_environ)
+    thiefs = fresh_client()
+    thiefs.set_cookie("session", session_cookie(owners))
+    page = thiefs.get("/dashboard", headers=browser | thief_headers, environ_base=thief_environ)
+    assert page.status_code == 302  # to the login page: the session was dropped
+
+    response = owners.get("/dashboard", headers=browser | owner_headers, environ_base=owner_environ)
+    assert response.status_code == 200  # the owner keeps the session
+
+
+@pytest.mark.parametrize("config_overrides", [{"TRUSTED_PROXIES": 1}])
+def test_behind_a_proxy_an_entry_the_browser_adds_keeps_the_session(app, fresh_client, people):
+    """Behind nginx, what counts is the address nginx appended: an X-Forwarded-For entry the
+    owner's own (corporate) proxy puts in front, or changes, does not log the owner out."""
+    customer = people["customer"]
+    browser = {"User-Agent": "Owner/1.0"}
+    nginx = {"REMOTE_ADDR": "127.0.0.1"}
+    owner = fresh_client()
+    log_in(
+        owner,
+        customer.email,
+        headers=browser | {"X-Forwarded-For": "198.51.100.7"},
+        environ_base=nginx,
+    )
+    for entries in ("10.1.2.3, 198.51.100.7", "10.9.9.9, 198.51.100.7"):
+        response = owner.get(
+            "/dashboard", headers=browser | {"X-Forwarded-For": entries}, environ_base=nginx
+        )
+        assert response.status_code == 200, entries
 
 
 def test_a_password_change_ends_every_other_session(app, fresh_client, people):
@@ -555,12 +650,51 @@ def test_a_header_a_view_sets_itself_is_kept_and_not_doubled(app):
     assert len(response.headers.getlist("Content-Security-Policy")) == 1
 
 
+def test_every_page_that_needs_a_login_is_never_stored(
+    app,
+    shop,  # noqa: F811 (the fixture imported above)
+):
+    """The docs page (with the key), the account (key, webhook secret), history and balance
+    history (codes), top up, every console page: every GET route that sends an anonymous
+    visitor to the login page answers a logged-in one with `Cache-Control: no-store`, so
+    that no browser or proxy cache keeps it. The docs page shows the key when logged in."""
+    examples = route_examples(app, "GET", route_values(shop))
+    anonymous = app.test_client()
+    private = [
+        (endpoint, url)
+        for endpoint, url in examples
+        if endpoint != "static"
+        and (answer := anonymous.get(url)).status_code == 302
+        and answer.location.startswith("/login")
+    ]
+    assert {
+        "dashboard.account",
+        "dashboard.history_page",
+        "dashboard.ledger",
+        "dashboard.topup",
+        "admin.index",
+        "admin.settings_page",
+        "payments.sandbox_page",
+    } <= {endpoint for endpoint, _url in private}
+    browsers = {}
+    for who in ("customer", "admin"):
+        browsers[who] = app.test_client()
+        log_in(browsers[who], shop[who].email)
+    for endpoint, url in [*private, ("docs.index", "/docs")]:
+        who = "admin" if endpoint.startswith("admin.") else "customer"
+        response = browsers[who].get(url)
+        assert response.status_code == 200, (endpoint, url, response.status_code)
+        assert "no-store" in response.headers.get("Cache-Control", ""), (endpoint, url)
+    # Public pages for anonymous visitors may be cached as before.
+    assert "Cache-Control" not in anonymous.get("/docs").headers
+
+
 @pytest.fixture
 def production_app(tmp_path, monkeypatch):
     """ProductionConfig from the environment, as an operator runs it (SQLite, sandbox)."""
     for name in ("GRIZZLY_API_KEY", "TRUSTED_PROXIES", "RATELIMIT_STORAGE_URI"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SECRET_KEY", "production-secret-for-the-test")
+    monkeypatch.setenv("SECRET_KEY", "production-secret-for-the-test-0123456789")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'production.sqlite'}")
     monkeypatch.setenv("UPSTREAM", "sandbox")
     config = ProductionConfig()

@@ -3,7 +3,6 @@ owns their rules; these forms only require and trim."""
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import (
     DateField,
     PasswordField,
@@ -15,6 +14,7 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from ..forms import PageForm
 from ..models import ActivationStatus, Settlement
 from ..services import catalog, settings
 
@@ -23,7 +23,7 @@ def _strip(value):
     return value.strip() if isinstance(value, str) else value
 
 
-class CreditForm(FlaskForm):
+class CreditForm(PageForm):
     amount = StringField(
         "Amount",
         filters=[_strip],
@@ -42,7 +42,7 @@ class CreditForm(FlaskForm):
 RULE_KINDS = [SelectChoice("markup", "Markup (%)"), SelectChoice("fixed", "Fixed price")]
 
 
-class RuleValueForm(FlaskForm):
+class RuleValueForm(PageForm):
     kind = SelectField("Kind", choices=RULE_KINDS)
     value = StringField(
         "Value",
@@ -71,10 +71,10 @@ class RuleForm(RuleValueForm):
 MULTILINE_SETTINGS = frozenset({"topup_instructions"})
 
 
-def settings_form_class(keys: list[str]) -> type[FlaskForm]:
+def settings_form_class(keys: list[str]) -> type[PageForm]:
     """A form with one field per setting in `keys` (validated by the settings service)."""
 
-    class SettingsForm(FlaskForm):
+    class SettingsForm(PageForm):
         submit = SubmitField("Save settings")
 
     for key in keys:
@@ -88,7 +88,7 @@ def settings_form_class(keys: list[str]) -> type[FlaskForm]:
     return SettingsForm
 
 
-class _SearchForm(FlaskForm):
+class _SearchForm(PageForm):
     """A GET form: it changes nothing, so it carries no CSRF token."""
 
     class Meta:
@@ -150,7 +150,7 @@ class PriceFilterForm(_SearchForm):
     country = StringField("Country", filters=[_strip], validators=[Length(max=10)])
 
 
-class ProviderEditForm(FlaskForm):
+class ProviderEditForm(PageForm):
     """Change a provider; the provider service validates every value."""
 
     display_name = StringField("Display name", filters=[_strip], validators=[Length(max=80)])

@@ -1,7 +1,7 @@
-from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, Email, EqualTo, Length
 
+from ..forms import PageForm
 from ..services.accounts import MIN_PASSWORD_LENGTH
 
 
@@ -9,7 +9,7 @@ def _strip(value):
     return value.strip() if isinstance(value, str) else value
 
 
-class SignupForm(FlaskForm):
+class SignupForm(PageForm):
     email = EmailField(
         "Email", filters=[_strip], validators=[DataRequired(), Email(), Length(max=254)]
     )
@@ -31,13 +31,13 @@ class SignupForm(FlaskForm):
     submit = SubmitField("Create account")
 
 
-class LoginForm(FlaskForm):
+class LoginForm(PageForm):
     email = EmailField("Email", filters=[_strip], validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
     submit = SubmitField("Log in")
 
 
-class PostForm(FlaskForm):
+class PostForm(PageForm):
     """A form with only the CSRF token, for buttons that change state (log out, regenerate)."""
 
     submit = SubmitField("Submit")

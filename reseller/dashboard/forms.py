@@ -1,12 +1,12 @@
-from flask_wtf import FlaskForm
 from wtforms import Form, HiddenField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length
 
+from ..forms import PageForm
 from ..safe_http import MAX_URL_LENGTH
 from ..services.accounts import MIN_PASSWORD_LENGTH
 
 
-class BuyForm(FlaskForm):
+class BuyForm(PageForm):
     """One offer's Buy button: the service, the country and the price the customer saw."""
 
     service = HiddenField(validators=[DataRequired(), Length(max=40)])
@@ -18,7 +18,7 @@ class BuyForm(FlaskForm):
     submit = SubmitField("Buy")
 
 
-class ChangePasswordForm(FlaskForm):
+class ChangePasswordForm(PageForm):
     current_password = PasswordField(
         "Current password", validators=[DataRequired(), Length(max=256)]
     )
@@ -50,7 +50,7 @@ class HistoryFilterForm(Form):
     service = SelectField("Service", default="")
 
 
-class WebhookForm(FlaskForm):
+class WebhookForm(PageForm):
     url = StringField(
         "Webhook URL",
         validators=[

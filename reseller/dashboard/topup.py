@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from wtforms import RadioField, StringField, SubmitField
 from wtforms.validators import Length
 
 from ..extensions import db
+from ..forms import PageForm
 from ..money import format_amount
 from ..pagination import page_number
 from ..services import payments, settings
@@ -25,7 +25,7 @@ STATUS_TEXT = {
 }
 
 
-class TopUpForm(FlaskForm):
+class TopUpForm(PageForm):
     amount = StringField(
         "Amount", filters=[lambda v: v.strip() if v else v], validators=[Length(max=20)]
     )

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.postgres_only, pytest.mark.t
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SECRET = "cluster-secret-key"
+SECRET = "cluster-secret-key-0123456789abcdef"
 CUSTOMERS = 10
 PURCHASES_EACH = 25  # attempts; the balance allows exactly ALLOWED
 ALLOWED = 10
