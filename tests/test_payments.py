@@ -762,3 +762,55 @@ def test_nowpayments_invoice_without_any_ipn_is_reconciled_with_a_login(
     db.session.expire_all()
     assert db.session.get(Payment, payment.id).status == "paid"
     assert verify_ledger() == []
+
+
+def test_nowpayments_ipn_with_bitcoin_sized_amounts_verifies_and_credits(
+    client, buyer, nowpayments
+):
+    """A BTC payment of a few dollars: NOWPayments signs JSON.stringify's `0.00008338`
+    where Python's json writes `8.338e-05`. The signed text is checked in as JavaScript
+    writes it (node agrees: tests/test_js_json.py)."""
+    import hashlib
+    import hmac
+
+    _, payment = start(client, "7", gateway="nowpayments")
+    ipn = {
+        "payment_id": 5524759814,
+        "invoice_id": int(payment.invoice_id),
+        "payment_status": "finished",
+        "pay_address": "bc1qfakeaddress",
+        "price_amount": 7,
+        "price_currency": "usd",
+        "pay_amount": 0.00008338,
+        "actually_paid": 0.00008338,
+        "actually_paid_at_fiat": 0,
+        "pay_currency": "btc",
+        "order_id": f"topup-{payment.id}",
+        "order_description": "top-up",
+        "purchase_id": "5837122679",
+        "outcome_amount": 0.0000079,
+        "outcome_currency": "btc",
+        "fee": {"currency": "btc", "depositFee": 1.2e-7, "serviceFee": 4e-7, "withdrawalFee": 0},
+    }
+    signed_text = (
+        '{"actually_paid":0.00008338,"actually_paid_at_fiat":0,'
+        '"fee":{"currency":"btc","depositFee":1.2e-7,"serviceFee":4e-7,"withdrawalFee":0},'
+        f'"invoice_id":{payment.invoice_id},"order_description":"top-up",'
+        f'"order_id":"topup-{payment.id}","outcome_amount":0.0000079,"outcome_currency":"btc",'
+        '"pay_address":"bc1qfakeaddress","pay_amount":0.00008338,"pay_currency":"btc",'
+        '"payment_id":5524759814,"payment_status":"finished","price_amount":7,'
+        '"price_currency":"usd","purchase_id":"5837122679"}'
+    )
+    signature = hmac.new(
+        nowpayments.ipn_secret.encode(), signed_text.encode(), hashlib.sha512
+    ).hexdigest()
+    body = json.dumps(ipn).encode()
+    assert b"8.338e-05" in body  # how Python writes it; NOWPayments' Node writes 0.00008338
+    response = notify(client, "nowpayments", body, {"x-nowpayments-sig": signature})
+    assert response.status_code == 200
+    assert balance(buyer.id) == to_units("7")
+    # Python's rendering of the same body is not what NOWPayments signs.
+    python_text = json.dumps(ipn, sort_keys=True, separators=(",", ":")).encode()
+    wrong = hmac.new(nowpayments.ipn_secret.encode(), python_text, hashlib.sha512).hexdigest()
+    assert notify(client, "nowpayments", body, {"x-nowpayments-sig": wrong}).status_code == 401
+    assert verify_ledger() == []

@@ -125,12 +125,16 @@ class Gateway(abc.ABC):
 def parse_json(body: bytes) -> dict:
     """The JSON object in a (verified) body; raises MalformedNotification."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError):
         raise MalformedNotification("the body is not JSON") from None
     if not isinstance(data, dict):
         raise MalformedNotification("the body is not a JSON object")
     return data
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN and Infinity; JSON does not
 
 
 def decimal_field(data: Mapping[str, Any], key: str) -> Decimal | None:

@@ -4,9 +4,10 @@
 (`price_amount`, `price_currency`) and returns its `invoice_url`. Each payment made on it is
 reported to `ipn_callback_url` as an IPN: the payment as JSON (`payment_id`, `invoice_id`,
 `payment_status`, `price_amount`, `price_currency`, `order_id`, …), signed in the
-`x-nowpayments-sig` header: hex HMAC-SHA512 of the body re-serialised with its keys sorted,
-keyed with the IPN secret. Only `finished` means paid; `partially_paid`, `failed`,
-`expired` and `refunded` are recorded, never credited.
+`x-nowpayments-sig` header: hex HMAC-SHA512 of the body re-serialised with its keys sorted
+as JavaScript's JSON.stringify writes it (`js_json`), keyed with the IPN secret. Only
+`finished` means paid; `partially_paid`, `failed`, `expired` and `refunded` are recorded,
+never credited.
 
 `GET /payment/{payment_id}` (API key only) reads a payment back, so a payment we have
 heard of once is reconciled even when its final IPN is lost. Listing the payments of an
@@ -20,10 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from . import js_json
 from .base import (
     BadSignature,
     Gateway,
@@ -58,24 +59,12 @@ DEFAULT_LIFETIME = 7 * 24 * 3600
 
 
 def sorted_json(data: Any) -> list[str]:
-    """The texts NOWPayments may have signed: the body with its keys sorted, compact, as
-    JavaScript's JSON.stringify writes it (whole floats without `.0`, non-ASCII as is) and
-    as Python's json.dumps does."""
-    texts = [
-        json.dumps(_js_numbers(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-        json.dumps(data, sort_keys=True, separators=(",", ":")),
-    ]
+    """The texts NOWPayments may have signed: `JSON.stringify(sortObject(body))` as its
+    documented Node code computes it (numbers and strings as JavaScript writes them), and,
+    when the body holds arrays, the same with its arrays kept as arrays."""
+    texts = [js_json.stringify(js_json.sort_object(data))]
+    texts.append(js_json.stringify(js_json.sort_object(data, arrays=True)))
     return list(dict.fromkeys(texts))
-
-
-def _js_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _js_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_js_numbers(v) for v in value]
-    return value
 
 
 class NowPayments(Gateway):
