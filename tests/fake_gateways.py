@@ -329,7 +329,14 @@ class FakeNowPayments(_FakeServer):
         return 404, {"status": False, "code": "NOT_FOUND"}
 
     def payment(
-        self, invoice_id: str, status: str, *, amount: Any = None, currency=None, new=False
+        self,
+        invoice_id: str,
+        status: str,
+        *,
+        amount: Any = None,
+        currency=None,
+        new=False,
+        actually_paid: float | None = None,
     ):
         """A payment on an invoice (as the IPN and GET /payment/<id> describe it): the
         invoice's latest one, or a `new` one beside it."""
@@ -346,7 +353,9 @@ class FakeNowPayments(_FakeServer):
             "price_amount": price,
             "price_currency": currency or invoice["price_currency"],
             "pay_amount": 25.31,
-            "actually_paid": 25.31 if status == "finished" else 0,
+            "actually_paid": (25.31 if status == "finished" else 0)
+            if actually_paid is None
+            else actually_paid,
             "actually_paid_at_fiat": 0,
             "pay_currency": "usdttrc20",
             "order_id": invoice["order_id"],

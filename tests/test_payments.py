@@ -299,13 +299,19 @@ def test_nowpayments_credits_on_finished_only(client, buyer, nowpayments):
     "status, expected", [("failed", "failed"), ("expired", "expired"), ("refunded", "failed")]
 )
 def test_nowpayments_failed_expired_refunded_are_recorded_not_credited(
-    client, buyer, nowpayments, status, expected
+    client, buyer, nowpayments, clock, status, expected
 ):
     _, payment = start(client, "30", gateway="nowpayments")
     body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, status))
     assert notify(client, "nowpayments", body, headers).status_code == 200
     db.session.expire_all()
     row = db.session.get(Payment, payment.id)
+    if status != "refunded":  # one payment failed: the invoice can still be paid
+        assert (row.status, row.gateway_status) == ("pending", status)
+        clock.travel(8 * 86400)  # its lifetime is over: the same word now closes it
+        assert notify(client, "nowpayments", body, headers).status_code == 200
+        db.session.expire_all()
+        row = db.session.get(Payment, payment.id)
     assert (row.status, row.gateway_status) == (expected, status)
     assert balance(buyer.id) == 0
     assert verify_ledger() == []
@@ -813,4 +819,123 @@ def test_nowpayments_ipn_with_bitcoin_sized_amounts_verifies_and_credits(
     python_text = json.dumps(ipn, sort_keys=True, separators=(",", ":")).encode()
     wrong = hmac.new(nowpayments.ipn_secret.encode(), python_text, hashlib.sha512).hexdigest()
     assert notify(client, "nowpayments", body, {"x-nowpayments-sig": wrong}).status_code == 401
+    assert verify_ledger() == []
+
+
+# --- several payments on one NOWPayments invoice -------------------------------------------
+
+
+def test_a_failed_nowpayments_attempt_leaves_the_invoice_open_for_the_next(
+    client, buyer, nowpayments, clock
+):
+    """An invoice can carry several payments: one failing must not close the top-up while
+    the invoice can still be paid, and a later one that finishes (its IPN lost) is still
+    reconciled."""
+    _, payment = start(client, "30", gateway="nowpayments")
+    first = nowpayments.payment(payment.invoice_id, "waiting")
+    notify(client, "nowpayments", *nowpayments.ipn(first))
+    notify(
+        client, "nowpayments", *nowpayments.ipn(nowpayments.payment(payment.invoice_id, "failed"))
+    )
+    db.session.expire_all()
+    row = db.session.get(Payment, payment.id)
+    assert (row.status, row.gateway_status) == ("pending", "failed")
+    second = nowpayments.payment(payment.invoice_id, "waiting", new=True)
+    notify(client, "nowpayments", *nowpayments.ipn(second))
+    nowpayments.payment(payment.invoice_id, "finished")  # the second finishes; its IPN is lost
+    clock.travel(61)
+    assert payments.reconcile().credited == 1
+    assert balance(buyer.id) == to_units("30")
+    db.session.expire_all()
+    row = db.session.get(Payment, payment.id)
+    assert row.status == "paid" and row.gateway_reference == str(second["payment_id"])
+    assert sorted(a.reference for a in row.attempts) == sorted(
+        [str(first["payment_id"]), str(second["payment_id"])]
+    )
+    assert verify_ledger() == []
+
+
+def test_every_nowpayments_attempt_is_kept_not_only_the_last_notified(
+    client, buyer, nowpayments, clock
+):
+    _, payment = start(client, "30", gateway="nowpayments")
+    first = nowpayments.payment(payment.invoice_id, "waiting")
+    notify(client, "nowpayments", *nowpayments.ipn(first))
+    second = nowpayments.payment(payment.invoice_id, "waiting", new=True)
+    notify(client, "nowpayments", *nowpayments.ipn(second))
+    nowpayments.payments[str(first["payment_id"])]["payment_status"] = "finished"  # IPN lost
+    nowpayments.payments[str(first["payment_id"])]["actually_paid"] = 25.31
+    clock.travel(61)
+    assert payments.reconcile().credited == 1
+    assert balance(buyer.id) == to_units("30")
+    assert len(nowpayments.calls(f"/payment/{first['payment_id']}")) == 1
+    # A replay of the credited payment's IPN after another attempt's notice is a duplicate,
+    # not "a second payment on an invoice already credited".
+    notify(client, "nowpayments", *nowpayments.ipn(dict(second, payment_status="failed")))
+    replay = nowpayments.payments[str(first["payment_id"])]
+    assert notify(client, "nowpayments", *nowpayments.ipn(replay)).status_code == 200
+    db.session.expire_all()
+    row = db.session.get(Payment, payment.id)
+    assert row.status == "paid" and row.flag_reason is None
+    assert row.gateway_reference == str(first["payment_id"])
+    assert balance(buyer.id) == to_units("30")
+    assert verify_ledger() == []
+
+
+def test_an_unreadable_nowpayments_payment_does_not_block_the_batch(
+    client, auth, make_user, buyer, nowpayments, clock
+):
+    made = []
+    for status in ("waiting", "waiting", "waiting"):
+        _, payment = start(client, "30", gateway="nowpayments")
+        ipn = nowpayments.payment(payment.invoice_id, status)
+        notify(client, "nowpayments", *nowpayments.ipn(ipn))
+        made.append((payment.id, payment.invoice_id, str(ipn["payment_id"])))
+    (lost, lost_invoice, lost_ref), (paid, paid_invoice, _), (unpaid, _, _) = made
+    del nowpayments.payments[lost_ref]  # PAYMENT_NOT_FOUND from now on
+    nowpayments.payment(paid_invoice, "finished")  # its IPN is lost
+    clock.travel(8 * 86400)  # every invoice's lifetime is over
+    report = payments.reconcile()
+    assert report.credited == 1 and report.expired == 1, report
+    assert any("PAYMENT_NOT_FOUND" in e for e in report.errors), report.errors
+    db.session.expire_all()
+    assert db.session.get(Payment, paid).status == "paid"
+    assert db.session.get(Payment, unpaid).status == "expired"
+    unreadable = db.session.get(Payment, lost)
+    assert unreadable.status == "pending"  # never expired on a guess
+    assert lost_ref in unreadable.error and "PAYMENT_NOT_FOUND" in unreadable.error
+    assert balance(buyer.id) == to_units("30")
+    auth.logout()
+    make_user(email="boss@example.com", is_admin=True)
+    auth.login("boss@example.com")
+    assert "PAYMENT_NOT_FOUND" in client.get(f"/admin/payments/{lost}").get_data(as_text=True)
+    assert verify_ledger() == []
+
+
+@pytest.mark.parametrize("ending", ["worker", "notification"])
+def test_a_partially_paid_invoice_is_flagged_not_silently_expired(
+    client, auth, make_user, buyer, nowpayments, clock, ending
+):
+    _, payment = start(client, "30", gateway="nowpayments")
+    partial = nowpayments.payment(payment.invoice_id, "partially_paid", actually_paid=10.5)
+    notify(client, "nowpayments", *nowpayments.ipn(partial))
+    clock.travel(8 * 86400)
+    if ending == "worker":
+        report = payments.reconcile()
+        assert report.expired == 0 and report.flagged == 1, report
+    else:
+        expired = nowpayments.payment(payment.invoice_id, "expired", actually_paid=10.5)
+        assert notify(client, "nowpayments", *nowpayments.ipn(expired)).status_code == 200
+    db.session.expire_all()
+    row = db.session.get(Payment, payment.id)
+    assert row.status == "flagged"
+    assert "partially paid" in row.flag_reason and "10.5" in row.flag_reason
+    assert balance(buyer.id) == 0  # the operator decides
+    auth.logout()
+    make_user(email="boss@example.com", is_admin=True)
+    auth.login("boss@example.com")
+    listing = client.get("/admin/payments?flagged=y").get_data(as_text=True)
+    assert f"#{payment.id}" in listing and "partially paid" in listing
+    detail = client.get(f"/admin/payments/{payment.id}").get_data(as_text=True)
+    assert "Needs review" in detail and "10.5" in detail
     assert verify_ledger() == []
