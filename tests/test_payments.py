@@ -939,3 +939,43 @@ def test_a_partially_paid_invoice_is_flagged_not_silently_expired(
     detail = client.get(f"/admin/payments/{payment.id}").get_data(as_text=True)
     assert "Needs review" in detail and "10.5" in detail
     assert verify_ledger() == []
+
+
+def test_the_hourly_cap_holds_when_starts_race(app, client, buyer, cryptopay):
+    """The cap is a count then an insert: concurrent starts (other processes or hosts) must
+    not all see room. Every count is slowed down to widen the race."""
+    import time
+
+    from sqlalchemy import event
+
+    for _ in range(payments.MAX_STARTED_PER_HOUR - 1):
+        start(client, "10.00")
+    user_id = buyer.id
+    urls = payments.Urls(callback="http://h/cb", back="http://h/back", site="http://h/")
+    engine = db.engine
+    db.session.remove()
+
+    def slow_count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT COUNT(*)") and "payments" in statement:
+            time.sleep(0.3)
+
+    def begin(i):
+        with app.app_context():
+            try:
+                user = db.session.get(User, user_id)
+                payments.start_topup(user, to_units("10"), "cryptopay", urls)
+                return "started"
+            except payments.TooManyTopUps:
+                return "refused"
+            finally:
+                db.session.remove()
+
+    event.listen(engine, "after_cursor_execute", slow_count)
+    try:
+        results = run_threads(5, begin)
+    finally:
+        event.remove(engine, "after_cursor_execute", slow_count)
+    assert sorted(results) == ["refused"] * 4 + ["started"], results
+    count = db.session.execute(select(func.count()).select_from(Payment)).scalar_one()
+    assert count == payments.MAX_STARTED_PER_HOUR
+    assert len(cryptopay.calls("/createInvoice")) == payments.MAX_STARTED_PER_HOUR

@@ -224,6 +224,12 @@ def start_topup(user: User, amount: int, gateway_name: str, urls: Urls) -> Payme
     rules = limits()
     if not rules.minimum <= amount <= rules.maximum or amount % CENT:
         raise BadTopUpAmount("This amount is outside the allowed range.")
+    # The cap is a count then an insert: a concurrent start (another process or host) must
+    # not count before ours commits. The customer's row, locked first, makes it wait here
+    # on PostgreSQL (READ COMMITTED: its count, a later statement, then sees our row); on
+    # SQLite every transaction holds the write lock from its first statement
+    # (reseller/sqlite.py).
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update(key_share=True))
     recent = db.session.execute(
         select(func.count())
         .select_from(Payment)
