@@ -815,14 +815,14 @@ def _reconcile_rows(ids: list[int], report: ReconcileReport) -> None:
             if answered and (problem or row.error):
                 # The check's own problem, recorded on the payment (cleared once it reads).
                 values["error"] = _short(f"check: {problem}") if problem else None
-                if problem and values["error"] != row.error:
-                    _record(row.id, P.PENDING, P.PENDING, source="worker", note=values["error"])
-            db.session.execute(
+            updated = db.session.execute(
                 update(Payment)
                 .where(Payment.id == row.id, Payment.status == P.PENDING.value)
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+            if updated.rowcount == 1 and problem and values["error"] != row.error:
+                _record(row.id, P.PENDING, P.PENDING, source="worker", note=values["error"])
             db.session.commit()
 
 
