@@ -979,3 +979,24 @@ def test_the_hourly_cap_holds_when_starts_race(app, client, buyer, cryptopay):
     count = db.session.execute(select(func.count()).select_from(Payment)).scalar_one()
     assert count == payments.MAX_STARTED_PER_HOUR
     assert len(cryptopay.calls("/createInvoice")) == payments.MAX_STARTED_PER_HOUR
+
+
+def test_concurrent_duplicate_nowpayments_ipns_keep_one_attempt_and_credit_once(
+    app, client, buyer, nowpayments
+):
+    _, payment = start(client, "30", gateway="nowpayments")
+    body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, "finished"))
+    user_id, payment_id = buyer.id, payment.id
+    db.session.remove()
+
+    def deliver(i):
+        return (
+            app.test_client()
+            .post("/payments/nowpayments/webhook", data=body, headers=headers)
+            .status_code
+        )
+
+    assert run_threads(8, deliver) == [200] * 8
+    assert balance(user_id) == to_units("30")
+    assert len(db.session.get(Payment, payment_id).attempts) == 1
+    assert verify_ledger() == []
