@@ -1000,3 +1000,21 @@ def test_concurrent_duplicate_nowpayments_ipns_keep_one_attempt_and_credit_once(
     assert balance(user_id) == to_units("30")
     assert len(db.session.get(Payment, payment_id).attempts) == 1
     assert verify_ledger() == []
+
+
+def test_a_payment_still_confirming_keeps_the_top_up_open_past_its_lifetime(
+    client, buyer, nowpayments, clock
+):
+    _, payment = start(client, "30", gateway="nowpayments")
+    seen = nowpayments.payment(payment.invoice_id, "confirming", actually_paid=25.31)
+    notify(client, "nowpayments", *nowpayments.ipn(seen))
+    clock.travel(8 * 86400)  # the invoice's lifetime is over while the money confirms
+    report = payments.reconcile()
+    assert report.expired == 0 and report.flagged == 0, report
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "pending"
+    nowpayments.payment(payment.invoice_id, "finished")  # its IPN is lost
+    clock.travel(3600)
+    assert payments.reconcile().credited == 1
+    assert balance(buyer.id) == to_units("30")
+    assert verify_ledger() == []

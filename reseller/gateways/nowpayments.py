@@ -208,6 +208,8 @@ class NowPayments(Gateway):
                 received += f" (of {js_json.number(data['pay_amount'])})"
         elif status == "partially_paid":
             received = "part of the amount"
+        elif status in ("confirming", "confirmed", "sending"):
+            received = "a payment being confirmed"
         return PaymentEvent(
             gateway=self.name,
             invoice_id=text_field(data, "invoice_id", required=True),
