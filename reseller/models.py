@@ -427,7 +427,8 @@ class Payment(db.Model):
     gateway_status: Mapped[str | None] = mapped_column(String(40))
     invoice_id: Mapped[str | None] = mapped_column(String(100))
     pay_url: Mapped[str | None] = mapped_column(String(500))
-    # A gateway-side id learnt from a notification (NOWPayments' payment_id).
+    # The gateway-side payment that was credited (NOWPayments' payment_id); every payment
+    # made on the invoice is a PaymentAttempt.
     gateway_reference: Mapped[str | None] = mapped_column(String(100))
     bonus: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     flag_reason: Mapped[str | None] = mapped_column(String(300))
@@ -445,6 +446,29 @@ class Payment(db.Model):
     changes: Mapped[list[PaymentChange]] = relationship(
         back_populates="payment", order_by="PaymentChange.id"
     )
+    attempts: Mapped[list[PaymentAttempt]] = relationship(order_by="PaymentAttempt.id")
+
+
+class PaymentAttempt(db.Model):
+    """One payment made on a top-up's invoice at the gateway (a NOWPayments invoice can
+    carry several): its id there and its last word, so that every one is reconciled, not
+    only the last notified."""
+
+    __tablename__ = "payment_attempts"
+    __table_args__ = (
+        UniqueConstraint("payment_id", "reference", name="uq_payment_attempts_payment_reference"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
+    reference: Mapped[str] = mapped_column(String(100))  # the gateway's id of this payment
+    # What the gateway's word means (reseller.gateways.base.InvoiceState's values).
+    state: Mapped[str] = mapped_column(String(20))
+    gateway_status: Mapped[str] = mapped_column(String(40))
+    # What arrived at the gateway for it, in the gateway's words, once anything did.
+    received: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class PaymentChange(db.Model):

@@ -15,6 +15,8 @@ import hashlib
 import hmac
 import itertools
 import json
+import shutil
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,9 +31,63 @@ def cryptopay_signature(token: str, body: bytes) -> str:
     return hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
+NODE = shutil.which("node")
+# NOWPayments' documented Node code for the IPN signature, verbatim but for reading the
+# secret and a JSON list of bodies, and writing the list of signatures.
+NOWPAYMENTS_NODE_SIGNER = """
+const crypto = require('crypto');
+function sortObject(obj) {
+  return Object.keys(obj).sort().reduce(
+    (result, key) => {
+      result[key] = (obj[key] && typeof obj[key] === 'object') ? sortObject(obj[key]) : obj[key]
+      return result
+    },
+    {}
+  )
+}
+const notificationsKey = process.argv[1];
+const bodies = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+process.stdout.write(JSON.stringify(bodies.map((body) => {
+  const params = JSON.parse(body);
+  const hmac = crypto.createHmac('sha512', notificationsKey);
+  hmac.update(JSON.stringify(sortObject(params)));
+  return hmac.digest('hex');
+})));
+"""
+
+
+def node_nowpayments_signatures(ipn_secret: str, bodies: list[bytes]) -> list[str]:
+    """NOWPayments' signatures of `bodies`, computed by its documented Node code (needs node)."""
+    answer = subprocess.run(
+        [NODE or "node", "-e", NOWPAYMENTS_NODE_SIGNER, ipn_secret],
+        input=json.dumps([b.decode() for b in bodies]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(answer.stdout)
+
+
 def nowpayments_signature(ipn_secret: str, data: dict) -> str:
-    """NOWPayments: hex HMAC-SHA512 of the JSON body with sorted keys, keyed with the secret."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    """NOWPayments: hex HMAC-SHA512 of JSON.stringify of the body with its keys sorted, keyed
+    with the secret — by its documented Node code where node is installed; else by Python's
+    json, which writes the same text only for the plain numbers and ASCII text the fake
+    sends (whole floats written as integers)."""
+    if NODE:
+        return node_nowpayments_signatures(ipn_secret, [json.dumps(data).encode()])[0]
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+            assert value == 0 or 1e-4 <= abs(value) < 1e16, f"{value!r} needs node to sign"
+        return value
+
+    text = json.dumps(plain(data), sort_keys=True, separators=(",", ":"))
+    assert text.isascii(), "non-ASCII text needs node to sign"
     return hmac.new(ipn_secret.encode(), text.encode(), hashlib.sha512).hexdigest()
 
 
@@ -273,7 +329,14 @@ class FakeNowPayments(_FakeServer):
         return 404, {"status": False, "code": "NOT_FOUND"}
 
     def payment(
-        self, invoice_id: str, status: str, *, amount: Any = None, currency=None, new=False
+        self,
+        invoice_id: str,
+        status: str,
+        *,
+        amount: Any = None,
+        currency=None,
+        new=False,
+        actually_paid: float | None = None,
     ):
         """A payment on an invoice (as the IPN and GET /payment/<id> describe it): the
         invoice's latest one, or a `new` one beside it."""
@@ -290,7 +353,9 @@ class FakeNowPayments(_FakeServer):
             "price_amount": price,
             "price_currency": currency or invoice["price_currency"],
             "pay_amount": 25.31,
-            "actually_paid": 25.31 if status == "finished" else 0,
+            "actually_paid": (25.31 if status == "finished" else 0)
+            if actually_paid is None
+            else actually_paid,
             "actually_paid_at_fiat": 0,
             "pay_currency": "usdttrc20",
             "order_id": invoice["order_id"],

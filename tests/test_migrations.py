@@ -65,3 +65,49 @@ def test_listed_costs_are_kept_in_the_providers_currency_on_upgrade(app):
     if ON_POSTGRES:
         db.session.execute(text("DROP TABLE alembic_version"))
         db.session.commit()
+
+
+def test_the_payment_id_each_top_up_kept_becomes_its_first_attempt(app, make_user):
+    """Pending NOWPayments top-ups keep being reconciled across the upgrade that brought
+    payment_attempts: their one stored payment id becomes an attempt."""
+    from alembic.script import ScriptDirectory
+    from flask_migrate import downgrade
+    from sqlalchemy import select
+
+    from reseller.models import Payment, PaymentAttempt
+
+    if ON_POSTGRES:
+        db.session.execute(text("DROP SCHEMA public CASCADE"))
+        db.session.execute(text("CREATE SCHEMA public"))
+    else:
+        db.drop_all()
+    db.session.commit()
+    upgrade(directory="migrations")
+    script = ScriptDirectory.from_config(app.extensions["migrate"].migrate.get_config("migrations"))
+    before = script.get_revision("a7c3e9d21f58").down_revision
+    downgrade(directory="migrations", revision=before)
+    user = make_user()
+    for status, reference in (("pending", "4409701815"), ("paid", "4409701816"), ("failed", None)):
+        db.session.add(
+            Payment(
+                user_id=user.id,
+                gateway="nowpayments",
+                amount=10_000,
+                currency="USD",
+                status=status,
+                gateway_status="confirming",
+                invoice_id=f"inv-{status}",
+                gateway_reference=reference,
+            )
+        )
+    db.session.commit()
+    upgrade(directory="migrations")
+    found = db.session.execute(
+        select(Payment.status, PaymentAttempt.reference, PaymentAttempt.state)
+        .join(PaymentAttempt, PaymentAttempt.payment_id == Payment.id)
+        .order_by(PaymentAttempt.reference)
+    ).all()
+    assert found == [("pending", "4409701815", "pending"), ("paid", "4409701816", "paid")]
+    if ON_POSTGRES:
+        db.session.execute(text("DROP TABLE alembic_version"))
+        db.session.commit()

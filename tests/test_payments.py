@@ -299,13 +299,19 @@ def test_nowpayments_credits_on_finished_only(client, buyer, nowpayments):
     "status, expected", [("failed", "failed"), ("expired", "expired"), ("refunded", "failed")]
 )
 def test_nowpayments_failed_expired_refunded_are_recorded_not_credited(
-    client, buyer, nowpayments, status, expected
+    client, buyer, nowpayments, clock, status, expected
 ):
     _, payment = start(client, "30", gateway="nowpayments")
     body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, status))
     assert notify(client, "nowpayments", body, headers).status_code == 200
     db.session.expire_all()
     row = db.session.get(Payment, payment.id)
+    if status != "refunded":  # one payment failed: the invoice can still be paid
+        assert (row.status, row.gateway_status) == ("pending", status)
+        clock.travel(8 * 86400)  # its lifetime is over: the same word now closes it
+        assert notify(client, "nowpayments", body, headers).status_code == 200
+        db.session.expire_all()
+        row = db.session.get(Payment, payment.id)
     assert (row.status, row.gateway_status) == (expected, status)
     assert balance(buyer.id) == 0
     assert verify_ledger() == []
@@ -761,4 +767,254 @@ def test_nowpayments_invoice_without_any_ipn_is_reconciled_with_a_login(
     assert nowpayments.calls("/auth")[0]["json"]["email"] == nowpayments.EMAIL
     db.session.expire_all()
     assert db.session.get(Payment, payment.id).status == "paid"
+    assert verify_ledger() == []
+
+
+def test_nowpayments_ipn_with_bitcoin_sized_amounts_verifies_and_credits(
+    client, buyer, nowpayments
+):
+    """A BTC payment of a few dollars: NOWPayments signs JSON.stringify's `0.00008338`
+    where Python's json writes `8.338e-05`. The signed text is checked in as JavaScript
+    writes it (node agrees: tests/test_js_json.py)."""
+    import hashlib
+    import hmac
+
+    _, payment = start(client, "7", gateway="nowpayments")
+    ipn = {
+        "payment_id": 5524759814,
+        "invoice_id": int(payment.invoice_id),
+        "payment_status": "finished",
+        "pay_address": "bc1qfakeaddress",
+        "price_amount": 7,
+        "price_currency": "usd",
+        "pay_amount": 0.00008338,
+        "actually_paid": 0.00008338,
+        "actually_paid_at_fiat": 0,
+        "pay_currency": "btc",
+        "order_id": f"topup-{payment.id}",
+        "order_description": "top-up",
+        "purchase_id": "5837122679",
+        "outcome_amount": 0.0000079,
+        "outcome_currency": "btc",
+        "fee": {"currency": "btc", "depositFee": 1.2e-7, "serviceFee": 4e-7, "withdrawalFee": 0},
+    }
+    signed_text = (
+        '{"actually_paid":0.00008338,"actually_paid_at_fiat":0,'
+        '"fee":{"currency":"btc","depositFee":1.2e-7,"serviceFee":4e-7,"withdrawalFee":0},'
+        f'"invoice_id":{payment.invoice_id},"order_description":"top-up",'
+        f'"order_id":"topup-{payment.id}","outcome_amount":0.0000079,"outcome_currency":"btc",'
+        '"pay_address":"bc1qfakeaddress","pay_amount":0.00008338,"pay_currency":"btc",'
+        '"payment_id":5524759814,"payment_status":"finished","price_amount":7,'
+        '"price_currency":"usd","purchase_id":"5837122679"}'
+    )
+    signature = hmac.new(
+        nowpayments.ipn_secret.encode(), signed_text.encode(), hashlib.sha512
+    ).hexdigest()
+    body = json.dumps(ipn).encode()
+    assert b"8.338e-05" in body  # how Python writes it; NOWPayments' Node writes 0.00008338
+    response = notify(client, "nowpayments", body, {"x-nowpayments-sig": signature})
+    assert response.status_code == 200
+    assert balance(buyer.id) == to_units("7")
+    # Python's rendering of the same body is not what NOWPayments signs.
+    python_text = json.dumps(ipn, sort_keys=True, separators=(",", ":")).encode()
+    wrong = hmac.new(nowpayments.ipn_secret.encode(), python_text, hashlib.sha512).hexdigest()
+    assert notify(client, "nowpayments", body, {"x-nowpayments-sig": wrong}).status_code == 401
+    assert verify_ledger() == []
+
+
+# --- several payments on one NOWPayments invoice -------------------------------------------
+
+
+def test_a_failed_nowpayments_attempt_leaves_the_invoice_open_for_the_next(
+    client, buyer, nowpayments, clock
+):
+    """An invoice can carry several payments: one failing must not close the top-up while
+    the invoice can still be paid, and a later one that finishes (its IPN lost) is still
+    reconciled."""
+    _, payment = start(client, "30", gateway="nowpayments")
+    first = nowpayments.payment(payment.invoice_id, "waiting")
+    notify(client, "nowpayments", *nowpayments.ipn(first))
+    notify(
+        client, "nowpayments", *nowpayments.ipn(nowpayments.payment(payment.invoice_id, "failed"))
+    )
+    db.session.expire_all()
+    row = db.session.get(Payment, payment.id)
+    assert (row.status, row.gateway_status) == ("pending", "failed")
+    second = nowpayments.payment(payment.invoice_id, "waiting", new=True)
+    notify(client, "nowpayments", *nowpayments.ipn(second))
+    nowpayments.payment(payment.invoice_id, "finished")  # the second finishes; its IPN is lost
+    clock.travel(61)
+    assert payments.reconcile().credited == 1
+    assert balance(buyer.id) == to_units("30")
+    db.session.expire_all()
+    row = db.session.get(Payment, payment.id)
+    assert row.status == "paid" and row.gateway_reference == str(second["payment_id"])
+    assert sorted(a.reference for a in row.attempts) == sorted(
+        [str(first["payment_id"]), str(second["payment_id"])]
+    )
+    assert verify_ledger() == []
+
+
+def test_every_nowpayments_attempt_is_kept_not_only_the_last_notified(
+    client, buyer, nowpayments, clock
+):
+    _, payment = start(client, "30", gateway="nowpayments")
+    first = nowpayments.payment(payment.invoice_id, "waiting")
+    notify(client, "nowpayments", *nowpayments.ipn(first))
+    second = nowpayments.payment(payment.invoice_id, "waiting", new=True)
+    notify(client, "nowpayments", *nowpayments.ipn(second))
+    nowpayments.payments[str(first["payment_id"])]["payment_status"] = "finished"  # IPN lost
+    nowpayments.payments[str(first["payment_id"])]["actually_paid"] = 25.31
+    clock.travel(61)
+    assert payments.reconcile().credited == 1
+    assert balance(buyer.id) == to_units("30")
+    assert len(nowpayments.calls(f"/payment/{first['payment_id']}")) == 1
+    # A replay of the credited payment's IPN after another attempt's notice is a duplicate,
+    # not "a second payment on an invoice already credited".
+    notify(client, "nowpayments", *nowpayments.ipn(dict(second, payment_status="failed")))
+    replay = nowpayments.payments[str(first["payment_id"])]
+    assert notify(client, "nowpayments", *nowpayments.ipn(replay)).status_code == 200
+    db.session.expire_all()
+    row = db.session.get(Payment, payment.id)
+    assert row.status == "paid" and row.flag_reason is None
+    assert row.gateway_reference == str(first["payment_id"])
+    assert balance(buyer.id) == to_units("30")
+    assert verify_ledger() == []
+
+
+def test_an_unreadable_nowpayments_payment_does_not_block_the_batch(
+    client, auth, make_user, buyer, nowpayments, clock
+):
+    made = []
+    for status in ("waiting", "waiting", "waiting"):
+        _, payment = start(client, "30", gateway="nowpayments")
+        ipn = nowpayments.payment(payment.invoice_id, status)
+        notify(client, "nowpayments", *nowpayments.ipn(ipn))
+        made.append((payment.id, payment.invoice_id, str(ipn["payment_id"])))
+    (lost, lost_invoice, lost_ref), (paid, paid_invoice, _), (unpaid, _, _) = made
+    del nowpayments.payments[lost_ref]  # PAYMENT_NOT_FOUND from now on
+    nowpayments.payment(paid_invoice, "finished")  # its IPN is lost
+    clock.travel(8 * 86400)  # every invoice's lifetime is over
+    report = payments.reconcile()
+    assert report.credited == 1 and report.expired == 1, report
+    assert any("PAYMENT_NOT_FOUND" in e for e in report.errors), report.errors
+    db.session.expire_all()
+    assert db.session.get(Payment, paid).status == "paid"
+    assert db.session.get(Payment, unpaid).status == "expired"
+    unreadable = db.session.get(Payment, lost)
+    assert unreadable.status == "pending"  # never expired on a guess
+    assert lost_ref in unreadable.error and "PAYMENT_NOT_FOUND" in unreadable.error
+    assert balance(buyer.id) == to_units("30")
+    auth.logout()
+    make_user(email="boss@example.com", is_admin=True)
+    auth.login("boss@example.com")
+    assert "PAYMENT_NOT_FOUND" in client.get(f"/admin/payments/{lost}").get_data(as_text=True)
+    assert verify_ledger() == []
+
+
+@pytest.mark.parametrize("ending", ["worker", "notification"])
+def test_a_partially_paid_invoice_is_flagged_not_silently_expired(
+    client, auth, make_user, buyer, nowpayments, clock, ending
+):
+    _, payment = start(client, "30", gateway="nowpayments")
+    partial = nowpayments.payment(payment.invoice_id, "partially_paid", actually_paid=10.5)
+    notify(client, "nowpayments", *nowpayments.ipn(partial))
+    clock.travel(8 * 86400)
+    if ending == "worker":
+        report = payments.reconcile()
+        assert report.expired == 0 and report.flagged == 1, report
+    else:
+        expired = nowpayments.payment(payment.invoice_id, "expired", actually_paid=10.5)
+        assert notify(client, "nowpayments", *nowpayments.ipn(expired)).status_code == 200
+    db.session.expire_all()
+    row = db.session.get(Payment, payment.id)
+    assert row.status == "flagged"
+    assert "partially paid" in row.flag_reason and "10.5" in row.flag_reason
+    assert balance(buyer.id) == 0  # the operator decides
+    auth.logout()
+    make_user(email="boss@example.com", is_admin=True)
+    auth.login("boss@example.com")
+    listing = client.get("/admin/payments?flagged=y").get_data(as_text=True)
+    assert f"#{payment.id}" in listing and "partially paid" in listing
+    detail = client.get(f"/admin/payments/{payment.id}").get_data(as_text=True)
+    assert "Needs review" in detail and "10.5" in detail
+    assert verify_ledger() == []
+
+
+def test_the_hourly_cap_holds_when_starts_race(app, client, buyer, cryptopay):
+    """The cap is a count then an insert: concurrent starts (other processes or hosts) must
+    not all see room. Every count is slowed down to widen the race."""
+    import time
+
+    from sqlalchemy import event
+
+    for _ in range(payments.MAX_STARTED_PER_HOUR - 1):
+        start(client, "10.00")
+    user_id = buyer.id
+    urls = payments.Urls(callback="http://h/cb", back="http://h/back", site="http://h/")
+    engine = db.engine
+    db.session.remove()
+
+    def slow_count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT COUNT(*)") and "payments" in statement:
+            time.sleep(0.3)
+
+    def begin(i):
+        with app.app_context():
+            try:
+                user = db.session.get(User, user_id)
+                payments.start_topup(user, to_units("10"), "cryptopay", urls)
+                return "started"
+            except payments.TooManyTopUps:
+                return "refused"
+            finally:
+                db.session.remove()
+
+    event.listen(engine, "after_cursor_execute", slow_count)
+    try:
+        results = run_threads(5, begin)
+    finally:
+        event.remove(engine, "after_cursor_execute", slow_count)
+    assert sorted(results) == ["refused"] * 4 + ["started"], results
+    count = db.session.execute(select(func.count()).select_from(Payment)).scalar_one()
+    assert count == payments.MAX_STARTED_PER_HOUR
+    assert len(cryptopay.calls("/createInvoice")) == payments.MAX_STARTED_PER_HOUR
+
+
+def test_concurrent_duplicate_nowpayments_ipns_keep_one_attempt_and_credit_once(
+    app, client, buyer, nowpayments
+):
+    _, payment = start(client, "30", gateway="nowpayments")
+    body, headers = nowpayments.ipn(nowpayments.payment(payment.invoice_id, "finished"))
+    user_id, payment_id = buyer.id, payment.id
+    db.session.remove()
+
+    def deliver(i):
+        return (
+            app.test_client()
+            .post("/payments/nowpayments/webhook", data=body, headers=headers)
+            .status_code
+        )
+
+    assert run_threads(8, deliver) == [200] * 8
+    assert balance(user_id) == to_units("30")
+    assert len(db.session.get(Payment, payment_id).attempts) == 1
+    assert verify_ledger() == []
+
+
+def test_a_payment_still_confirming_keeps_the_top_up_open_past_its_lifetime(
+    client, buyer, nowpayments, clock
+):
+    _, payment = start(client, "30", gateway="nowpayments")
+    seen = nowpayments.payment(payment.invoice_id, "confirming", actually_paid=25.31)
+    notify(client, "nowpayments", *nowpayments.ipn(seen))
+    clock.travel(8 * 86400)  # the invoice's lifetime is over while the money confirms
+    report = payments.reconcile()
+    assert report.expired == 0 and report.flagged == 0, report
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "pending"
+    nowpayments.payment(payment.invoice_id, "finished")  # its IPN is lost
+    clock.travel(3600)
+    assert payments.reconcile().credited == 1
+    assert balance(buyer.id) == to_units("30")
     assert verify_ledger() == []

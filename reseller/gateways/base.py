@@ -21,7 +21,8 @@ from typing import Any
 class InvoiceState(StrEnum):
     """What a gateway's word means for us."""
 
-    PENDING = "pending"  # not paid (yet): waiting, confirming, partially paid
+    PENDING = "pending"  # not paid (yet): waiting, confirming
+    PARTIALLY_PAID = "partially_paid"  # less than the invoice arrived: never credited
     PAID = "paid"  # paid in full: credit
     EXPIRED = "expired"
     FAILED = "failed"
@@ -60,9 +61,24 @@ class PaymentEvent:
     amount: Decimal | None = None  # the invoice amount the gateway signed
     currency: str | None = None
     order_id: str | None = None
-    reference: str | None = None  # a gateway-side payment id, when there is one
+    # A gateway-side payment id, when the event is about one payment made on the invoice
+    # (NOWPayments: an invoice can carry several) rather than about the invoice itself.
+    reference: str | None = None
+    # What arrived at the gateway for this payment, in its words, once anything did (a
+    # partial or still unconfirmed payment); None when nothing did.
+    received: str | None = None
     body: str | None = None  # the verified notification as received (None for checks)
     details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Checked:
+    """What a gateway check learnt: the events it could read, and for each invoice one of
+    whose payments it could not read (a 4xx about it, an unreadable answer), why — that
+    invoice's problem, never the batch's."""
+
+    events: list[PaymentEvent] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 class GatewayError(Exception):
@@ -113,9 +129,10 @@ class Gateway(abc.ABC):
         """Raises GatewayUnavailable or GatewayRefused."""
 
     @abc.abstractmethod
-    def check_invoices(self, invoices: list[tuple[str, str | None]]) -> list[PaymentEvent]:
-        """The current state of `(invoice_id, reference)` pairs; those it cannot tell are left
-        out. Raises GatewayUnavailable or GatewayRefused."""
+    def check_invoices(self, invoices: list[tuple[str, tuple[str, ...]]]) -> Checked:
+        """The current state of invoices, each given with the references of the payments
+        made on it that we know of; those it cannot tell are left out. Raises
+        GatewayUnavailable or GatewayRefused when it cannot answer for the batch."""
 
     @abc.abstractmethod
     def verify_notification(self, body: bytes, headers: Mapping[str, str]) -> PaymentEvent:
@@ -125,12 +142,16 @@ class Gateway(abc.ABC):
 def parse_json(body: bytes) -> dict:
     """The JSON object in a (verified) body; raises MalformedNotification."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError):
         raise MalformedNotification("the body is not JSON") from None
     if not isinstance(data, dict):
         raise MalformedNotification("the body is not a JSON object")
     return data
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN and Infinity; JSON does not
 
 
 def decimal_field(data: Mapping[str, Any], key: str) -> Decimal | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .base import (
     BadSignature,
+    Checked,
     Gateway,
     GatewayRefused,
     GatewayUnavailable,
@@ -133,21 +134,23 @@ class CryptoPay(Gateway):
             status=str(result.get("status") or "active"),
         )
 
-    def check_invoices(self, invoices: list[tuple[str, str | None]]) -> list[PaymentEvent]:
+    def check_invoices(self, invoices: list[tuple[str, tuple[str, ...]]]) -> Checked:
         if not invoices:
-            return []
-        ids = ",".join(invoice_id for invoice_id, _reference in invoices)
+            return Checked()
+        ids = ",".join(invoice_id for invoice_id, _references in invoices)
         result = self._call("getInvoices", {"invoice_ids": ids, "count": 1000})
         items = result.get("items") if isinstance(result, dict) else None
         if not isinstance(items, list):
             raise GatewayUnavailable("getInvoices: no items in the answer")
-        events = []
+        checked = Checked()
         for item in items:
             try:
-                events.append(self._event(item, body=None))
-            except MalformedNotification:
-                continue  # an invoice we cannot read tells us nothing; the next pass asks again
-        return events
+                checked.events.append(self._event(item, body=None))
+            except MalformedNotification as exc:
+                invoice_id = item.get("invoice_id") if isinstance(item, dict) else None
+                if invoice_id is not None:
+                    checked.unreadable[str(invoice_id)] = f"unreadable invoice: {exc}"
+        return checked
 
     # -- notifications -------------------------------------------------------------------
 

@@ -4,15 +4,19 @@
 (`price_amount`, `price_currency`) and returns its `invoice_url`. Each payment made on it is
 reported to `ipn_callback_url` as an IPN: the payment as JSON (`payment_id`, `invoice_id`,
 `payment_status`, `price_amount`, `price_currency`, `order_id`, …), signed in the
-`x-nowpayments-sig` header: hex HMAC-SHA512 of the body re-serialised with its keys sorted,
-keyed with the IPN secret. Only `finished` means paid; `partially_paid`, `failed`,
-`expired` and `refunded` are recorded, never credited.
+`x-nowpayments-sig` header: hex HMAC-SHA512 of the body re-serialised with its keys sorted
+as JavaScript's JSON.stringify writes it (`js_json`), keyed with the IPN secret. Only
+`finished` means paid; `partially_paid`, `failed`, `expired` and `refunded` are recorded,
+never credited.
 
-`GET /payment/{payment_id}` (API key only) reads a payment back, so a payment we have
-heard of once is reconciled even when its final IPN is lost. Listing the payments of an
-invoice (`GET /payment/?invoiceId=…`) also needs a bearer token from `POST /auth` with the
-account's e-mail and password: with NOWPAYMENTS_EMAIL and NOWPAYMENTS_PASSWORD set, an
-invoice that never produced any IPN is reconciled too; without them it is left to
+An invoice can carry several payments (the customer may try again after one failed or
+expired); each has its own `payment_id`. `GET /payment/{payment_id}` (API key only) reads
+one back, so every payment we have heard of once is reconciled even when its final IPN is
+lost; a 4xx for one (PAYMENT_NOT_FOUND) is that invoice's problem, not the batch's.
+Listing the payments of an invoice (`GET /payment/?invoiceId=…`) needs a bearer token from
+`POST /auth` with the account's e-mail and password: with NOWPAYMENTS_EMAIL and
+NOWPAYMENTS_PASSWORD set, the worker lists each invoice's payments instead, so payments
+that never produced any IPN are reconciled too; without them those are left to
 NOWPayments' own IPN retries and to expiry.
 """
 
@@ -20,13 +24,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from . import js_json
 from .base import (
     BadSignature,
+    Checked,
     Gateway,
+    GatewayRefused,
     GatewayUnavailable,
     Invoice,
     InvoiceRequest,
@@ -47,7 +53,7 @@ STATES = {
     "confirming": InvoiceState.PENDING,
     "confirmed": InvoiceState.PENDING,
     "sending": InvoiceState.PENDING,
-    "partially_paid": InvoiceState.PENDING,
+    "partially_paid": InvoiceState.PARTIALLY_PAID,
     "finished": InvoiceState.PAID,
     "failed": InvoiceState.FAILED,
     "refunded": InvoiceState.REFUNDED,
@@ -58,24 +64,12 @@ DEFAULT_LIFETIME = 7 * 24 * 3600
 
 
 def sorted_json(data: Any) -> list[str]:
-    """The texts NOWPayments may have signed: the body with its keys sorted, compact, as
-    JavaScript's JSON.stringify writes it (whole floats without `.0`, non-ASCII as is) and
-    as Python's json.dumps does."""
-    texts = [
-        json.dumps(_js_numbers(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-        json.dumps(data, sort_keys=True, separators=(",", ":")),
-    ]
+    """The texts NOWPayments may have signed: `JSON.stringify(sortObject(body))` as its
+    documented Node code computes it (numbers and strings as JavaScript writes them), and,
+    when the body holds arrays, the same with its arrays kept as arrays."""
+    texts = [js_json.stringify(js_json.sort_object(data))]
+    texts.append(js_json.stringify(js_json.sort_object(data, arrays=True)))
     return list(dict.fromkeys(texts))
-
-
-def _js_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _js_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_js_numbers(v) for v in value]
-    return value
 
 
 class NowPayments(Gateway):
@@ -143,38 +137,42 @@ class NowPayments(Gateway):
             invoice_id=str(data["id"]), pay_url=str(data["invoice_url"]), lifetime=self.lifetime
         )
 
-    def check_invoices(self, invoices: list[tuple[str, str | None]]) -> list[PaymentEvent]:
-        events: list[PaymentEvent] = []
+    def check_invoices(self, invoices: list[tuple[str, tuple[str, ...]]]) -> Checked:
+        checked = Checked()
         bearer: dict[str, str] | None = None
-        for invoice_id, reference in invoices:
-            if reference:
-                found = [self._http.call("GET", f"payment/{reference}", headers=self._headers())]
-            elif self._login is not None:
+        for invoice_id, references in invoices:
+            if self._login is not None:
                 if bearer is None:
                     bearer = self._bearer()
-                answer = self._http.call(
-                    "GET",
-                    "payment/",
-                    headers=bearer,
-                    params={"invoiceId": invoice_id, "limit": 100, "page": 0},
-                )
-                found = answer.get("data") if isinstance(answer, dict) else None
-                if not isinstance(found, list):
-                    raise GatewayUnavailable("payment list: no data in the answer")
+                asks = [("payment/", {"invoiceId": invoice_id, "limit": 100, "page": 0}, bearer)]
+            elif references:
+                asks = [(f"payment/{ref}", None, self._headers()) for ref in references]
             else:
                 continue  # no payment id known yet, and no login to list the invoice's
-            read = []
-            for data in found:
+            read, problems = [], []
+            for path, params, headers in asks:
                 try:
-                    event = self._event(data, body=None)
-                except MalformedNotification:
+                    answer = self._http.call("GET", path, headers=headers, params=params)
+                except GatewayRefused as exc:  # this payment's problem, not the batch's
+                    problems.append(f"{path}: {exc}")
                     continue
-                if event.invoice_id == invoice_id:
-                    read.append(event)
+                found = answer.get("data") if params else [answer]
+                if not isinstance(found, list):
+                    raise GatewayUnavailable("payment list: no data in the answer")
+                for data in found:
+                    try:
+                        event = self._event(data, body=None)
+                    except MalformedNotification as exc:
+                        problems.append(f"{path}: unreadable payment: {exc}")
+                        continue
+                    if event.invoice_id == invoice_id:
+                        read.append(event)
+            if problems:
+                checked.unreadable[invoice_id] = "; ".join(problems)
             # A finished payment last, so that a failed attempt on the same invoice never
             # follows the credit.
-            events.extend(sorted(read, key=lambda e: e.state is InvoiceState.PAID))
-        return events
+            checked.events.extend(sorted(read, key=lambda e: e.state is InvoiceState.PAID))
+        return checked
 
     def _bearer(self) -> dict[str, str]:
         """Headers with a fresh bearer token (NOWPayments' tokens last minutes)."""
@@ -202,6 +200,16 @@ class NowPayments(Gateway):
         if status not in STATES:
             raise MalformedNotification(f"unknown payment_status {status!r}")
         currency = text_field(data, "price_currency")
+        received = None
+        paid = data.get("actually_paid")
+        if isinstance(paid, int | float) and not isinstance(paid, bool) and paid > 0:
+            received = f"{js_json.number(paid)} {data.get('pay_currency') or ''}".strip()
+            if isinstance(data.get("pay_amount"), int | float):
+                received += f" (of {js_json.number(data['pay_amount'])})"
+        elif status == "partially_paid":
+            received = "part of the amount"
+        elif status in ("confirming", "confirmed", "sending"):
+            received = "a payment being confirmed"
         return PaymentEvent(
             gateway=self.name,
             invoice_id=text_field(data, "invoice_id", required=True),
@@ -211,6 +219,7 @@ class NowPayments(Gateway):
             currency=currency.upper() if currency else None,
             order_id=text_field(data, "order_id"),
             reference=text_field(data, "payment_id"),
+            received=received if STATES[status] is not InvoiceState.PAID else None,
             body=body,
             details={
                 k: data.get(k)

@@ -18,6 +18,7 @@ from typing import Any
 
 from .base import (
     BadSignature,
+    Checked,
     Gateway,
     Invoice,
     InvoiceRequest,
@@ -64,8 +65,8 @@ class SandboxGateway(Gateway):
             status="waiting",
         )
 
-    def check_invoices(self, invoices: list[tuple[str, str | None]]) -> list[PaymentEvent]:
-        return []
+    def check_invoices(self, invoices: list[tuple[str, tuple[str, ...]]]) -> Checked:
+        return Checked()
 
     def notification(
         self, invoice_id: str, amount: Decimal, currency: str, order_id: str

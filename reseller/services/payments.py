@@ -22,18 +22,29 @@ from decimal import Decimal
 
 from flask import Flask, current_app
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..gateways import configured
 from ..gateways.base import (
     BadNotification,
+    Checked,
     Gateway,
     GatewayError,
+    GatewayRefused,
     InvoiceRequest,
     InvoiceState,
     PaymentEvent,
 )
-from ..models import LedgerEntry, LedgerKind, Payment, PaymentChange, User, utcnow
+from ..models import (
+    LedgerEntry,
+    LedgerKind,
+    Payment,
+    PaymentAttempt,
+    PaymentChange,
+    User,
+    utcnow,
+)
 from ..models import PaymentStatus as P
 from ..money import CENT, BadAmount, format_amount, parse_amount, to_decimal, to_units
 from . import settings, wallet
@@ -213,6 +224,12 @@ def start_topup(user: User, amount: int, gateway_name: str, urls: Urls) -> Payme
     rules = limits()
     if not rules.minimum <= amount <= rules.maximum or amount % CENT:
         raise BadTopUpAmount("This amount is outside the allowed range.")
+    # The cap is a count then an insert: a concurrent start (another process or host) must
+    # not count before ours commits. The customer's row, locked first, makes it wait here
+    # on PostgreSQL (READ COMMITTED: its count, a later statement, then sees our row); on
+    # SQLite every transaction holds the write lock from its first statement
+    # (reseller/sqlite.py).
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update(key_share=True))
     recent = db.session.execute(
         select(func.count())
         .select_from(Payment)
@@ -331,28 +348,123 @@ def apply_event(event: PaymentEvent, *, source: str) -> Outcome:
     if payment is None:
         raise UnknownInvoice(f"no payment for {event.gateway} invoice {event.invoice_id!r}")
     try:
+        news = _note_attempt(payment.id, event)
         if event.state is InvoiceState.PAID:
             result = _paid(payment, event, source)
         elif event.state in (InvoiceState.EXPIRED, InvoiceState.FAILED):
-            target = P.EXPIRED if event.state is InvoiceState.EXPIRED else P.FAILED
-            changed = _transition(
-                payment.id,
-                [P.PENDING],
-                target,
-                source=source,
-                event=event,
-                note=f"the gateway says {event.gateway_status}",
-            )
-            result = target.value if changed else _gateway_word(payment, event, source)
+            result = _ended(payment, event, source, news)
         elif event.state is InvoiceState.REFUNDED:
             result = _refunded(payment, event, source)
         else:
-            result = _gateway_word(payment, event, source)
+            result = _gateway_word(payment, event, source, news)
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
     return Outcome(payment.id, result)
+
+
+def _note_attempt(payment_id: int, event: PaymentEvent) -> bool:
+    """Keep the gateway payment an event is about (every one made on the invoice, not only
+    the last notified) with its last word; True when that is news. No commit."""
+    if not event.reference:
+        return False
+    values = {"state": event.state.value, "gateway_status": event.gateway_status}
+    if event.received:
+        values["received"] = event.received
+    for _ in range(2):
+        attempt = db.session.execute(
+            select(PaymentAttempt).where(
+                PaymentAttempt.payment_id == payment_id,
+                PaymentAttempt.reference == event.reference,
+            )
+        ).scalar_one_or_none()
+        if attempt is not None:
+            if attempt.state == InvoiceState.PAID.value:
+                return False  # a late word about a payment already finished changes nothing
+            if all(getattr(attempt, k) == v for k, v in values.items()):
+                return False
+            for key, value in values.items():
+                setattr(attempt, key, value)
+            db.session.flush()
+            return True
+        try:
+            with db.session.begin_nested():  # a concurrent notice may insert it first
+                db.session.add(
+                    PaymentAttempt(payment_id=payment_id, reference=event.reference, **values)
+                )
+            return True
+        except IntegrityError:
+            continue
+    return False
+
+
+def _attempts(payment_id: int) -> list[PaymentAttempt]:
+    return list(
+        db.session.execute(
+            select(PaymentAttempt)
+            .where(PaymentAttempt.payment_id == payment_id)
+            .order_by(PaymentAttempt.id)
+        ).scalars()
+    )
+
+
+def _in_flight(attempts: list[PaymentAttempt], *, besides: str | None = None) -> bool:
+    """Whether money is on its way in one of these payments (seen, not yet confirmed)."""
+    return any(
+        a.state == InvoiceState.PENDING.value and a.received and a.reference != besides
+        for a in attempts
+    )
+
+
+def _ended(payment: Payment, event: PaymentEvent, source: str, news: bool) -> str:
+    """A failed or expired word. About the invoice itself, it closes the payment; about one
+    payment made on it, only once the invoice can no longer be paid (its lifetime is over
+    and no other payment is on its way): the customer may pay again on the same invoice."""
+    word = f"the gateway says {event.gateway_status}"
+    if event.reference:
+        open_until = payment.expires_at
+        if (open_until is not None and open_until > utcnow()) or _in_flight(
+            _attempts(payment.id), besides=event.reference
+        ):
+            note = (
+                f"payment {event.reference}: {event.gateway_status}; the invoice can still be paid"
+            )
+            return _gateway_word(payment, event, source, news, note=note)
+    target = P.EXPIRED if event.state is InvoiceState.EXPIRED else P.FAILED
+    result = _close_unpaid(payment.id, target, source=source, note=word, event=event)
+    return result or _gateway_word(payment, event, source, news)
+
+
+def _close_unpaid(
+    payment_id: int, target: P, *, source: str, note: str, event: PaymentEvent | None = None
+) -> str | None:
+    """Close a pending payment unpaid: `target`, or flagged for the operator when money
+    arrived on one of its payments (partially paid, or paid and then failed). The result,
+    or None when it was not pending. No commit."""
+    received = [
+        f"{a.received} in payment {a.reference}" for a in _attempts(payment_id) if a.received
+    ]
+    if received:
+        reason = _short(
+            f"partially paid: {'; '.join(received)} arrived at the gateway, but the invoice "
+            f"ended unpaid ({note}); nothing credited"
+        )
+        if _transition(
+            payment_id,
+            [P.PENDING],
+            P.FLAGGED,
+            source=source,
+            event=event,
+            note=reason,
+            flag_reason=reason,
+        ):
+            log.warning("payment %s flagged: %s", payment_id, reason)
+            return "flagged"
+        return None
+    if _transition(payment_id, [P.PENDING], target, source=source, event=event, note=note):
+        return target.value
+    return None
 
 
 def _mismatch(payment: Payment, event: PaymentEvent) -> str | None:
@@ -398,8 +510,20 @@ def _paid(payment: Payment, event: PaymentEvent, source: str) -> str:
         event=event,
         note="paid: wallet credited",
         paid_at=utcnow(),
+        gateway_reference=event.reference,
     )
     if not won:
+        if payment.status == P.FLAGGED.value:
+            # The operator decides; the timeline shows what the gateway says now.
+            _record(
+                payment.id,
+                P.FLAGGED,
+                P.FLAGGED,
+                source=source,
+                event=event,
+                note="the gateway says paid; the payment is flagged: nothing credited by itself",
+            )
+            return "unchanged"
         if (
             payment.status == P.PAID.value
             and event.reference
@@ -461,29 +585,33 @@ def _flag_only(payment: Payment, event: PaymentEvent, source: str, reason: str) 
     log.warning("payment %s flagged: %s", payment.id, reason)
 
 
-def _gateway_word(payment: Payment, event: PaymentEvent, source: str) -> str:
-    """Record a new gateway status (confirming, partially_paid…) without a state change."""
-    values = {}
-    if event.gateway_status != payment.gateway_status:
-        values["gateway_status"] = event.gateway_status
-    if event.reference and event.reference != payment.gateway_reference:
-        values["gateway_reference"] = event.reference
-    if not values:
+def _gateway_word(
+    payment: Payment,
+    event: PaymentEvent,
+    source: str,
+    news: bool = False,
+    *,
+    note: str | None = None,
+) -> str:
+    """Record a new gateway status (confirming, partially_paid…) without a state change;
+    `news`: the event told us something new about one of the invoice's payments."""
+    if event.gateway_status == payment.gateway_status and not news:
         return "unchanged"
     db.session.execute(
         update(Payment)
         .where(Payment.id == payment.id)
-        .values(**values)
+        .values(gateway_status=event.gateway_status)
         .execution_options(synchronize_session=False)
     )
     status = P(payment.status)
+    word = f"payment {event.reference}: {event.gateway_status}" if event.reference else None
     _record(
         payment.id,
         status,
         status,
         source=source,
         event=event,
-        note=f"the gateway says {event.gateway_status}",
+        note=note or word or f"the gateway says {event.gateway_status}",
     )
     return "updated"
 
@@ -505,8 +633,6 @@ def _transition(
     ).scalar_one()
     if event is not None:
         values["gateway_status"] = event.gateway_status
-        if event.reference:
-            values["gateway_reference"] = event.reference
     result = db.session.execute(
         update(Payment)
         .where(Payment.id == payment_id, Payment.status.in_([s.value for s in allowed]))
@@ -556,6 +682,7 @@ class ReconcileReport:
     credited: int = 0
     expired: int = 0
     failed: int = 0
+    flagged: int = 0  # closed with money received: the operator decides
     errors: list[str] = field(default_factory=list)
 
 
@@ -601,15 +728,22 @@ def _reconcile_rows(ids: list[int], report: ReconcileReport) -> None:
                 Payment.id,
                 Payment.gateway,
                 Payment.invoice_id,
-                Payment.gateway_reference,
                 Payment.created_at,
                 Payment.expires_at,
                 Payment.checks,
+                Payment.error,
             ).where(Payment.id.in_(ids))
         ).all()
         if ids
         else []
     )
+    references: dict[int, list[str]] = {}
+    for payment_id, reference in db.session.execute(
+        select(PaymentAttempt.payment_id, PaymentAttempt.reference)
+        .where(PaymentAttempt.payment_id.in_(ids))
+        .order_by(PaymentAttempt.id)
+    ):
+        references.setdefault(payment_id, []).append(reference)
     db.session.commit()  # no transaction stays open across the gateway calls below
     now = utcnow()
     by_gateway: dict[str, list] = {}
@@ -631,18 +765,18 @@ def _reconcile_rows(ids: list[int], report: ReconcileReport) -> None:
     for name, group in by_gateway.items():
         gateway = available().get(name)
         answered = gateway is not None and not gateway.can_check
+        checked = Checked()
         if gateway is not None and gateway.can_check:
             try:
-                events = gateway.check_invoices(
-                    [(r.invoice_id, r.gateway_reference) for r in group]
+                checked = gateway.check_invoices(
+                    [(r.invoice_id, tuple(references.get(r.id, ()))) for r in group]
                 )
                 answered = True
             except GatewayError as exc:
                 report.errors.append(f"{name}: {exc}")
                 log.warning("payments: %s check failed: %s", name, exc)
-                events = []
             report.checked += len(group) if answered else 0
-            for event in events:
+            for event in checked.events:
                 try:
                     outcome = apply_event(event, source="check")
                 except UnknownInvoice:
@@ -651,42 +785,63 @@ def _reconcile_rows(ids: list[int], report: ReconcileReport) -> None:
                     report.credited += 1
                 elif outcome.result == "expired":
                     report.expired += 1
+                elif outcome.result == "flagged":
+                    report.flagged += 1
         for row in group:
-            # Expire only what the gateway could not still call paid: it answered (or
-            # cannot be asked) and the invoice's lifetime is over.
-            over = answered and row.expires_at is not None and row.expires_at <= now
-            if over and _transition(
-                row.id,
-                [P.PENDING],
-                P.EXPIRED,
-                source="worker",
-                note="unpaid when the invoice's lifetime ended",
-            ):
-                report.expired += 1
+            problem = checked.unreadable.get(row.invoice_id)
+            if problem:
+                report.errors.append(f"{name}: payment {row.id}: {problem}")
+                log.warning("payments: payment %s could not be read: %s", row.id, problem)
+            # Expire only what the gateway could not still call paid: it answered about it
+            # (or cannot be asked), the invoice's lifetime is over, and no payment made on
+            # it is on its way.
+            over = answered and not problem and row.expires_at is not None
+            over = over and row.expires_at <= now and not _in_flight(_attempts(row.id))
+            if over:
+                result = _close_unpaid(
+                    row.id,
+                    P.EXPIRED,
+                    source="worker",
+                    note="unpaid when the invoice's lifetime ended",
+                )
+                if result == "expired":
+                    report.expired += 1
+                elif result == "flagged":
+                    report.flagged += 1
             delay = backoff_seconds(
                 row.checks + 1, first=CHECK_FIRST, last=CHECK_LAST, steps=CHECK_STEPS
             )
-            db.session.execute(
+            values = {"next_check_at": now + dt.timedelta(seconds=delay), "checks": row.checks + 1}
+            if answered and (problem or row.error):
+                # The check's own problem, recorded on the payment (cleared once it reads).
+                values["error"] = _short(f"check: {problem}") if problem else None
+            updated = db.session.execute(
                 update(Payment)
-                .where(Payment.id == row.id)
-                .values(next_check_at=now + dt.timedelta(seconds=delay), checks=row.checks + 1)
+                .where(Payment.id == row.id, Payment.status == P.PENDING.value)
+                .values(**values)
                 .execution_options(synchronize_session=False)
             )
+            if updated.rowcount == 1 and problem and values["error"] != row.error:
+                _record(row.id, P.PENDING, P.PENDING, source="worker", note=values["error"])
             db.session.commit()
 
 
 def check_now(payment: Payment) -> Outcome | None:
     """The console's "check now": ask the gateway about one pending payment at once.
-    Raises GatewayError when it cannot answer; None when it knows nothing of it."""
+    Raises GatewayError when it cannot answer, or cannot read one of its payments; None
+    when it knows nothing of it."""
     gateway = available().get(payment.gateway)
     if gateway is None or not gateway.can_check or payment.invoice_id is None:
         return None
-    pair = (payment.invoice_id, payment.gateway_reference)
+    pair = (payment.invoice_id, tuple(a.reference for a in _attempts(payment.id)))
     db.session.commit()
-    events = gateway.check_invoices([pair])
+    checked = gateway.check_invoices([pair])
     outcome = None
-    for event in events:
+    for event in checked.events:
         outcome = apply_event(event, source="console check")
+    problem = checked.unreadable.get(payment.invoice_id)
+    if problem:
+        raise GatewayRefused(problem)
     return outcome
 
 
