@@ -9,14 +9,18 @@ from reseller.extensions import db
 from tests.conftest import ON_POSTGRES
 
 
-def test_upgrade_from_empty_matches_models(app):
+def _empty_schema() -> None:
+    """A database with no tables, ready for `upgrade` from the first revision."""
     if ON_POSTGRES:
         db.session.execute(text("DROP SCHEMA public CASCADE"))
         db.session.execute(text("CREATE SCHEMA public"))
-        db.session.commit()
     else:
         db.drop_all()
-        db.session.commit()
+    db.session.commit()
+
+
+def test_upgrade_from_empty_matches_models(app):
+    _empty_schema()
     upgrade(directory="migrations")
     with db.engine.connect() as conn:
         context = MigrationContext.configure(
@@ -36,13 +40,7 @@ def test_listed_costs_are_kept_in_the_providers_currency_on_upgrade(app):
 
     from reseller.models import Provider
 
-    if ON_POSTGRES:
-        db.session.execute(text("DROP SCHEMA public CASCADE"))
-        db.session.execute(text("CREATE SCHEMA public"))
-        db.session.commit()
-    else:
-        db.drop_all()
-        db.session.commit()
+    _empty_schema()
     upgrade(directory="migrations", revision="26b8d5a24a34")
     db.session.add(
         Provider(
@@ -76,12 +74,7 @@ def test_the_payment_id_each_top_up_kept_becomes_its_first_attempt(app, make_use
 
     from reseller.models import Payment, PaymentAttempt
 
-    if ON_POSTGRES:
-        db.session.execute(text("DROP SCHEMA public CASCADE"))
-        db.session.execute(text("CREATE SCHEMA public"))
-    else:
-        db.drop_all()
-    db.session.commit()
+    _empty_schema()
     upgrade(directory="migrations")
     script = ScriptDirectory.from_config(app.extensions["migrate"].migrate.get_config("migrations"))
     before = script.get_revision("a7c3e9d21f58").down_revision

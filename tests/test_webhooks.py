@@ -509,16 +509,22 @@ def test_the_address_is_checked_again_at_delivery(production_rules, customer):
     assert attempt.error.startswith("refused:")
 
 
-def test_the_connection_goes_to_the_checked_address_with_the_host_name(
-    app, customer, receiver, monkeypatch
-):
-    lookups = []
+@pytest.fixture
+def lookups(monkeypatch) -> list[str]:
+    """Every host name resolves to loopback; the list records the names looked up."""
+    names: list[str] = []
 
     def stub(host, port):
-        lookups.append(host)
+        names.append(host)
         return ["127.0.0.1"]
 
     monkeypatch.setattr(safe_http, "resolve", stub)
+    return names
+
+
+def test_the_connection_goes_to_the_checked_address_with_the_host_name(
+    app, customer, receiver, lookups
+):
     webhooks.save_url(customer, f"http://hooks.example.com:{receiver.port}/pinned")
     webhooks.send_test(customer)
     assert webhooks.deliver_due().delivered == 1
@@ -949,14 +955,7 @@ def test_a_trickling_receiver_delays_neither_other_customers_nor_expiry(
 # --- internationalised host names, and faults of our own --------------------------------
 
 
-def test_an_internationalised_host_goes_out_in_idna_form(app, customer, receiver, monkeypatch):
-    lookups = []
-
-    def stub(host, port):
-        lookups.append(host)
-        return ["127.0.0.1"]
-
-    monkeypatch.setattr(safe_http, "resolve", stub)
+def test_an_internationalised_host_goes_out_in_idna_form(app, customer, receiver, lookups):
     webhooks.save_url(customer, f"http://Пример.РФ:{receiver.port}/hook")
     webhooks.send_test(customer)
 
