@@ -16,11 +16,13 @@ This module speaks the wire and knows nothing of our models.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -256,6 +258,17 @@ async def _exchange(
         return response.status_code
 
 
+def _run_async(function):
+    """anyio.run(function), in a thread of its own when this thread already runs an event loop
+    (a caller inside async code), where a second loop cannot start."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.run(function)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-post") as pool:
+        return pool.submit(anyio.run, function).result()
+
+
 def _tls_failure(exc: BaseException) -> bool:
     while exc is not None:
         if isinstance(exc, ssl.SSLError | ssl.CertificateError):
@@ -309,7 +322,7 @@ def post(
             )
 
     try:
-        status = anyio.run(bounded)
+        status = _run_async(bounded)
     except (TimeoutError, httpx.TimeoutException):
         return done(None, "timed out")
     except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:

@@ -1029,3 +1029,23 @@ def test_a_slow_dns_answer_is_cut_off(app, customer, monkeypatch):
         release.set()
     assert outcome.error == "refused: The host name slow.example.com did not resolve within 2 s."
     assert took < 2 * safe_http.DNS_TIMEOUT + 1
+
+
+def test_a_post_made_inside_a_running_event_loop_is_delivered(receiver, lookups):
+    """A caller in async code (its thread already runs an event loop, where anyio.run cannot
+    start another): the exchange runs in a thread of its own."""
+    import asyncio
+
+    async def inside_a_loop():
+        return safe_http.post(
+            f"http://hooks.example.com:{receiver.port}/loop",
+            b"{}",
+            {},
+            timeout=(2, 2),
+            deadline=5,
+            allow_private=True,
+        )
+
+    outcome = asyncio.run(inside_a_loop())
+    assert outcome.delivered and outcome.status_code == 200
+    assert [r.path for r in receiver.received] == ["/loop"]

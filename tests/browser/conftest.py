@@ -38,8 +38,11 @@ CSP = (
 )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module. Playwright's sync API keeps an asyncio loop running in
+    this thread while it is open: held for the whole session it would make every later
+    module's asyncio.run / anyio.run fail ("cannot be called from a running event loop")."""
     if not os.access(CHROMIUM, os.X_OK):
         message = f"{CHROMIUM} is missing: install Debian's chromium (make system-packages)"
         if os.environ.get("CI") == "true":
