@@ -417,6 +417,8 @@ def test_settings_page_edits_every_setting(client, boss):
         "topup_bonus_threshold": "150.00",
         "routing_policy": "cheapest",
         "serve_at_loss": "yes",
+        "terms_text": "Our terms.\nSecond paragraph.",
+        "privacy_text": "Our privacy policy.",
     }
     assert set(new) == {spec.key for spec in settings.SPECS}
     response = client.post("/admin/settings", data=new)

@@ -11,6 +11,7 @@ from flask_login import current_user, login_user
 
 from ..auth.forms import PostForm
 from ..extensions import db, limiter, login_manager
+from ..main import storefront
 from ..models import Activation, LedgerKind, utcnow
 from ..models import ActivationStatus as S
 from ..money import format_amount, to_units
@@ -48,8 +49,7 @@ def require_login():
     return login_manager.unauthorized()
 
 
-def _money(units: int) -> str:
-    return f"{format_amount(units)} {current_app.config['CURRENCY']}"
+_money = storefront.money
 
 
 @bp.context_processor
