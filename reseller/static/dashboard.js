@@ -16,57 +16,59 @@
     if (element) element.hidden = hidden;
   }
 
-  // --- filters: a search box over a <select> or over table rows --------------------
+  // --- filters: the picker's one search field, and a search box over table rows --------
 
   function matches(text, query) {
     return text.toLowerCase().indexOf(query.toLowerCase()) !== -1;
   }
 
-  function filterSelect(input) {
-    var select = document.querySelector(input.getAttribute("data-filter-select"));
-    if (!select) return;
-    // Hidden <option>s are not honoured everywhere: keep every option and re-add matches.
-    if (!select._allOptions) select._allOptions = Array.prototype.slice.call(select.options);
-    var query = input.value.trim();
-    var shown = 0;
-    while (select.options.length) select.remove(0);
-    select._allOptions.forEach(function (option) {
-      var text = option.getAttribute("data-filter-text") || option.textContent;
-      if (!query || matches(text, query) || option.selected) {
-        select.add(option);
-        shown += 1;
-      }
-    });
-    var count = input.parentNode.querySelector("[data-filter-count]");
-    if (count) count.textContent = shown + " of " + select._allOptions.length + " services";
+  function setCount(input, shown, total, unit) {
+    var id = input.getAttribute("aria-describedby");
+    var count = id && document.getElementById(id);
+    if (count && count.hasAttribute("data-filter-count")) {
+      count.textContent = shown + " of " + total + " " + unit;
+    }
   }
 
   function filterRows(input) {
     var body = document.querySelector(input.getAttribute("data-filter-rows"));
     if (!body) return;
     var query = input.value.trim();
+    var shown = 0;
     Array.prototype.forEach.call(body.rows, function (row) {
       var text = row.getAttribute("data-filter-text") || row.textContent;
       row.hidden = Boolean(query) && !matches(text, query);
+      if (!row.hidden) shown += 1;
+    });
+    setCount(input, shown, body.rows.length, "services");
+  }
+
+  // The same rule as the server (dashboard.routes.index): the text narrows the services by
+  // name or code; a text that names no service narrows the chosen service's countries.
+  function filterPicker(input) {
+    var query = input.value.trim();
+    var items = Array.prototype.slice.call(document.querySelectorAll("[data-service-list] li"));
+    var hits = items.filter(function (li) {
+      return !query || matches(li.getAttribute("data-filter-text"), query);
+    });
+    var aboutServices = hits.length > 0;
+    items.forEach(function (li) {
+      li.hidden = aboutServices && hits.indexOf(li) === -1;
+    });
+    setCount(input, aboutServices ? hits.length : items.length, items.length, "services");
+    var table = document.querySelector("[data-picker-rows]");
+    if (!table) return;
+    var countryQuery = matches(table.getAttribute("data-service-text"), query) ? "" : query;
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      row.hidden = Boolean(countryQuery) && !matches(row.getAttribute("data-filter-text"), countryQuery);
     });
   }
 
   document.addEventListener("input", function (event) {
     var input = event.target;
-    if (input.hasAttribute("data-filter-select")) filterSelect(input);
     if (input.hasAttribute("data-filter-rows")) filterRows(input);
+    if (input.hasAttribute("data-picker-search")) filterPicker(input);
   });
-
-  // Pick a service by double click or Enter in the list, like a button press.
-  function pick(event) {
-    var select = event.target.closest && event.target.closest("select.listbox");
-    if (!select || !select.form || !select.value) return;
-    if (event.type === "keydown" && event.key !== "Enter") return;
-    event.preventDefault();
-    select.form.requestSubmit();
-  }
-  document.addEventListener("dblclick", pick);
-  document.addEventListener("keydown", pick);
 
   // --- one submit per form: a double click must not buy twice -----------------------
 
