@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from flask import g
+from markupsafe import escape
 from sqlalchemy import func, select, update
 
 from reseller.extensions import db
@@ -26,7 +27,7 @@ from reseller.services import accounts, catalog, pricing, settings
 from reseller.services import errors as err
 from reseller.services.provider import raw_upstream
 from reseller.upstream import errors as up
-from reseller.upstream.sandbox import sms_code
+from reseller.upstream.sandbox import sms_code, sms_text
 from tests.conftest import Api, api_key_of
 
 PAGES = ["/dashboard", "/dashboard/history", "/dashboard/ledger", "/dashboard/account"]
@@ -291,7 +292,7 @@ def test_code_appears_in_the_feed_and_after_a_reload(logged_in, customer, clock)
     assert row["can_complete"] and row["can_retry"] and not row["can_cancel"]
     # Without JavaScript, a reload shows the same truth.
     page = text_of(logged_in.get("/dashboard"))
-    assert f'data-field="code">{code}</code>' in page
+    assert f'id="code-{activation.id}-1">{code}</code>' in page
 
 
 def test_feed_respects_the_upstream_poll_cap(logged_in, customer, monkeypatch, clock):
@@ -376,7 +377,17 @@ def test_request_another_sms_then_complete(logged_in, customer, clock, runner):
     clock.travel(6)
     [row] = feed(logged_in)["activations"]
     assert row["status"] == "code_received"
-    assert row["code"] == sms_code(int(activation.upstream_id), 2)
+    first, second = (sms_code(int(activation.upstream_id), n) for n in (1, 2))
+    assert row["code"] == second
+    # Every code, oldest first, each with the SMS's full text, in the feed and on the card.
+    assert row["messages"] == [
+        {"code": first, "text": sms_text("tg", first)},
+        {"code": second, "text": sms_text("tg", second)},
+    ]
+    page = text_of(logged_in.get("/dashboard"))
+    card = page[page.index(f'id="activation-{activation.id}"') :]
+    assert card.index(f">{first}</code>") < card.index(f">{second}</code>")
+    assert escape(sms_text("tg", second)) in card
     post_action(logged_in, activation.id, "complete")
     assert latest_activation(customer.id).status == S.COMPLETED
     assert balance(customer.id) == to_units("10.00") - activation.price

@@ -32,7 +32,7 @@ from ..services import errors as err
 from ..services.activations import PurchaseRequest
 from ..services.bulk import MAX_QUANTITY
 from . import bp
-from .cards import STATUS_LABELS, card, country_name, duration, service_name
+from .cards import STATUS_LABELS, card, cards, country_name, duration, service_name
 from .forms import BuyForm, ChangePasswordForm, FavouriteForm, HistoryFilterForm, WebhookForm
 from .messages import failure
 
@@ -162,7 +162,7 @@ def index():
             for row in storefront.country_rows(offer.service, query=country_q, sort=sort)
         ]
 
-    live = [card(a) for a in _live_activations() if S(a.status) in activations.ACTIVE_STATES]
+    live = cards(a for a in _live_activations() if S(a.status) in activations.ACTIVE_STATES)
     page = render_template(
         "dashboard/index.html",
         activations=live,
@@ -376,8 +376,8 @@ def feed():
             "currency": current_app.config["CURRENCY"],
             "poll_interval": settings.get("poll_interval"),
             "activations": [
-                {k: v for k, v in card(a).items() if k not in ("created_at", "closed_at")}
-                for a in sorted(rows.values(), key=lambda a: a.id, reverse=True)
+                {k: v for k, v in shown.items() if k not in ("created_at", "closed_at")}
+                for shown in cards(sorted(rows.values(), key=lambda a: a.id, reverse=True))
             ],
         }
     )
@@ -411,7 +411,7 @@ def history_page():
     return render_template(
         "dashboard/history.html",
         form=form,
-        rows=[card(a) for a in page.items],
+        rows=cards(page.items),
         page=page,
         filtered=bool(status or service),
         prev_url=_page_url(".history_page", page.prev_num, **filters) if page.has_prev else None,

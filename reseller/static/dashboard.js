@@ -152,20 +152,42 @@
     setHidden(note, seconds <= 0);
   }
 
+  // Every SMS of the number, oldest first: new ones are drawn from the page's <template>
+  // (the same markup as the server's); true when one was added.
+  function updateMessages(card, messages) {
+    var list = field(card, "messages");
+    var template = document.querySelector("template[data-sms-item]");
+    if (!list || !template) return false;
+    var id = card.getAttribute("data-activation");
+    var added = false;
+    for (var n = list.children.length; n < messages.length; n += 1) {
+      var item = template.content.firstElementChild.cloneNode(true);
+      var code = item.querySelector("code");
+      code.id = "code-" + id + "-" + (n + 1);
+      code.textContent = messages[n].code;
+      item.querySelector("[data-copy]").setAttribute("data-copy", "#" + code.id);
+      var details = item.querySelector("details");
+      details.querySelector("p").textContent = messages[n].text || "";
+      details.hidden = !messages[n].text;
+      list.appendChild(item);
+      added = true;
+    }
+    Array.prototype.forEach.call(list.children, function (li, i) {
+      li.classList.toggle("latest", i === list.children.length - 1);
+    });
+    list.hidden = messages.length === 0;
+    return added;
+  }
+
   function updateCard(card, a) {
     var label = field(card, "status_label");
     label.textContent = a.status_label;
     label.className = "badge " + (a.tone || "");
 
-    var code = field(card, "code");
-    if (a.code && code.textContent !== a.code) {
-      code.textContent = a.code;
-      if (document.hidden) document.title = "Code received · " + baseTitle;
+    if (updateMessages(card, a.messages || []) && document.hidden) {
+      document.title = "Code received · " + baseTitle;
     }
-    setHidden(when(card, "code"), !a.code);
-    setHidden(when(card, "no-code"), Boolean(a.code) || !a.open);
-    field(card, "sms_text").textContent = a.sms_text || "";
-    setHidden(when(card, "sms-text"), !a.sms_text);
+    setHidden(when(card, "no-code"), (a.messages || []).length > 0 || !a.open);
     setCountdown(card, "lifetime", a.lifetime_left);
 
     var cancel = form(card, "cancel");
