@@ -414,6 +414,8 @@ class PaymentStatus(enum.StrEnum):
     EXPIRED = "expired"  # the invoice's lifetime ran out unpaid
     FAILED = "failed"  # the invoice could not be created, or the gateway says it failed
     FLAGGED = "flagged"  # the gateway's word disagrees with ours: the operator decides
+    # The customer gave the unpaid invoice up; a payment that arrives anyway still credits.
+    CANCELLED = "cancelled"
 
 
 class Payment(db.Model):

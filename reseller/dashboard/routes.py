@@ -438,6 +438,8 @@ def ledger():
                 f"{service_name(activation.service)}, {country_name(activation.country_id)}"
                 + (f", +{activation.phone}" if activation.phone else "")
             )
+        elif entry.payment_id:
+            detail = ""  # the page names the payment as the Top up page does: Payment #N
         else:
             detail = entry.note or ""
         rows.append(
@@ -446,6 +448,7 @@ def ledger():
                 "label": LEDGER_LABELS.get(entry.kind, entry.kind),
                 "detail": detail,
                 "activation_id": entry.activation_id,
+                "payment_id": entry.payment_id,
             }
         )
     return render_template(
