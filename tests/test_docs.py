@@ -80,3 +80,42 @@ def test_key_is_not_stored_in_clear(make_user):
         str(v) for row in db.session.execute(text("SELECT * FROM users")).all() for v in row
     )
     assert key not in dump
+
+
+# --- examples that name a country are true (issue 24) ----------------------------------------
+
+
+def _docs(client):
+    import html
+
+    response = client.get("/docs")
+    assert response.status_code == 200
+    return html.unescape(response.get_data(as_text=True))
+
+
+def test_country_examples_are_true_and_come_from_the_live_catalogue(stocked, client):
+    page = _docs(client)
+    # us is 187, the USA; 12 is "USA (virtual)" and is never called the USA.
+    assert "<code>us</code> for USA" in page and "<code>187</code> for USA" in page
+    assert '{"187": {"id": 187, "eng": "USA", "iso": "us", "visible": 1}}' in page
+    assert '"countryCode": "187", "countryName": "USA"' in page
+    assert '"countryCode": "12", "countryName": "USA"' not in page
+    assert "<code>12</code> for the USA" not in page
+    assert "country=us" in page
+
+
+def test_country_examples_follow_the_catalogue_when_the_usa_is_not_sold(stocked, client):
+    from reseller.extensions import db
+    from reseller.models import Country
+
+    db.session.get(Country, 187).enabled = False
+    db.session.commit()
+    page = _docs(client)
+    assert '"eng": "USA"' not in page
+    assert '{"43": {"id": 43, "eng": "Germany", "iso": "de", "visible": 1}}' in page
+    assert "country=de" in page
+
+
+def test_the_docs_tables_scroll_in_their_own_box(app, client):
+    page = _docs(client)
+    assert '<div class="table-wrap">\n  <table class="errors-table">' in page
