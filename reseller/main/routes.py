@@ -18,7 +18,8 @@ def formatting():
 
 @bp.get("/")
 def index():
-    return render_template("main/index.html", support_contact=settings.get("support_contact"))
+    # Needs no database: the support contact comes from the site context (its fallback).
+    return render_template("main/index.html")
 
 
 @bp.get("/prices")
