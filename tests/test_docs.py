@@ -14,7 +14,7 @@ def shown_key(client):
 def test_anonymous_docs_page(client):
     response = client.get("/docs")
     assert response.status_code == 200
-    page = response.get_data(as_text=True)
+    page = response.get_data(as_text=True).replace("<wbr>", "")  # URLs' break points
     assert "SMS-Activate compatible style" in page
     assert "our upstream providers" in page
     assert "Login required" in page
@@ -47,7 +47,7 @@ def test_logged_in_docs_show_the_users_key_in_examples(client, auth, make_user):
     key, page = shown_key(client)
     assert key
     assert accounts.api_caller(key).id == user.id
-    assert f"api_key={key}&amp;action=getBalance" in page
+    assert f"api_key={key}&amp;action=getBalance" in page.replace("<wbr>", "")
     assert "Copy" in page and "Regenerate key" in page
 
 
@@ -90,7 +90,7 @@ def _docs(client):
 
     response = client.get("/docs")
     assert response.status_code == 200
-    return html.unescape(response.get_data(as_text=True))
+    return html.unescape(response.get_data(as_text=True).replace("<wbr>", ""))
 
 
 def test_country_examples_are_true_and_come_from_the_live_catalogue(stocked, client):

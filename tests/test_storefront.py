@@ -170,3 +170,13 @@ def test_sign_up_states_the_password_rules_up_front(app, client):
 
 def test_money_is_formatted_once(app):
     assert storefront.money(to_units("1.5")) == "1.50 USD"
+
+
+def test_long_urls_wrap_between_their_parts():
+    shown = str(storefront.url_breaks("https://x.example/api?a=1&b=<2>"))
+    assert shown == ("https:/<wbr>/<wbr>x.example/<wbr>api<wbr>?a<wbr>=1<wbr>&amp;b<wbr>=&lt;2&gt;")
+
+
+def test_the_docs_page_urls_carry_break_opportunities(app, client):
+    text = page(client, "/docs")
+    assert "/<wbr>stubs/<wbr>handler_api.php<wbr>?api_key<wbr>=YOUR_API_KEY" in text

@@ -11,6 +11,11 @@ def _query(name: str) -> str:
     return (request.args.get(name) or "").strip()[:60]
 
 
+@bp.app_template_filter("url_breaks")
+def url_breaks_filter(url: str):
+    return storefront.url_breaks(url)
+
+
 @bp.context_processor
 def formatting():
     return {"money": storefront.money, "flag": storefront.flag}

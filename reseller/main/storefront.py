@@ -8,6 +8,7 @@ import zlib
 from dataclasses import dataclass
 
 from flask import current_app
+from markupsafe import Markup, escape
 
 from ..money import format_amount
 from ..services import catalog, pricing
@@ -25,6 +26,20 @@ PALETTE_SIZE = 8
 def money(units: int) -> str:
     """`12500` → `"1.25 USD"`: an amount as every customer page writes it."""
     return f"{format_amount(units)} {current_app.config['CURRENCY']}"
+
+
+def url_breaks(url: str) -> Markup:
+    """`url` escaped, with a line-break opportunity (<wbr>) after each `/` and before each
+    `?`, `&` and `=`: a long URL wraps between its parts on a phone, not mid-word; the text
+    copied is unchanged."""
+    out = []
+    for char in url:
+        if char in "?&=":
+            out.append(Markup("<wbr>"))
+        out.append(escape(char))
+        if char == "/":
+            out.append(Markup("<wbr>"))
+    return Markup("").join(out)
 
 
 def flag(iso: str | None) -> str:
