@@ -261,6 +261,47 @@ def test_presets_fill_the_amount_field(pages, live, screenshot):
     assert page.problems == []
 
 
+def test_number_cards_stay_tidy_at_one_two_and_three_columns(pages, live, screenshot):
+    """Three numbers bought at once (one form, quantity 3); at each width no Copy button
+    wraps under its code and no badge wraps; the list view shows the same numbers."""
+    from playwright.sync_api import expect
+
+    page = pages[1366]
+    page.goto(live("/dashboard?service=go"))
+    row = page.locator("#offer-12")
+    row.get_by_label(re.compile("How many")).fill("3")
+    row.get_by_role("button", name=re.compile("^Buy")).click()
+    expect(page.locator(".flash-success")).to_contain_text("You bought 3 Google numbers")
+    cards = page.locator("article.activation")
+    expect(cards.locator("ol.codes li.latest")).to_have_count(3, timeout=15_000)
+    tidy = """() => {
+      // Wrapped: a child starts below where another one ends.
+      const wrapped = el => {
+        const boxes = Array.from(el.children).filter(c => c.offsetParent)
+          .map(c => c.getBoundingClientRect());
+        return boxes.length > 1 &&
+          Math.max(...boxes.map(b => b.top)) >= Math.min(...boxes.map(b => b.bottom));
+      };
+      const copy = Array.from(document.querySelectorAll('.activation .copyable'))
+        .filter(e => e.offsetParent && wrapped(e)).map(e => e.textContent.trim());
+      const badges = Array.from(document.querySelectorAll('.activation .badge'))
+        .filter(b => b.getBoundingClientRect().height > 30).map(b => b.textContent);
+      const columns = new Set(Array.from(document.querySelectorAll('article.activation'))
+        .map(a => Math.round(a.getBoundingClientRect().left))).size;
+      return {copy, badges, columns};
+    }"""
+    for width, columns in ((1366, 3), (900, 2), (390, 1)):
+        page.set_viewport_size({"width": width, "height": 900})
+        found = page.evaluate(tidy)
+        assert found == {"copy": [], "badges": [], "columns": columns}, width
+        screenshot(page, f"storefront-06-cards-{width}")
+    page.set_viewport_size({"width": 1366, "height": 844})
+    page.get_by_role("link", name="List", exact=True).click()
+    expect(page.locator(".activations.list article.activation")).to_have_count(3)
+    screenshot(page, "storefront-07-list-view")
+    assert page.problems == []
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_every_customer_page_at_desktop_and_phone_width(pages, live, width, screenshot):
     page = pages[width]
