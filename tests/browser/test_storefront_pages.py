@@ -151,6 +151,27 @@ def test_public_pages_at_desktop_and_phone_width(pages, live, width):
     assert {path: p for path, p in problems.items() if p} == {}
 
 
+def test_the_picker_filters_services_and_countries_as_you_type(pages, live):
+    from playwright.sync_api import expect
+
+    page = pages[390]
+    page.goto(live("/dashboard?service=tg"))
+    search = page.get_by_label("Search services and countries")
+    services = page.locator("[data-service-list] li")
+    countries = page.locator("#countries tbody tr")
+    all_countries = countries.count()
+    search.fill("whats")
+    expect(services.filter(visible=True)).to_have_count(1)
+    expect(services.filter(visible=True)).to_contain_text("WhatsApp")
+    expect(page.locator("#picker-q-count")).to_contain_text("1 of ")
+    search.fill("germ")  # no service by that name: it narrows Telegram's countries
+    expect(countries.filter(visible=True)).to_have_count(1)
+    expect(countries.filter(visible=True)).to_contain_text("Germany")
+    search.fill("tele")  # the chosen service: every one of its countries
+    expect(countries.filter(visible=True)).to_have_count(all_countries)
+    assert page.problems == []
+
+
 def test_every_code_on_a_card_after_another_sms(pages, live, screenshot):
     from playwright.sync_api import expect
 
