@@ -115,10 +115,12 @@ def test_buy_several_refuses_a_quantity_out_of_range(app, customer, stocked):
             bulk.buy_several(customer, request, quantity)
 
 
-def test_a_quantity_out_of_range_is_a_form_error_and_buys_nothing(logged_in, customer):
+def test_a_quantity_out_of_range_is_explained_at_its_row_and_buys_nothing(logged_in, customer):
     for quantity in ("0", "11", "two"):
         response = buy(logged_in, quantity=quantity)
         assert response.status_code == 302
+        page = logged_in.get(response.headers["Location"]).get_data(as_text=True)
+        assert "from 1 to 10. Nothing was bought." in refusal_block(page, 12)
     assert purchases(customer.id) == 0
 
 

@@ -208,6 +208,20 @@ def _buy_context(service: str, country: str, max_price: str) -> dict:
 # Flashed next to the refused Buy button (dashboard/index.html), not at the top of the page.
 REFUSED = "buy-refused"
 
+BOUGHT_ONE = (
+    "You bought {phone} for {service} ({country}) for {price}. The code appears below as "
+    "soon as the SMS arrives."
+)
+BOUGHT_ALL = (
+    "You bought {bought} {service} numbers ({country}) for {charged} in all. Their codes "
+    "appear below as soon as the SMS arrive."
+)
+BOUGHT_SOME = (
+    "Only {bought} of the {wanted} numbers were bought ({charged} charged for them; they are "
+    "listed under “Your numbers”). The rest were not bought and not charged: {reason}"
+)
+QUANTITY_RANGE = "Choose how many numbers to buy: from 1 to {most}. Nothing was bought."
+
 
 @bp.post("/buy")
 def buy():
@@ -215,6 +229,11 @@ def buy():
     service = (form.service.data or "").strip()
     country = (form.country.data or "").strip()
     if not form.validate_on_submit():
+        if form.quantity.errors and not form.service.errors and not form.country.errors:
+            flash(QUANTITY_RANGE.format(most=MAX_QUANTITY), REFUSED)
+            return redirect(
+                url_for(".index", service=service, refused=country) + f"#offer-{country}"
+            )
         flash("Please choose a service and a country, then press Buy.", "error")
         return redirect(url_for(".index", service=service or None) + "#buy")
     quantity = form.quantity.data or 1
@@ -269,20 +288,6 @@ def buy():
         )
     first = result.bought[0]
     return redirect(url_for(".index", service=service) + f"#activation-{first.id}")
-
-
-BOUGHT_ONE = (
-    "You bought {phone} for {service} ({country}) for {price}. The code appears below as "
-    "soon as the SMS arrives."
-)
-BOUGHT_ALL = (
-    "You bought {bought} {service} numbers ({country}) for {charged} in all. Their codes "
-    "appear below as soon as the SMS arrive."
-)
-BOUGHT_SOME = (
-    "Only {bought} of the {wanted} numbers were bought ({charged} charged for them; they are "
-    "listed under “Your numbers”). The rest were not bought and not charged: {reason}"
-)
 
 
 @bp.post("/favourites")
