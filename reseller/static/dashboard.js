@@ -22,11 +22,14 @@
     return text.toLowerCase().indexOf(query.toLowerCase()) !== -1;
   }
 
-  function setCount(input, shown, total, unit) {
+  // The sentence comes from the page (data-filter-count="{shown} of {total} services"), so
+  // that it is translated with the page; only the numbers are filled in here.
+  function setCount(input, shown, total) {
     var id = input.getAttribute("aria-describedby");
     var count = id && document.getElementById(id);
-    if (count && count.hasAttribute("data-filter-count")) {
-      count.textContent = shown + " of " + total + " " + unit;
+    var sentence = count && count.getAttribute("data-filter-count");
+    if (sentence) {
+      count.textContent = sentence.replace("{shown}", shown).replace("{total}", total);
     }
   }
 
@@ -40,7 +43,7 @@
       row.hidden = Boolean(query) && !matches(text, query);
       if (!row.hidden) shown += 1;
     });
-    setCount(input, shown, body.rows.length, "services");
+    setCount(input, shown, body.rows.length);
   }
 
   // The same rule as the server (dashboard.routes.index): the text narrows the services by
@@ -55,7 +58,7 @@
     items.forEach(function (li) {
       li.hidden = aboutServices && hits.indexOf(li) === -1;
     });
-    setCount(input, aboutServices ? hits.length : items.length, items.length, "services");
+    setCount(input, aboutServices ? hits.length : items.length, items.length);
     var table = document.querySelector("[data-picker-rows]");
     if (!table) return;
     var countryQuery = matches(table.getAttribute("data-service-text"), query) ? "" : query;
