@@ -20,6 +20,32 @@ except ImportError:  # pragma: no cover
     pass
 
 
+# Paragraphs of the Terms and Privacy pages until the operator writes their own.
+DEFAULT_TERMS = "\n\n".join(
+    (
+        "Numbers are sold for receiving SMS verification codes. Each number is yours for a "
+        "limited time.",
+        "The price is taken from your balance when a number is handed to you. If no SMS "
+        "arrives before the number expires, or you cancel it before any SMS, the full price "
+        "goes back to your balance.",
+        "Do not use the numbers for anything unlawful, for spam or to deceive anyone. "
+        "Accounts that do are closed.",
+        "Money on your balance is spent on numbers; ask support about anything else.",
+    )
+)
+DEFAULT_PRIVACY = "\n\n".join(
+    (
+        "We keep your email address, a hash of your password, your balance and its history, "
+        "the numbers you bought and the SMS they received, so that you can see them and we "
+        "can settle any dispute.",
+        "We do not sell or share this data, except with the payment provider you choose when "
+        "you top up, and when the law requires it.",
+        "Ask support to close your account; your data is then deleted, except the records of "
+        "payments the law asks us to keep.",
+    )
+)
+
+
 class ConfigError(RuntimeError):
     """The configuration cannot run; the message names the variable."""
 
@@ -117,6 +143,9 @@ class Config:
             "TOPUP_INSTRUCTIONS",
             "To top up your balance, contact the operator with your account email.",
         )
+        # The Terms and Privacy pages; the console's Settings change them.
+        self.TERMS_TEXT = _env("TERMS_TEXT", DEFAULT_TERMS)
+        self.PRIVACY_TEXT = _env("PRIVACY_TEXT", DEFAULT_PRIVACY)
 
         # The provider the environment describes: "grizzly", "sandbox" (only when named) or
         # "none" (providers are added with `flask providers add` or the console only).

@@ -154,11 +154,14 @@ def register_context(app: Flask) -> None:
     def inject_site():
         try:
             site_name = settings.get("site_name") or app.config["SITE_NAME"]
+            support_contact = settings.get("support_contact")
         except Exception:  # no database yet (e.g. before migrations): fall back to config
             db.session.rollback()
             site_name = app.config["SITE_NAME"]
+            support_contact = app.config["SUPPORT_CONTACT"]
         return {
             "site_name": site_name,
+            "support_contact": support_contact,
             "currency": app.config["CURRENCY"],
             "sandbox_mode": app.config.get("UPSTREAM") == "sandbox",
         }

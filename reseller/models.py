@@ -209,6 +209,21 @@ class SmsMessage(db.Model):
     activation: Mapped[Activation] = relationship(back_populates="messages")
 
 
+class Favourite(db.Model):
+    """A (service, country) a customer keeps at the top of the dashboard's picker."""
+
+    __tablename__ = "favourites"
+    __table_args__ = (
+        UniqueConstraint("user_id", "service", "country_id", name="uq_favourites_pair"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    service: Mapped[str] = mapped_column(String(40))
+    country_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Service(db.Model):
     """A service the upstream sells (tg, wa, …); the operator may switch one off."""
 
@@ -402,6 +417,8 @@ class PaymentStatus(enum.StrEnum):
     EXPIRED = "expired"  # the invoice's lifetime ran out unpaid
     FAILED = "failed"  # the invoice could not be created, or the gateway says it failed
     FLAGGED = "flagged"  # the gateway's word disagrees with ours: the operator decides
+    # The customer gave the unpaid invoice up; a payment that arrives anyway still credits.
+    CANCELLED = "cancelled"
 
 
 class Payment(db.Model):

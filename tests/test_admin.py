@@ -418,6 +418,8 @@ def test_settings_page_edits_every_setting(client, boss):
         "routing_policy": "cheapest",
         "serve_at_loss": "yes",
         "show_provider_names": "no",
+        "terms_text": "Our terms.\nSecond paragraph.",
+        "privacy_text": "Our privacy policy.",
     }
     assert set(new) == {spec.key for spec in settings.SPECS}
     response = client.post("/admin/settings", data=new)

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from flask import g
+from markupsafe import escape
 from sqlalchemy import func, select, update
 
 from reseller.extensions import db
@@ -26,7 +27,7 @@ from reseller.services import accounts, catalog, pricing, settings
 from reseller.services import errors as err
 from reseller.services.provider import raw_upstream
 from reseller.upstream import errors as up
-from reseller.upstream.sandbox import sms_code
+from reseller.upstream.sandbox import sms_code, sms_text
 from tests.conftest import Api, api_key_of
 
 PAGES = ["/dashboard", "/dashboard/history", "/dashboard/ledger", "/dashboard/account"]
@@ -138,17 +139,23 @@ def test_pages_render_without_inline_script_or_outside_assets(logged_in, path):
 def test_dashboard_shows_balance_and_top_up_instructions(logged_in, app):
     page = text_of(logged_in.get("/dashboard"))
     assert "10.00 USD" in page
-    assert app.config["TOPUP_INSTRUCTIONS"] in page
+    assert 'href="/dashboard/topup"' in page
     assert 'src="/static/dashboard.js"' in page
     assert 'data-feed-url="/dashboard/activations.json"' in page
     # base.html links the dashboard once the blueprint exists.
     assert 'href="/dashboard"' in text_of(logged_in.get("/docs"))
 
 
-def test_operator_top_up_instructions_setting_is_shown(logged_in):
+def test_manual_top_up_instructions_only_when_no_gateway_runs(logged_in, app):
+    """The operator's manual text never contradicts a running payment gateway."""
     settings.store("topup_instructions", "Pay by bank transfer to IBAN XX00 and mail us.")
     db.session.commit()
     page = text_of(logged_in.get("/dashboard"))
+    assert "Pay by bank transfer" not in page  # the sandbox gateway runs in tests
+    settings.store("payment_gateways", "cryptopay")  # offered, but not running here
+    db.session.commit()
+    page = text_of(logged_in.get("/dashboard"))
+    assert "How to top up" in page
     assert "Pay by bank transfer to IBAN XX00 and mail us." in page
 
 
@@ -159,11 +166,11 @@ def test_service_picker_shows_lowest_price_and_stock(logged_in):
     page = text_of(logged_in.get("/dashboard"))
     offers = {o.service: o for o in pricing.service_offers()}
     telegram = offers["tg"]
-    assert f"Telegram (tg) — from {format_amount(telegram.from_price)} USD" in page
-    assert f"{telegram.count:,} in stock" in page
+    assert f"from {format_amount(telegram.from_price)} USD · {telegram.count:,}" in page
+    assert 'class="mark mark-tg"' in page
     # The sandbox's out-of-stock-everywhere service is not offered.
-    assert "OpenAI (dr)" in page  # in stock in some countries
-    assert 'value="ig"' in page
+    assert "OpenAI" in page  # in stock in some countries
+    assert "/dashboard?service=ig#countries-title" in page
 
 
 def test_country_table_shows_our_price_and_stock_with_buy_buttons(logged_in):
@@ -171,23 +178,39 @@ def test_country_table_shows_our_price_and_stock_with_buy_buttons(logged_in):
     for quote in pricing.price_table(service="tg"):
         name = catalog.country(quote.country_id).name
         price = format_amount(quote.price)
-        assert f"<td>{name}</td>" in page
+        assert f'id="offer-{quote.country_id}"' in page
         assert f'name="max_price" value="{price}"' in page
-        assert f"Buy a Telegram number in {name} for {price} USD" in page
+        assert f"Buy Telegram numbers in {name} for {price} USD each" in page
+    assert "🇺🇸</span> USA" in page
     # Out of stock (United Kingdom has no WhatsApp numbers) is not listed.
     page = text_of(logged_in.get("/dashboard?service=wa"))
-    assert "<td>United Kingdom</td>" not in page
+    assert "United Kingdom" not in page
+
+
+def test_countries_are_sorted_by_price_by_default_and_by_stock_or_name(logged_in):
+    quotes = pricing.price_table(service="tg")
+
+    def order(page):
+        return sorted(quotes, key=lambda q: page.index(f'id="offer-{q.country_id}"'))
+
+    by_price = order(text_of(logged_in.get("/dashboard?service=tg")))
+    assert [q.price for q in by_price] == sorted(q.price for q in quotes)
+    by_stock = order(text_of(logged_in.get("/dashboard?service=tg&sort=stock")))
+    assert [q.count for q in by_stock] == sorted((q.count for q in quotes), reverse=True)
+    by_name = order(text_of(logged_in.get("/dashboard?service=tg&sort=name")))
+    names = [catalog.country(q.country_id).name.casefold() for q in by_name]
+    assert names == sorted(names)
 
 
 def test_search_works_without_javascript(logged_in):
     page = text_of(logged_in.get("/dashboard?q=tele"))
-    assert 'value="tg"' in page and 'value="wa"' not in page
+    assert "service=tg" in page and "service=wa" not in page
     # A single match is picked: its countries are listed at once.
     assert "Telegram: prices by country" in page
-    page = text_of(logged_in.get("/dashboard?q=zzz"))
-    assert "0 of 7 services" in page
-    page = text_of(logged_in.get("/dashboard?service=tg&cq=king"))
-    assert "<td>United Kingdom</td>" in page and "<td>Germany</td>" not in page
+    # A text that names no service narrows the countries of the chosen one.
+    page = text_of(logged_in.get("/dashboard?service=tg&q=king"))
+    assert 'id="offer-16"' in page and 'id="offer-43"' not in page  # UK, not Germany
+    assert "7 of 7 services" in page
     page = text_of(logged_in.get("/dashboard?service=nope"))
     assert "nope is not on sale right now" in page
 
@@ -269,7 +292,7 @@ def test_code_appears_in_the_feed_and_after_a_reload(logged_in, customer, clock)
     assert row["can_complete"] and row["can_retry"] and not row["can_cancel"]
     # Without JavaScript, a reload shows the same truth.
     page = text_of(logged_in.get("/dashboard"))
-    assert f'data-field="code">{code}</code>' in page
+    assert f'id="code-{activation.id}-1">{code}</code>' in page
 
 
 def test_feed_respects_the_upstream_poll_cap(logged_in, customer, monkeypatch, clock):
@@ -354,7 +377,17 @@ def test_request_another_sms_then_complete(logged_in, customer, clock, runner):
     clock.travel(6)
     [row] = feed(logged_in)["activations"]
     assert row["status"] == "code_received"
-    assert row["code"] == sms_code(int(activation.upstream_id), 2)
+    first, second = (sms_code(int(activation.upstream_id), n) for n in (1, 2))
+    assert row["code"] == second
+    # Every code, oldest first, each with the SMS's full text, in the feed and on the card.
+    assert row["messages"] == [
+        {"code": first, "text": sms_text("tg", first)},
+        {"code": second, "text": sms_text("tg", second)},
+    ]
+    page = text_of(logged_in.get("/dashboard"))
+    card = page[page.index(f'id="activation-{activation.id}"') :]
+    assert card.index(f">{first}</code>") < card.index(f">{second}</code>")
+    assert escape(sms_text("tg", second)) in card
     post_action(logged_in, activation.id, "complete")
     assert latest_activation(customer.id).status == S.COMPLETED
     assert balance(customer.id) == to_units("10.00") - activation.price

@@ -255,3 +255,28 @@ def test_a_lost_5sim_purchase_is_released_past_a_long_history(routed, fake, griz
     assert "orphans cancelled 1" in runner.invoke(args=["worker", "--once"]).output
     assert bought["status"] == "CANCELED"
     assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+
+
+def test_a_5sim_numbers_card_lists_every_sms_with_its_text(routed, fake, grizzly, clock, app):
+    """5sim sends each SMS's full text: the number's card shows every code, oldest first,
+    each with its text (issue 24)."""
+    from markupsafe import escape
+
+    grizzly.script("getNumberV2", "NO_NUMBERS")
+    answer = routed.json("getNumber", service="tg", country="us")
+    order_id = db.session.get(Activation, answer["activationId"]).upstream_id
+    browser = app.test_client()
+    email = db.session.get(Activation, answer["activationId"]).user.email
+    browser.post("/login", data={"email": email, "password": "password123"})
+    fake.deliver(order_id, "11111", "Telegram code 11111, do not share")
+    clock.travel(5)
+    routed.text("getStatus", id=answer["activationId"])
+    routed.text("setStatus", id=answer["activationId"], status="3")
+    fake.deliver(order_id, "22222", "Telegram code 22222 <for you>")
+    clock.travel(5)
+    routed.text("getStatus", id=answer["activationId"])
+    page = browser.get("/dashboard").get_data(as_text=True)
+    card = page[page.index(f'id="activation-{answer["activationId"]}"') :]
+    assert card.index(">11111</code>") < card.index(">22222</code>")
+    assert "Telegram code 11111, do not share" in card
+    assert str(escape("Telegram code 22222 <for you>")) in card

@@ -155,11 +155,18 @@ def test_amounts_outside_the_limits_are_refused_and_nothing_is_created(
     assert cryptopay.calls("/createInvoice") == []
 
 
-def test_preset_buttons_and_a_gateway_switched_off_in_settings(client, buyer, cryptopay):
+def test_preset_amounts_fill_the_field_and_a_gateway_switched_off_in_settings(
+    client, buyer, cryptopay
+):
     page = client.get("/dashboard/topup").get_data(as_text=True)
+    assert 'inputmode="decimal"' in page
     for preset in ("10.00", "25.00", "50.00", "100.00"):
-        assert f'value="{preset}"' in page
-    response = client.post("/dashboard/topup", data={"preset": "50.00", "gateway": "cryptopay"})
+        # A link that fills the amount (dashboard.js does it in place); it never pays.
+        assert f'href="/dashboard/topup?amount={preset}#amount" data-preset="{preset}"' in page
+    page = client.get("/dashboard/topup?amount=50.00").get_data(as_text=True)
+    assert 'name="amount" type="text" value="50.00"' in page
+    assert cryptopay.calls("/createInvoice") == []
+    response = client.post("/dashboard/topup", data={"amount": "50.00", "gateway": "cryptopay"})
     assert response.status_code == 302
     assert cryptopay.calls("/createInvoice")[0]["json"]["amount"] == "50.00"
 
@@ -531,7 +538,7 @@ def test_history_lists_every_payment_with_its_status(client, buyer, cryptopay):
     start(client, "10.00")
     page = client.get("/dashboard/topup").get_data(as_text=True)
     assert "Paid" in page and "Waiting for payment" in page
-    assert page.index(">#2<") < page.index(">#1<")  # newest first
+    assert page.index(">Payment #2<") < page.index(">Payment #1<")  # newest first
     assert "Top up" in client.get("/dashboard").get_data(as_text=True)
 
 
@@ -1018,3 +1025,52 @@ def test_a_payment_still_confirming_keeps_the_top_up_open_past_its_lifetime(
     assert payments.reconcile().credited == 1
     assert balance(buyer.id) == to_units("30")
     assert verify_ledger() == []
+
+
+# --- cancelling an unpaid invoice (issue 24) ---------------------------------------------
+
+
+def test_an_unpaid_invoice_can_be_cancelled_and_a_late_payment_still_credits(
+    client, buyer, cryptopay
+):
+    _, payment = start(client, "25.00")
+    page = client.get("/dashboard/topup").get_data(as_text=True)
+    assert f'action="/dashboard/topup/{payment.id}/cancel"' in page
+    response = client.post(f"/dashboard/topup/{payment.id}/cancel")
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "cancelled"
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert f"Payment #{payment.id} is cancelled" in page
+    assert "Open the payment page again" not in page
+    # Cancelled twice: nothing to cancel, nothing changes.
+    client.post(f"/dashboard/topup/{payment.id}/cancel")
+    assert "nothing to cancel" in client.get("/dashboard/topup").get_data(as_text=True)
+    # Paid at the gateway anyway: the money is the customer's.
+    body = cryptopay.update_body(cryptopay.pay(payment.invoice_id))
+    assert notify(client, "cryptopay", body, cryptopay.signed(body)).status_code == 200
+    assert balance(buyer.id) == to_units("25.00")
+
+
+def test_only_the_owner_cancels_and_only_a_waiting_payment(
+    client, buyer, cryptopay, auth, make_user
+):
+    _, payment = start(client, "25.00")
+    auth.logout()
+    make_user(email="intruder@example.com")
+    auth.login("intruder@example.com")
+    client.post(f"/dashboard/topup/{payment.id}/cancel")
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "pending"
+    with pytest.raises(payments.TopUpError):
+        payments.cancel_topup(db.session.get(User, buyer.id), 10**6)
+
+
+def test_the_ledger_names_a_top_up_as_the_top_up_page_does(client, buyer, cryptopay):
+    _, payment = start(client, "25.00")
+    body = cryptopay.update_body(cryptopay.pay(payment.invoice_id))
+    notify(client, "cryptopay", body, cryptopay.signed(body))
+    ledger = client.get("/dashboard/ledger").get_data(as_text=True)
+    assert f'<a href="/dashboard/topup?payment={payment.id}">Payment #{payment.id}</a>' in ledger
+    topup = client.get("/dashboard/topup").get_data(as_text=True)
+    assert f"Payment #{payment.id}" in topup

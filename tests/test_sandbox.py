@@ -26,6 +26,7 @@ from reseller.upstream.sandbox import (
     STARTING_BALANCE,
     SandboxUpstream,
     sms_code,
+    sms_text,
 )
 from tests.conftest import make_config
 
@@ -46,8 +47,9 @@ def buy(sandbox, service="tg", country_id=12, max_price=None):
     return sandbox.get_number(service, country_id, max_price)
 
 
-def code_ok(code):
-    return StatusAnswer(UpstreamState.CODE, code)
+def code_ok(code, service="tg"):
+    """A delivered code, with the full SMS text the sandbox words for it."""
+    return StatusAnswer(UpstreamState.CODE, code, text=sms_text(service, code))
 
 
 # -- catalog -------------------------------------------------------------------------

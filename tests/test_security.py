@@ -23,7 +23,7 @@ from werkzeug.security import check_password_hash
 from config import ProductionConfig
 from reseller import create_app
 from reseller.extensions import db, limiter
-from reseller.models import Activation, LedgerEntry, Service, User
+from reseller.models import Activation, LedgerEntry, Service, SmsMessage, User
 from reseller.observability import JsonFormatter, RedactingFilter, redact
 from reseller.services import accounts, settings
 from reseller.services.provider import use_upstream
@@ -898,6 +898,10 @@ def test_user_and_upstream_data_is_escaped_on_every_page(app, fresh_client, peop
         "123456",
         "<b>sms</b> 123456",
         "code_received",
+    )
+    # As the poll records it: the SMS with its text (cards list every SMS from these rows).
+    db.session.add(
+        SmsMessage(activation_id=activation.id, seq=1, code="123456", text="<b>sms</b> 123456")
     )
     db.session.commit()
     admin_service.set_active(odd, True, people["admin"])  # an audit row naming them

@@ -68,7 +68,7 @@ class RuleForm(RuleValueForm):
 
 
 # Settings whose text runs over several lines.
-MULTILINE_SETTINGS = frozenset({"topup_instructions"})
+MULTILINE_SETTINGS = frozenset({"topup_instructions", "terms_text", "privacy_text"})
 
 
 def settings_form_class(keys: list[str]) -> type[PageForm]:

@@ -50,7 +50,17 @@ def signup():
             accounts.record_login(user)
             flash("Welcome! Your account is ready; your API key is below.", "success")
             return redirect(url_for("docs.index"))
-    return render_template("auth/signup.html", form=form)
+    return render_template(
+        "auth/signup.html",
+        form=form,
+        min_length=accounts.MIN_PASSWORD_LENGTH,
+        max_length=accounts.MAX_PASSWORD_LENGTH,
+    )
+
+
+def _landing(user) -> str:
+    """Where a log-in without `next` goes: the console for admins, the dashboard else."""
+    return url_for("admin.index") if user.is_admin else url_for("dashboard.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -58,7 +68,7 @@ def signup():
 @limiter.limit(_login_limit, methods=["POST"], key_func=_login_email_key)
 def login():
     if current_user.is_authenticated:
-        return redirect(url_for("main.index"))
+        return redirect(_landing(current_user))
     form = LoginForm()
     if form.validate_on_submit():
         user = accounts.authenticate(form.email.data, form.password.data)
@@ -69,7 +79,7 @@ def login():
             session.clear()  # a fresh session at login
             login_user(user)
             accounts.record_login(user)
-            return redirect(next_url or url_for("main.index"))
+            return redirect(next_url or _landing(user))
     return render_template("auth/login.html", form=form)
 
 

@@ -8,7 +8,7 @@ import math
 from ..models import Activation, utcnow
 from ..models import ActivationStatus as S
 from ..money import format_amount
-from ..services import activations, catalog
+from ..services import activations, catalog, history
 
 STATUS_LABELS: dict[S, str] = {
     S.PENDING: "Buying…",
@@ -50,8 +50,18 @@ def country_name(country_id: int) -> str:
     return country.name if country is not None else f"country {country_id}"
 
 
-def card(activation: Activation) -> dict:
-    """What the page and the JSON feed show about one activation."""
+def cards(rows) -> list[dict]:
+    """`card` of each activation, their SMS read with one query."""
+    rows = list(rows)
+    received = history.messages_received(a.id for a in rows)
+    return [card(a, received.get(a.id, [])) for a in rows]
+
+
+def card(activation: Activation, messages=None) -> dict:
+    """What the page and the JSON feed show about one activation. `messages`: its SMS,
+    oldest first (read here when not given)."""
+    if messages is None:
+        messages = history.messages_received([activation.id]).get(activation.id, [])
     status = S(activation.status)
     cancel_at = activations.cancel_available_at(activation)
     cancel_in = 0
@@ -72,6 +82,8 @@ def card(activation: Activation) -> dict:
         "price": format_amount(activation.price),
         "code": activation.code if has_code else None,
         "sms_text": activation.sms_text if has_code else None,
+        # Every SMS received, oldest first: its code and, when the provider sent it, the text.
+        "messages": [{"code": m.code, "text": m.text} for m in messages],
         "lifetime_left": activations.lifetime_left(activation)
         if status in activations.ACTIVE_STATES
         else 0,

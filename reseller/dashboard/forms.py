@@ -1,9 +1,18 @@
-from wtforms import Form, HiddenField, PasswordField, SelectField, StringField, SubmitField
-from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms import (
+    Form,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    StringField,
+    SubmitField,
+)
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
 from ..forms import PageForm
 from ..safe_http import MAX_URL_LENGTH
 from ..services.accounts import MIN_PASSWORD_LENGTH
+from ..services.bulk import MAX_QUANTITY
 
 
 class BuyForm(PageForm):
@@ -15,7 +24,17 @@ class BuyForm(PageForm):
     # A fresh key per button and page load: the same form sent twice buys once (API orderId
     # semantics); another button, or the page shown again, carries another key.
     order_id = HiddenField(validators=[Length(max=100)])
+    # How many numbers of this kind, each its own activation and charge; absent: one.
+    quantity = IntegerField(validators=[Optional(), NumberRange(min=1, max=MAX_QUANTITY)])
     submit = SubmitField("Buy")
+
+
+class FavouriteForm(PageForm):
+    """The star on a country row: keep or forget (service, country) as a favourite."""
+
+    service = HiddenField(validators=[DataRequired(), Length(max=40)])
+    country = HiddenField(validators=[DataRequired(), Length(max=10)])
+    keep = HiddenField(validators=[DataRequired(), Length(max=1)])  # "1" keep, "0" forget
 
 
 class ChangePasswordForm(PageForm):

@@ -11,16 +11,29 @@ from flask_login import current_user, login_user
 
 from ..auth.forms import PostForm
 from ..extensions import db, limiter, login_manager
+from ..main import storefront
 from ..models import Activation, LedgerKind, utcnow
 from ..models import ActivationStatus as S
 from ..money import format_amount, to_units
 from ..pagination import page_number
-from ..services import accounts, activations, catalog, history, pricing, settings, webhooks
+from ..services import (
+    accounts,
+    activations,
+    bulk,
+    catalog,
+    favourites,
+    history,
+    payments,
+    pricing,
+    settings,
+    webhooks,
+)
 from ..services import errors as err
 from ..services.activations import PurchaseRequest
+from ..services.bulk import MAX_QUANTITY
 from . import bp
-from .cards import STATUS_LABELS, card, country_name, duration, service_name
-from .forms import BuyForm, ChangePasswordForm, HistoryFilterForm, WebhookForm
+from .cards import STATUS_LABELS, card, cards, country_name, duration, service_name
+from .forms import BuyForm, ChangePasswordForm, FavouriteForm, HistoryFilterForm, WebhookForm
 from .messages import failure
 
 HISTORY_PAGE_SIZE = 20
@@ -48,8 +61,7 @@ def require_login():
     return login_manager.unauthorized()
 
 
-def _money(units: int) -> str:
-    return f"{format_amount(units)} {current_app.config['CURRENCY']}"
+_money = storefront.money
 
 
 @bp.context_processor
@@ -71,19 +83,68 @@ def _live_activations() -> list[Activation]:
 # --- the dashboard ------------------------------------------------------------------
 
 
-def _matches(text: str, *values: str) -> bool:
-    text = text.casefold()
-    return any(text in value.casefold() for value in values)
+def _order_key() -> str:
+    # One key per Buy button per page load (dashboard.js draws new ones when the browser
+    # shows the page again): the same button sent twice buys once, another button or a
+    # later visit buys again.
+    return f"web-{secrets.token_urlsafe(12)}"
+
+
+def _offer_row(quote, name: str, iso: str, favourite: bool) -> dict:
+    return {
+        "quote": quote,
+        "name": name,
+        "iso": iso,
+        "flag": storefront.flag(iso),
+        "max_price": format_amount(quote.price),
+        "order_id": _order_key(),
+        "favourite": favourite,
+        "affordable": quote.price <= current_user.balance,
+    }
+
+
+def _favourite_rows() -> list[dict]:
+    """The customer's favourites with today's price (None when not on sale now)."""
+    rows = []
+    for fav in favourites.for_user(current_user.id):
+        offer = pricing.offer(fav.service, fav.country_id)
+        country = catalog.country(fav.country_id)
+        name = country.name if country is not None else str(fav.country_id)
+        iso = (country.iso if country is not None else None) or ""
+        on_sale = (
+            offer is not None
+            and offer.service_enabled
+            and offer.country_enabled
+            and offer.quote is not None
+            and offer.quote.count > 0
+        )
+        row = {
+            "service": fav.service,
+            "service_name": service_name(fav.service),
+            "mark": storefront.service_mark(fav.service, service_name(fav.service)),
+            "country_id": fav.country_id,
+            "name": name,
+            "flag": storefront.flag(iso),
+            "offer": _offer_row(offer.quote, name, iso, True) if on_sale else None,
+        }
+        rows.append(row)
+    return rows
 
 
 @bp.get("")
 def index():
     q = (request.args.get("q") or "").strip()[:60]
     selected = (request.args.get("service") or "").strip()[:40]
-    country_q = (request.args.get("cq") or "").strip()[:60]
+    sort = storefront.sort_key(request.args.get("sort"))
+    view = "list" if request.args.get("view") == "list" else "cards"
+    refused = (request.args.get("refused") or "").strip()[:10]
 
     offers = pricing.service_offers()
-    shown = [o for o in offers if not q or _matches(q, o.service, o.name)]
+    # One search field: it narrows the services by name or code; a text that names no
+    # service is taken as a country's name, and narrows the countries instead.
+    shown = storefront.service_rows(offers, query=q)
+    if not shown:
+        shown = list(offers)
     if not selected and q and len(shown) == 1:
         selected = shown[0].service
     offer = next((o for o in offers if o.service == selected), None)
@@ -92,35 +153,33 @@ def index():
 
     countries = []
     if offer is not None:
-        for quote in pricing.price_table(service=offer.service):
-            name = country_name(quote.country_id)
-            if not country_q or _matches(country_q, name):
-                countries.append(
-                    {
-                        "quote": quote,
-                        "name": name,
-                        "max_price": format_amount(quote.price),
-                        # One key per Buy button per page load (dashboard.js draws new ones
-                        # when the browser shows the page again): the same button sent twice
-                        # buys once, another button or a later visit buys again.
-                        "order_id": f"web-{secrets.token_urlsafe(12)}",
-                    }
-                )
-        countries.sort(key=lambda row: row["name"].casefold())
+        country_q = "" if storefront.matches(q, offer.name, offer.service) else q
+        fav_pairs = {(f.service, f.country_id) for f in favourites.for_user(current_user.id)}
+        countries = [
+            _offer_row(
+                row.quote, row.name, row.iso, (offer.service, row.quote.country_id) in fav_pairs
+            )
+            for row in storefront.country_rows(offer.service, query=country_q, sort=sort)
+        ]
 
-    live = [card(a) for a in _live_activations() if S(a.status) in activations.ACTIVE_STATES]
+    live = cards(a for a in _live_activations() if S(a.status) in activations.ACTIVE_STATES)
     page = render_template(
         "dashboard/index.html",
         activations=live,
         offers=shown,
         all_offers=len(offers),
         q=q,
+        sort=sort,
+        view=view,
+        refused=refused,
         selected=offer,
         selected_code=selected,
-        country_q=country_q,
         countries=countries,
+        favourites=_favourite_rows(),
+        mark=storefront.service_mark,
+        max_quantity=min(MAX_QUANTITY, settings.get("max_active_activations")),
         topup_instructions=settings.get("topup_instructions"),
-        support_contact=settings.get("support_contact"),
+        gateways_running=bool(payments.offered()),
         poll_interval=settings.get("poll_interval"),
     )
     # Back/forward loads the page anew (fresh order keys, live numbers), never from cache.
@@ -146,36 +205,112 @@ def _buy_context(service: str, country: str, max_price: str) -> dict:
     }
 
 
+# Flashed next to the refused Buy button (dashboard/index.html), not at the top of the page.
+REFUSED = "buy-refused"
+
+BOUGHT_ONE = (
+    "You bought {phone} for {service} ({country}) for {price}. The code appears below as "
+    "soon as the SMS arrives."
+)
+BOUGHT_ALL = (
+    "You bought {bought} {service} numbers ({country}) for {charged} in all. Their codes "
+    "appear below as soon as the SMS arrive."
+)
+BOUGHT_SOME = (
+    "Only {bought} of the {wanted} numbers were bought ({charged} charged for them; they are "
+    "listed under “Your numbers”). The rest were not bought and not charged: {reason}"
+)
+QUANTITY_RANGE = "Choose how many numbers to buy: from 1 to {most}. Nothing was bought."
+
+
 @bp.post("/buy")
 def buy():
     form = BuyForm()
     service = (form.service.data or "").strip()
-    back = url_for(".index", service=service or None) + "#buy"
+    country = (form.country.data or "").strip()
     if not form.validate_on_submit():
+        if form.quantity.errors and not form.service.errors and not form.country.errors:
+            flash(QUANTITY_RANGE.format(most=MAX_QUANTITY), REFUSED)
+            return redirect(
+                url_for(".index", service=service, refused=country) + f"#offer-{country}"
+            )
         flash("Please choose a service and a country, then press Buy.", "error")
-        return redirect(back)
+        return redirect(url_for(".index", service=service or None) + "#buy")
+    quantity = form.quantity.data or 1
     purchase = PurchaseRequest(
         service=service,
-        country=form.country.data,
+        country=country,
         max_price=form.max_price.data,
         order_id=form.order_id.data or None,
     )
-    try:
-        activation = activations.buy_number(current_user, purchase)
-    except err.ServiceError as exc:
-        db.session.rollback()
-        context = _buy_context(service, form.country.data, form.max_price.data)
+    result = bulk.buy_several(current_user, purchase, quantity)
+    back = url_for(".index", service=service, refused=country) + f"#offer-{country}"
+    if result.refusal is not None:
+        exc = result.refusal
+        context = _buy_context(service, country, form.max_price.data)
         if isinstance(exc, err.WrongMaxPrice):
             context["new_price"] = _money(exc.min_price)
-        flash(failure(exc, "buy", **context), "error")
+        reason = failure(exc, "buy", **context)
+        if not result.bought:
+            flash(reason, REFUSED)
+            return redirect(back)
+        # Some were bought before the refusal: say both, honestly, where the customer looks.
+        flash(
+            BOUGHT_SOME.format(
+                bought=len(result.bought),
+                wanted=result.wanted,
+                charged=_money(sum(a.price for a in result.bought)),
+                reason=reason,
+            ),
+            REFUSED,
+        )
         return redirect(back)
-    shown = card(activation)
-    flash(
-        f"You bought {shown['phone']} for {shown['service_name']} ({shown['country_name']}) "
-        f"for {_money(activation.price)}. The code appears below as soon as the SMS arrives.",
-        "success",
-    )
-    return redirect(url_for(".index", service=service) + f"#activation-{activation.id}")
+    if len(result.bought) == 1:
+        shown = card(result.bought[0])
+        flash(
+            BOUGHT_ONE.format(
+                phone=shown["phone"],
+                service=shown["service_name"],
+                country=shown["country_name"],
+                price=_money(result.bought[0].price),
+            ),
+            "success",
+        )
+    else:
+        flash(
+            BOUGHT_ALL.format(
+                bought=len(result.bought),
+                service=service_name(service),
+                country=country_name(result.bought[0].country_id),
+                charged=_money(sum(a.price for a in result.bought)),
+            ),
+            "success",
+        )
+    first = result.bought[0]
+    return redirect(url_for(".index", service=service) + f"#activation-{first.id}")
+
+
+@bp.post("/favourites")
+def favourite():
+    form = FavouriteForm()
+    if not form.validate_on_submit():
+        abort(400)
+    service, country = form.service.data.strip(), form.country.data.strip()
+    if form.keep.data == "1":
+        try:
+            favourites.add(current_user, service, country)
+        except favourites.FavouriteError:
+            db.session.rollback()
+            flash(
+                "This favourite could not be kept: the list is full (remove one first) or the "
+                "service or country is no longer sold.",
+                "error",
+            )
+    else:
+        favourites.remove(current_user, service, country)
+    back = request.form.get("back") or ""
+    target = url_for(".index", service=service) if back != "top" else url_for(".index")
+    return redirect(target + ("#favourites" if back == "top" else f"#offer-{country}"))
 
 
 ACTIONS = {
@@ -246,8 +381,8 @@ def feed():
             "currency": current_app.config["CURRENCY"],
             "poll_interval": settings.get("poll_interval"),
             "activations": [
-                {k: v for k, v in card(a).items() if k not in ("created_at", "closed_at")}
-                for a in sorted(rows.values(), key=lambda a: a.id, reverse=True)
+                {k: v for k, v in shown.items() if k not in ("created_at", "closed_at")}
+                for shown in cards(sorted(rows.values(), key=lambda a: a.id, reverse=True))
             ],
         }
     )
@@ -281,7 +416,7 @@ def history_page():
     return render_template(
         "dashboard/history.html",
         form=form,
-        rows=[card(a) for a in page.items],
+        rows=cards(page.items),
         page=page,
         filtered=bool(status or service),
         prev_url=_page_url(".history_page", page.prev_num, **filters) if page.has_prev else None,
@@ -308,6 +443,8 @@ def ledger():
                 f"{service_name(activation.service)}, {country_name(activation.country_id)}"
                 + (f", +{activation.phone}" if activation.phone else "")
             )
+        elif entry.payment_id:
+            detail = ""  # the page names the payment as the Top up page does: Payment #N
         else:
             detail = entry.note or ""
         rows.append(
@@ -316,6 +453,7 @@ def ledger():
                 "label": LEDGER_LABELS.get(entry.kind, entry.kind),
                 "detail": detail,
                 "activation_id": entry.activation_id,
+                "payment_id": entry.payment_id,
             }
         )
     return render_template(

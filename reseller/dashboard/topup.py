@@ -3,11 +3,12 @@ every payment and its status. The payments service decides; this module renders.
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from wtforms import RadioField, StringField, SubmitField
 from wtforms.validators import Length
 
+from ..auth.forms import PostForm
 from ..extensions import db
 from ..forms import PageForm
 from ..money import format_amount
@@ -22,12 +23,17 @@ STATUS_TEXT = {
     "expired": "Expired",
     "failed": "Failed",
     "flagged": "Under review",
+    "cancelled": "Cancelled",
 }
 
 
 class TopUpForm(PageForm):
     amount = StringField(
-        "Amount", filters=[lambda v: v.strip() if v else v], validators=[Length(max=20)]
+        "Amount",
+        filters=[lambda v: v.strip() if v else v],
+        validators=[Length(max=20)],
+        # A numeric keypad with a decimal point on phones.
+        render_kw={"inputmode": "decimal", "autocomplete": "off"},
     )
     gateway = RadioField("Pay with", choices=[])
     submit = SubmitField("Continue to payment")
@@ -57,10 +63,10 @@ def _form() -> TopUpForm:
 def topup():
     form = _form()
     status = 200
+    if request.method == "GET" and not form.amount.data:
+        # A preset amount's link (without JavaScript): it fills the field, it pays nothing.
+        form.amount.data = (request.args.get("amount") or "").strip()[:20] or None
     if request.method == "POST":
-        preset = request.form.get("preset")
-        if preset:
-            form.amount.data = preset
         if form.validate_on_submit():
             try:
                 amount = payments.parse_topup_amount(form.amount.data or "")
@@ -99,8 +105,26 @@ def topup():
             label=payments.gateway_label,
             fmt=format_amount,
             instructions=settings.get("topup_instructions"),
+            cancel_form=PostForm(),
             prev_url=url_for(".topup", page=page.prev_num) if page.has_prev else None,
             next_url=url_for(".topup", page=page.next_num) if page.has_next else None,
         ),
         status,
     )
+
+
+@bp.post("/topup/<int:payment_id>/cancel")
+def cancel_topup(payment_id: int):
+    if not PostForm().validate_on_submit():
+        abort(400)
+    try:
+        payment = payments.cancel_topup(current_user, payment_id)
+    except payments.TopUpError:
+        flash("This payment is not waiting any more; there is nothing to cancel.", "error")
+        return redirect(url_for(".topup"))
+    flash(
+        f"Payment #{payment.id} is cancelled. If you have paid it already, the amount is still "
+        "added to your balance when the payment provider confirms it.",
+        "success",
+    )
+    return redirect(url_for(".topup", payment=payment.id))

@@ -15,7 +15,9 @@ class ActionDoc:
     title: str
     action: str
     summary: str
-    # Meanings may name {default_country}: the docs view fills in the operator's setting.
+    # Texts may name {default_country} (the operator's setting) and an example country from
+    # the live catalogue, {country_id}, {country_name}, {country_iso}, with more ids and codes
+    # in {some_ids} and {some_isos}: the docs view fills them in (`docs.routes.fill`).
     params: dict[str, str] = field(default_factory=dict)
     json_answer: str | None = None  # format=json
     classic_answer: str | None = None  # the SMS-Activate plain dialect
@@ -40,8 +42,8 @@ MAIN_ACTIONS = (
         "and given back in full if you cancel before any SMS or the number expires without one.",
         params={
             "service": "service code, e.g. tg (Telegram), wa (WhatsApp) — see getServicesList",
-            "country": "ISO 3166 alpha-2 code (us, gb, de…) or the numeric country id (12, 16…); "
-            "when left out or empty: {default_country}, this site's default",
+            "country": "ISO 3166 alpha-2 code ({some_isos}…) or the numeric country id "
+            "({some_ids}…); when left out or empty: {default_country}, this site's default",
             "maxPrice": "optional: the most you accept to pay; a higher price answers "
             "WRONG_MAX_PRICE with our price",
         },
@@ -91,12 +93,13 @@ MAIN_ACTIONS = (
         "getActiveActivations",
         "Your activations that are still running.",
         json_answer='{"activations": [{"id": 12345, "status": "allocated", '
-        '"phone_number": "+15551234567", "service_code": "tg", "country": 12, '
+        '"phone_number": "+15551234567", "service_code": "tg", "country": {country_id}, '
         '"price": 0.35, "code": null, "expires_at": "2026-11-25 14:50:57"}]}',
         classic_answer='{"status": "success", "activeActivations": [{"activationId": "12345", '
         '"serviceCode": "tg", "phoneNumber": "15551234567", "activationCost": 0.35, '
         '"activationStatus": "4", "smsCode": ["123456"], "smsText": "Your code is 123456", '
-        '"activationTime": "2026-11-25 14:30:57", "countryCode": "12", "countryName": "USA", '
+        '"activationTime": "2026-11-25 14:30:57", "countryCode": "{country_id}", '
+        '"countryName": "{country_name}", '
         '"canGetAnotherSms": "1", "currency": 840}]}',
         notes=(
             "Classic answer: smsCode is the list of codes received so far, oldest first, or "
@@ -120,7 +123,7 @@ MORE_ACTIONS = (
             "orderId": "optional: your own unique id; a repeat answers ORDER_ALREADY_EXISTS",
         },
         classic_answer='{"activationId": 12345, "phoneNumber": "15551234567", '
-        '"activationCost": 0.35, "currency": 840, "countryCode": "12", '
+        '"activationCost": 0.35, "currency": 840, "countryCode": "{country_id}", '
         '"canGetAnotherSms": "1", "activationTime": "2026-11-25 14:30:57", '
         '"activationOperator": "any"}',
     ),
@@ -139,14 +142,15 @@ MORE_ACTIONS = (
         "getPrices",
         "Our prices and stock, by country id and service (only what can be bought).",
         params={"service": "optional filter", "country": "optional filter"},
-        classic_answer='{"12": {"tg": {"cost": 0.35, "count": 120}}}',
+        classic_answer='{"{country_id}": {"tg": {"cost": 0.35, "count": 120}}}',
     ),
     ActionDoc(
         "get-countries",
         "Countries",
         "getCountries",
         "The countries on sale, keyed by numeric id, with the alpha-2 code we accept.",
-        classic_answer='{"12": {"id": 12, "eng": "USA", "iso": "us", "visible": 1}}',
+        classic_answer='{"{country_id}": {"id": {country_id}, "eng": "{country_name}", '
+        '"iso": "{country_iso}", "visible": 1}}',
     ),
     ActionDoc(
         "get-services",
@@ -181,7 +185,7 @@ def verify(secret: str, headers, body: bytes, tolerance: int = 300) -> bool:
 '''
 
 
-def webhook_examples() -> dict[str, str]:
+def webhook_examples(country_id: int = 187) -> dict[str, str]:
     """Example bodies, made by the code that makes the real ones."""
     import datetime as dt
     import json
@@ -190,7 +194,7 @@ def webhook_examples() -> dict[str, str]:
     from ..services import webhooks
 
     moment = dt.datetime(2026, 1, 15, 9, 30, 12)
-    activation = Activation(id=123456, service="tg", country_id=12)
+    activation = Activation(id=123456, service="tg", country_id=country_id)
     examples = {}
     for kind, code in (("sms", "54321"), ("cancelled", None)):
         event = WebhookEvent(

@@ -23,6 +23,7 @@ from ..extensions import db
 from ..models import User, utcnow
 
 MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 256
 API_KEY_BYTES = 32
 
 
@@ -153,7 +154,7 @@ def user_by_email(email: str) -> User | None:
 def check_password_strength(password: str) -> None:
     if len(password or "") < MIN_PASSWORD_LENGTH:
         raise AccountError(f"Use at least {MIN_PASSWORD_LENGTH} characters.")
-    if len(password) > 256:
+    if len(password) > MAX_PASSWORD_LENGTH:
         raise AccountError("Use at most 256 characters.")
 
 

@@ -68,3 +68,20 @@ def codes_received(activation_ids: Iterable[int]) -> dict[int, list[str]]:
     for activation_id, code in rows:
         codes.setdefault(activation_id, []).append(code)
     return codes
+
+
+def messages_received(activation_ids: Iterable[int]) -> dict[int, list[SmsMessage]]:
+    """The SMS each activation has received (code and text), oldest first; activations
+    without any are left out. Callers pass ids already scoped to one user."""
+    wanted = {int(i) for i in activation_ids}
+    if not wanted:
+        return {}
+    messages: dict[int, list[SmsMessage]] = {}
+    rows = db.session.execute(
+        select(SmsMessage)
+        .where(SmsMessage.activation_id.in_(wanted))
+        .order_by(SmsMessage.activation_id, SmsMessage.seq)
+    ).scalars()
+    for row in rows:
+        messages.setdefault(row.activation_id, []).append(row)
+    return messages

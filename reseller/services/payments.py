@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "reseller.gateways"
 # From these a verified "paid" credits: an expired invoice may still be paid late (crypto
-# confirmations), a failed attempt may be followed by a good one on the same invoice.
-CREDITABLE = (P.PENDING.value, P.EXPIRED.value, P.FAILED.value)
+# confirmations), a failed attempt may be followed by a good one on the same invoice, and
+# an invoice the customer cancelled may have been paid before (or despite) the cancel.
+CREDITABLE = (P.PENDING.value, P.EXPIRED.value, P.FAILED.value, P.CANCELLED.value)
 # Seconds after which a payment whose invoice was never stored (a crash between our row and
 # the gateway's answer) is given up: the customer never saw a payment page.
 INVOICE_GRACE = 120
@@ -843,6 +844,22 @@ def check_now(payment: Payment) -> Outcome | None:
     if problem:
         raise GatewayRefused(problem)
     return outcome
+
+
+def cancel_topup(user: User, payment_id: int) -> Payment:
+    """The customer gives up one of their unpaid invoices: it is no longer offered for
+    payment nor checked by the worker. Money that reaches the gateway anyway is still
+    credited when the gateway says so (CREDITABLE). Raises TopUpError when the payment is
+    not theirs or no longer waiting. Commits."""
+    payment = get_for_user(user, payment_id)
+    if payment is None or not _transition(
+        payment.id, [P.PENDING], P.CANCELLED, source="customer", note="cancelled by the customer"
+    ):
+        db.session.rollback()
+        raise TopUpError("This payment is not waiting any more; there is nothing to cancel.")
+    db.session.commit()
+    db.session.refresh(payment)
+    return payment
 
 
 # -- reading ------------------------------------------------------------------------------

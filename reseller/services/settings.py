@@ -26,7 +26,7 @@ class SettingSpec:
     kind: str  # "text", "int", "money", "percent", "choice", "country"
     help: str = ""
     minimum: float | None = None
-    maximum: float | None = None
+    maximum: float | None = None  # for a text: its most characters (default 2000)
     choices: tuple[str, ...] = ()
 
 
@@ -44,7 +44,24 @@ SPECS: tuple[SettingSpec, ...] = (
         "Top-up instructions",
         "TOPUP_INSTRUCTIONS",
         "text",
-        "Shown on the dashboard: how customers add funds.",
+        "Shown to customers when no payment gateway runs, or under its own heading beside "
+        "one: how else to add funds.",
+    ),
+    SettingSpec(
+        "terms_text",
+        "Terms of service",
+        "TERMS_TEXT",
+        "text",
+        "The text of the Terms page, linked from every page's footer.",
+        maximum=20000,
+    ),
+    SettingSpec(
+        "privacy_text",
+        "Privacy policy",
+        "PRIVACY_TEXT",
+        "text",
+        "The text of the Privacy page, linked from every page's footer.",
+        maximum=20000,
     ),
     SettingSpec(
         "show_provider_names",
@@ -191,8 +208,9 @@ def parse(spec: SettingSpec, raw: Any) -> Any:
     """The typed value of `raw` for this setting; raises SettingError with a readable text."""
     text = "" if raw is None else str(raw).strip()
     if spec.kind == "text":
-        if len(text) > 2000:
-            raise SettingError(f"{spec.label}: at most 2000 characters")
+        longest = int(spec.maximum or 2000)  # for a text, the most characters
+        if len(text) > longest:
+            raise SettingError(f"{spec.label}: at most {longest} characters")
         return text
     if spec.kind == "choice":
         if text not in spec.choices:

@@ -16,57 +16,62 @@
     if (element) element.hidden = hidden;
   }
 
-  // --- filters: a search box over a <select> or over table rows --------------------
+  // --- filters: the picker's one search field, and a search box over table rows --------
 
   function matches(text, query) {
     return text.toLowerCase().indexOf(query.toLowerCase()) !== -1;
   }
 
-  function filterSelect(input) {
-    var select = document.querySelector(input.getAttribute("data-filter-select"));
-    if (!select) return;
-    // Hidden <option>s are not honoured everywhere: keep every option and re-add matches.
-    if (!select._allOptions) select._allOptions = Array.prototype.slice.call(select.options);
-    var query = input.value.trim();
-    var shown = 0;
-    while (select.options.length) select.remove(0);
-    select._allOptions.forEach(function (option) {
-      var text = option.getAttribute("data-filter-text") || option.textContent;
-      if (!query || matches(text, query) || option.selected) {
-        select.add(option);
-        shown += 1;
-      }
-    });
-    var count = input.parentNode.querySelector("[data-filter-count]");
-    if (count) count.textContent = shown + " of " + select._allOptions.length + " services";
+  // The sentence comes from the page (data-filter-count="{shown} of {total} services"), so
+  // that it is translated with the page; only the numbers are filled in here.
+  function setCount(input, shown, total) {
+    var id = input.getAttribute("aria-describedby");
+    var count = id && document.getElementById(id);
+    var sentence = count && count.getAttribute("data-filter-count");
+    if (sentence) {
+      count.textContent = sentence.replace("{shown}", shown).replace("{total}", total);
+    }
   }
 
   function filterRows(input) {
     var body = document.querySelector(input.getAttribute("data-filter-rows"));
     if (!body) return;
     var query = input.value.trim();
+    var shown = 0;
     Array.prototype.forEach.call(body.rows, function (row) {
       var text = row.getAttribute("data-filter-text") || row.textContent;
       row.hidden = Boolean(query) && !matches(text, query);
+      if (!row.hidden) shown += 1;
+    });
+    setCount(input, shown, body.rows.length);
+  }
+
+  // The same rule as the server (dashboard.routes.index): the text narrows the services by
+  // name or code; a text that names no service narrows the chosen service's countries.
+  function filterPicker(input) {
+    var query = input.value.trim();
+    var items = Array.prototype.slice.call(document.querySelectorAll("[data-service-list] li"));
+    var hits = items.filter(function (li) {
+      return !query || matches(li.getAttribute("data-filter-text"), query);
+    });
+    var aboutServices = hits.length > 0;
+    items.forEach(function (li) {
+      li.hidden = aboutServices && hits.indexOf(li) === -1;
+    });
+    setCount(input, aboutServices ? hits.length : items.length, items.length);
+    var table = document.querySelector("[data-picker-rows]");
+    if (!table) return;
+    var countryQuery = matches(table.getAttribute("data-service-text"), query) ? "" : query;
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      row.hidden = Boolean(countryQuery) && !matches(row.getAttribute("data-filter-text"), countryQuery);
     });
   }
 
   document.addEventListener("input", function (event) {
     var input = event.target;
-    if (input.hasAttribute("data-filter-select")) filterSelect(input);
     if (input.hasAttribute("data-filter-rows")) filterRows(input);
+    if (input.hasAttribute("data-picker-search")) filterPicker(input);
   });
-
-  // Pick a service by double click or Enter in the list, like a button press.
-  function pick(event) {
-    var select = event.target.closest && event.target.closest("select.listbox");
-    if (!select || !select.form || !select.value) return;
-    if (event.type === "keydown" && event.key !== "Enter") return;
-    event.preventDefault();
-    select.form.requestSubmit();
-  }
-  document.addEventListener("dblclick", pick);
-  document.addEventListener("keydown", pick);
 
   // --- one submit per form: a double click must not buy twice -----------------------
 
@@ -150,20 +155,42 @@
     setHidden(note, seconds <= 0);
   }
 
+  // Every SMS of the number, oldest first: new ones are drawn from the page's <template>
+  // (the same markup as the server's); true when one was added.
+  function updateMessages(card, messages) {
+    var list = field(card, "messages");
+    var template = document.querySelector("template[data-sms-item]");
+    if (!list || !template) return false;
+    var id = card.getAttribute("data-activation");
+    var added = false;
+    for (var n = list.children.length; n < messages.length; n += 1) {
+      var item = template.content.firstElementChild.cloneNode(true);
+      var code = item.querySelector("code");
+      code.id = "code-" + id + "-" + (n + 1);
+      code.textContent = messages[n].code;
+      item.querySelector("[data-copy]").setAttribute("data-copy", "#" + code.id);
+      var details = item.querySelector("details");
+      details.querySelector("p").textContent = messages[n].text || "";
+      details.hidden = !messages[n].text;
+      list.appendChild(item);
+      added = true;
+    }
+    Array.prototype.forEach.call(list.children, function (li, i) {
+      li.classList.toggle("latest", i === list.children.length - 1);
+    });
+    list.hidden = messages.length === 0;
+    return added;
+  }
+
   function updateCard(card, a) {
     var label = field(card, "status_label");
     label.textContent = a.status_label;
     label.className = "badge " + (a.tone || "");
 
-    var code = field(card, "code");
-    if (a.code && code.textContent !== a.code) {
-      code.textContent = a.code;
-      if (document.hidden) document.title = "Code received · " + baseTitle;
+    if (updateMessages(card, a.messages || []) && document.hidden) {
+      document.title = "Code received · " + baseTitle;
     }
-    setHidden(when(card, "code"), !a.code);
-    setHidden(when(card, "no-code"), Boolean(a.code) || !a.open);
-    field(card, "sms_text").textContent = a.sms_text || "";
-    setHidden(when(card, "sms-text"), !a.sms_text);
+    setHidden(when(card, "no-code"), (a.messages || []).length > 0 || !a.open);
     setCountdown(card, "lifetime", a.lifetime_left);
 
     var cancel = form(card, "cancel");

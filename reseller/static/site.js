@@ -23,6 +23,18 @@
       try { document.execCommand("copy"); done(); } catch (e) { /* selected for manual copy */ }
     }
   });
+  // A preset amount fills the amount field (its link does the same without JavaScript);
+  // it never pays: the customer still presses the form's own button.
+  document.addEventListener("click", function (event) {
+    var preset = event.target.closest("[data-preset]");
+    if (!preset) return;
+    var field = document.querySelector(preset.getAttribute("data-preset-for"));
+    if (!field) return;
+    event.preventDefault();
+    field.value = preset.getAttribute("data-preset");
+    field.dispatchEvent(new Event("input", { bubbles: true }));
+    field.focus();
+  });
   document.addEventListener("submit", function (event) {
     var form = event.target;
     var question = form.getAttribute("data-confirm");

@@ -168,6 +168,12 @@ def sms_code(row_id: int, sms_number: int) -> str:
     return f"{value:06d}"
 
 
+def sms_text(service: str, code: str) -> str:
+    """The full text of a sandbox SMS carrying `code`, as a service would word it."""
+    name = SERVICES.get(service, "account")
+    return f"{code} is your {name} verification code. Do not share it with anyone."
+
+
 # -- Activation lifecycle --------------------------------------------------------------
 
 
@@ -325,7 +331,8 @@ class SandboxUpstream(Upstream):
             return StatusAnswer(UpstreamState.WAIT_RETRY, code)
         if phase is _Phase.CANCELLED:
             return StatusAnswer(UpstreamState.CANCELLED)
-        return StatusAnswer(UpstreamState.CODE, code)  # CODE, FINISHED
+        # CODE, FINISHED; with the SMS's text, as providers that send it do
+        return StatusAnswer(UpstreamState.CODE, code, text=sms_text(row.service, code))
 
     def set_status(self, upstream_id: str, status: int) -> SetStatusAnswer:
         """Apply status 1, 3, 6 or 8 (-1 is 8).

@@ -3,6 +3,7 @@ Playwright (never a downloaded browser)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -68,8 +69,8 @@ class LiveServer:
         return self.url + path
 
 
-@pytest.fixture
-def live_server(tmp_path):
+@contextlib.contextmanager
+def serving(tmp_path):
     """The app on 127.0.0.1 (a free port) with tiny time windows: the code arrives 2 s after
     purchase, cancelling opens after 3 s, the upstream is polled at most once a second."""
     app = create_app(
@@ -104,6 +105,21 @@ def live_server(tmp_path):
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    """A fresh app and database for one test (see `serving`)."""
+    with serving(tmp_path) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def module_live_server(tmp_path_factory):
+    """One app and database for a whole test module, whose tests build on each other's
+    data: fewer database resets and server starts on a small machine."""
+    with serving(tmp_path_factory.mktemp("live")) as live:
+        yield live
 
 
 @pytest.fixture

@@ -56,7 +56,8 @@ def log_in(page, live, email, password):
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/(\?.*)?$"))
+    # Customers land on the dashboard, admins in the console.
+    page.wait_for_url(re.compile(r"/(dashboard|admin)(\?.*)?$"))
 
 
 def section(page, name):
@@ -93,14 +94,19 @@ def balance_of(live, email):
     return in_app(live, lambda: accounts.user_by_email(email).balance)
 
 
-def choose_offer(page, search, service_code, country):
-    """Use the searchable service list, then the Buy button of one country."""
-    page.get_by_label("Search services").fill(search)
-    page.get_by_label(re.compile(r"^Service")).select_option(service_code)
-    page.get_by_role("button", name="Show prices by country").click()
-    page.get_by_role(
-        "button", name=re.compile(rf"^Buy a .* number in {re.escape(country)} ")
+def choose_offer(page, search, service_name, country):
+    """Use the picker's search and service list, then the Buy button of one country."""
+    page.get_by_label("Search services and countries").fill(search)
+    page.locator("[data-service-list]").get_by_role(
+        "link", name=re.compile(rf"^{re.escape(service_name)} ")
     ).click()
+    page.get_by_role(
+        "button", name=re.compile(rf"^Buy .* numbers in {re.escape(country)} ")
+    ).click()
+
+
+def latest_code(card):
+    return card.locator("ol.codes li.latest code")
 
 
 def test_customer_journey(new_page, live_server, screenshot):
@@ -139,7 +145,7 @@ def test_customer_journey(new_page, live_server, screenshot):
     screenshot(page, "03-dashboard-empty")
 
     # Buy a Telegram number; the code appears without a reload.
-    choose_offer(page, "tele", "tg", "USA (virtual)")
+    choose_offer(page, "tele", "Telegram", "USA (virtual)")
     expect(flash(page)).to_contain_text("You bought")
     [(tg_id, _, status, tg_price, _)] = activations_of(live, EMAIL)
     assert status == "allocated"
@@ -147,9 +153,9 @@ def test_customer_journey(new_page, live_server, screenshot):
     expect(card.locator("[data-field=status_label]")).to_have_text("Waiting for the SMS")
     screenshot(page, "04-dashboard-waiting-for-code")
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
-    expect(card.locator("[data-field=code]")).to_have_text(re.compile(r"^\d{6}$"), timeout=15_000)
+    expect(latest_code(card)).to_have_text(re.compile(r"^\d{6}$"), timeout=15_000)
     assert page.evaluate("window.__sameDocument") is True
-    code = card.locator("[data-field=code]").text_content()
+    code = latest_code(card).text_content()
     assert activations_of(live, EMAIL)[0][4] == code
     expect(card.locator("[data-field=status_label]")).to_have_text("Code received")
     expect(card.get_by_role("button", name="Cancel and refund")).to_be_hidden()
@@ -161,7 +167,7 @@ def test_customer_journey(new_page, live_server, screenshot):
     expect(page.locator("[data-balance]")).to_have_text(f"{format_amount(after_tg)} USD")
 
     # A number that never gets a code: cancel opens after the window, the money comes back.
-    choose_offer(page, "other", "ot", "USA (virtual)")
+    choose_offer(page, "other", "Any other", "USA (virtual)")
     expect(flash(page)).to_contain_text("You bought")
     ot_id, _, _, ot_price, _ = activations_of(live, EMAIL)[-1]
     card = page.locator(f"#activation-{ot_id}")
@@ -235,11 +241,11 @@ def test_dashboard_without_javascript(new_page, live_server, screenshot):
     page.goto(live("/dashboard"))
 
     # The search box works server-side: Enter, and a single match is picked.
-    page.get_by_label("Search services").fill("telegram")
-    page.get_by_label("Search services").press("Enter")
+    page.get_by_label("Search services and countries").fill("telegram")
+    page.get_by_label("Search services and countries").press("Enter")
     expect(page.get_by_role("heading", name="Telegram: prices by country")).to_be_visible()
     page.get_by_role(
-        "button", name=re.compile(r"^Buy a Telegram number in USA \(virtual\) ")
+        "button", name=re.compile(r"^Buy Telegram numbers in USA \(virtual\) ")
     ).click()
     expect(flash(page)).to_contain_text("You bought")
     [(activation_id, *_)] = activations_of(live, EMAIL)
@@ -249,7 +255,7 @@ def test_dashboard_without_javascript(new_page, live_server, screenshot):
 
     time.sleep(2.5)  # the sandbox code delay
     page.reload()
-    expect(card.locator("[data-field=code]")).to_have_text(re.compile(r"^\d{6}$"))
+    expect(latest_code(card)).to_have_text(re.compile(r"^\d{6}$"))
     screenshot(page, "11-no-javascript-code")
     card.get_by_role("button", name="Complete").click()
     expect(flash(page)).to_contain_text("is complete")
@@ -270,7 +276,7 @@ def test_each_purchase_from_the_buy_buttons_gets_its_own_order_key(new_page, liv
     page = new_page()
     log_in(page, live, email, PASSWORD)
     page.goto(live("/dashboard?service=tg"))
-    usa = page.get_by_role("button", name=re.compile(r"^Buy a .* number in USA \(virtual\) "))
+    usa = page.get_by_role("button", name=re.compile(r"^Buy .* numbers in USA \(virtual\) "))
 
     usa.click()
     expect(flash(page)).to_contain_text("You bought")

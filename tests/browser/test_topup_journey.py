@@ -32,7 +32,7 @@ def test_top_up_through_the_sandbox_gateway(new_page, live_server, screenshot): 
     page.wait_for_url(live("/dashboard/topup"))
     expect(page.get_by_role("heading", name="Top up", exact=True)).to_be_visible()
     screenshot(page, "topup-01-page")
-    page.get_by_label("Amount").fill("12.50")
+    page.get_by_label("Amount", exact=True).fill("12.50")
     page.get_by_role("button", name="Continue to payment").click()
 
     page.wait_for_url(re.compile(r"/payments/sandbox/sbx_"))
@@ -53,7 +53,10 @@ def test_top_up_through_the_sandbox_gateway(new_page, live_server, screenshot): 
 
     # A preset button, and the same journey's second payment left unpaid.
     page.goto(live("/dashboard/topup"))
-    page.get_by_role("button", name="25.00 USD").click()
+    page.get_by_role("link", name="25.00 USD").click()  # fills the amount, pays nothing
+    expect(page.get_by_label("Amount", exact=True)).to_have_value("25.00")
+    assert page.url == live("/dashboard/topup")
+    page.get_by_role("button", name="Continue to payment").click()
     page.wait_for_url(re.compile(r"/payments/sandbox/sbx_"))
     page.get_by_role("link", name="Back to the shop without paying").click()
     expect(page.locator("table.payments tbody tr").first).to_contain_text("Waiting for payment")

@@ -75,7 +75,7 @@ def test_webhook_on_the_account_page_end_to_end(live_server, page, screenshot):
     page.get_by_label("Email").fill(EMAIL)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/(\?.*)?$"))
+    page.wait_for_url(re.compile(r"/(dashboard|admin)(\?.*)?$"))
     page.goto(live("/dashboard/account"))
 
     with Receiver() as receiver:
