@@ -284,3 +284,15 @@ def service_offers() -> list[ServiceOffer]:
         for code, (name, price, stock, countries) in offers.items()
     ]
     return sorted(result, key=lambda offer: (offer.name.lower(), offer.service))
+
+
+def top_countries(service: str) -> list[Quote]:
+    """getTopCountriesByService: the countries selling `service` now (enabled, in stock),
+    best first: the lowest retail price, then the largest stock, then the country id."""
+    quotes = price_table(service)
+    return sorted(quotes, key=lambda q: (q.price, -q.count, q.country_id))
+
+
+def stock_by_service(country_id: int) -> dict[str, int]:
+    """getNumbersStatus: our stock per enabled service in one enabled country."""
+    return {q.service: q.count for q in price_table(None, country_id)}
