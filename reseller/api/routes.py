@@ -17,7 +17,7 @@ from ..models import utcnow
 from ..services import accounts, activations, catalog, history, pricing, settings
 from ..services import errors as err
 from ..services.activations import PurchaseRequest
-from . import bp
+from . import bp, rent
 from .dialects import ClassicDialect, HeroSmsDialect, JsonDialect
 from .errors import BY_KIND
 
@@ -29,6 +29,8 @@ _DIGEST = "reseller.api_key_digest"
 
 def _param(name: str) -> str | None:
     value = request.values.get(name)
+    if value is None:  # a published client sends names with whitespace ("time ")
+        value = next((v for k, v in request.values.items() if k.strip() == name), None)
     if value is None:
         return None
     if "\x00" in value:  # no parameter has one, and PostgreSQL text cannot hold it
@@ -295,9 +297,12 @@ def handler() -> Response:
         else:
             user = _authenticate()
             action = ACTIONS.get(name)
-            if action is None:
+            if name in rent.ACTIONS:
+                answer = rent.answer(name, user, _param)
+            elif action is None:
                 raise err.BadAction()
-            answer = action(user, dialect)
+            else:
+                answer = action(user, dialect)
         _record_activity(user)
         return answer
     except err.ServiceError as exc:
