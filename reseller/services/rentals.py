@@ -695,3 +695,127 @@ def settle_lost_rent(rental_id: int, *, unconfirmed: str | None = None) -> bool:
     )
     _commit()
     return moved
+
+
+# --- worker steps (reseller.services.worker runs them each pass) ---------------------------
+
+
+def poll_due(budget) -> int:
+    """Ask the providers for the SMS of open rentals whose poll slot is due, within the
+    worker's poll `budget` (activations.PollBudget); the rest wait for the next pass.
+    Returns how many new SMS were kept."""
+    from .jobs import claim_rows, release
+
+    now = utcnow()
+    ids = claim_rows(
+        Rental,
+        select(Rental.id).where(
+            Rental.status == R.ACTIVE.value,
+            (Rental.next_poll_at.is_(None)) | (Rental.next_poll_at <= now),
+        ),
+        claim_seconds=60,
+    )
+    new = 0
+    for rental_id in ids:
+        try:
+            if not budget.spent:
+                new += refresh(rental_id, actor="worker")
+        except Exception:
+            db.session.rollback()
+            log.exception("rent poll %s failed", rental_id)
+        finally:
+            release(Rental, rental_id)
+    return new
+
+
+def expire_overdue() -> int:
+    """Close the rentals whose time ran out. Returns how many closed."""
+    from .jobs import claim_rows, release
+
+    ids = claim_rows(
+        Rental,
+        select(Rental.id).where(Rental.status == R.ACTIVE.value, Rental.ends_at <= utcnow()),
+        claim_seconds=120,
+    )
+    closed = 0
+    for rental_id in ids:
+        try:
+            closed += expire(rental_id)
+        except Exception:
+            db.session.rollback()
+            log.exception("rent expiry %s failed", rental_id)
+        finally:
+            release(Rental, rental_id)
+    return closed
+
+
+def settle_lost(settle_after: int, settle_blind_after: int) -> tuple[int, list[str]]:
+    """Settle rents whose answer never came, provider by provider (the pattern of
+    activations' settlement): refunded once older than `settle_after` when the provider's
+    rent list was read, after `settle_blind_after` when it could not be. A rent the
+    provider lists that no rental of ours holds is given back (cancelled) when it can only
+    be one of these lost rents: the provider has nothing else of ours in flight.
+    Returns (how many were settled, errors)."""
+    now = utcnow()
+    names = db.session.execute(
+        select(Rental.upstream_name)
+        .where(Rental.status.in_([R.PENDING.value, R.UNKNOWN.value]))
+        .distinct()
+    ).scalars()
+    settled, errors = 0, []
+    for name in list(names):
+        stale_before = now - dt.timedelta(seconds=settle_after)
+        try:
+            listed = upstream(name).get_rent_list()
+        except up.UpstreamError as exc:
+            errors.append(f"rent list: {exc.token} at {name}")
+            cutoff = now - dt.timedelta(seconds=settle_blind_after)
+            for rental_id in _lost(name, cutoff):
+                settled += settle_lost_rent(rental_id, unconfirmed=f"rent list: {exc.token}")
+            continue
+        lost = _lost(name, stale_before)
+        for rental_id in lost:
+            settled += settle_lost_rent(rental_id)
+        in_flight = db.session.execute(
+            select(Rental.id).where(
+                Rental.upstream_name == name,
+                Rental.status.in_([R.PENDING.value, R.UNKNOWN.value]),
+            )
+        ).first()
+        if lost and in_flight is None:
+            _release_unheld(name, listed, len(lost))
+    db.session.commit()
+    return settled, errors
+
+
+def _lost(name: str, cutoff: dt.datetime) -> list[int]:
+    return list(
+        db.session.execute(
+            select(Rental.id).where(
+                Rental.upstream_name == name,
+                Rental.status.in_([R.PENDING.value, R.UNKNOWN.value]),
+                Rental.created_at <= cutoff,
+            )
+        ).scalars()
+    )
+
+
+def _release_unheld(name: str, listed, most: int) -> None:
+    ids = [r.upstream_id for r in listed]
+    held = set(
+        db.session.execute(
+            select(Rental.upstream_id).where(
+                Rental.upstream_name == name, Rental.upstream_id.in_(ids)
+            )
+        ).scalars()
+    )
+    unheld = [upstream_id for upstream_id in ids if upstream_id not in held]
+    if len(unheld) > most:
+        log.warning("%s lists %s rents of no rental of ours: left alone", name, len(unheld))
+        return
+    for upstream_id in unheld:
+        try:
+            upstream(name).set_rent_status(upstream_id, STATUS_CANCEL)
+            log.warning("cancelled %s rent %s, rented for no customer", name, upstream_id)
+        except up.UpstreamError as exc:
+            log.warning("could not cancel %s rent %s: %s", name, upstream_id, exc.token)
