@@ -595,7 +595,8 @@ def continue_rent(user: Customer, raw_id, raw_hours) -> Rental:
             _commit()
             raise err.ServiceUnavailable() from None
         _refuse_period(period, f"continue refused: {exc.token}")
-        raise (err.RentDie() if isinstance(exc, up.RentDie) else mapped()) from None
+        cannot = isinstance(exc, up.RentDie | up.RentUnsupported)  # ended, or no such thing
+        raise (err.RentDie() if cannot else mapped()) from None
     ends_at = ends_before + dt.timedelta(hours=hours)  # (a concurrent continue's
     # period takes the same seq and fails: one continue at a time)
     values = {"hours": Rental.hours + hours, "ends_at": ends_at}
