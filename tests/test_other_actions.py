@@ -5,6 +5,7 @@ import calendar
 
 import pytest
 
+from reseller.docs.content import NOT_SERVED
 from reseller.extensions import db
 from reseller.models import PricingRule
 from reseller.money import parse_amount
@@ -78,3 +79,29 @@ def test_history_newest_first_bounded_and_own(api, client, make_user, clock):
 
     other = Api(client, api_key_of(make_user(email="other@example.com")))
     assert other("getHistory").get_json() == []
+
+
+def test_docs_page_documents_the_new_actions_and_what_is_left(client, api):
+    text = client.get("/docs").get_data(as_text=True)
+    for action in (
+        "getTopCountriesByService",
+        "getNumbersStatus",
+        "getOperators",
+        "getBalanceAndCashBack",
+        "getHistory",
+        "getRentServicesAndCountries",
+        "getRentNumber",
+        "getRentStatus",
+        "setRentStatus",
+        "getRentList",
+        "continueRentNumber",
+        "getContinueRentPriceNumber",
+        "NO_ID_RENT",
+        "INCORECT_STATUS",
+        "rent_sms",
+    ):
+        assert action in text, action
+    assert "Not served" in text
+    for action in NOT_SERVED:  # what the page calls unserved answers BAD_ACTION
+        assert action in text
+        assert api.text(action, id="1") == "BAD_ACTION", action

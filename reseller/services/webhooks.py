@@ -163,11 +163,12 @@ def record_rent_sms(endpoint_id: int, rental_id: int, message) -> None:
     )
 
 
-def rent_payload(event: WebhookEvent) -> dict:
+def rent_payload(event: WebhookEvent, rental: Rental | None = None) -> dict:
     """A `rent_sms` event's body: SMS-Activate's rent webhook fields plus `event`."""
-    rental = db.session.get(Rental, event.rental_id) if event.rental_id else None
+    if rental is None and event.rental_id:
+        rental = db.session.get(Rental, event.rental_id)
     return {
-        "rentId": event.rental_id,
+        "rentId": rental.id if rental else event.rental_id,
         "number": rental.phone if rental else None,
         "service": rental.service if rental else None,
         "country": rental.country_id if rental else None,
