@@ -195,3 +195,22 @@ def test_parameter_names_with_whitespace(api, customer):
     assert db.session.get(Rental, answer["phone"]["id"]).hours == 24
     periods = db.session.execute(select(RentPeriod)).scalars().all()
     assert [p.hours for p in periods] == [24]
+
+
+def test_ledger_verify_checks_rent_periods(api, customer):
+    from reseller.models import LedgerKind
+    from reseller.services import wallet
+
+    rent_id = api("getRentNumber", service="tg", rent_time="4", country="12").get_json()
+    rent_id = rent_id["phone"]["id"]
+    assert verify_ledger() == []
+    period = db.session.execute(select(RentPeriod)).scalar_one()
+    # a refund for a rent that was never cancelled
+    wallet.credit(customer.id, period.price, kind=LedgerKind.RENT_REFUND, rent_period_id=period.id)
+    db.session.commit()
+    problems = verify_ledger()
+    assert any(f"rental {rent_id} period 1: confirmed but refunded" in p for p in problems)
+    # a rent row that names no period
+    wallet.debit(customer.id, 100, kind=LedgerKind.RENT)
+    db.session.commit()
+    assert any("a rent row names no rent period" in p for p in verify_ledger())

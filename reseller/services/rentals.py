@@ -35,10 +35,12 @@ from ..models import (
 )
 from ..models import RentalStatus as R
 from ..money import to_units
+from ..upstream import deadline
 from ..upstream import errors as up
 from ..upstream.base import RentState
 from . import catalog, rent_offers, settings, wallet, webhooks
 from . import errors as err
+from .activations import web_poll_budget
 from .provider import upstream
 
 log = logging.getLogger(__name__)
@@ -377,7 +379,8 @@ def status(user: Customer, raw_id, *, poll: bool = True) -> Rental:
     RentNotFound."""
     rental = get_for_user(user, raw_id)
     if poll and _poll_due(rental):
-        refresh(rental.id, actor="customer")
+        with deadline.within(web_poll_budget().deadline):  # a slow provider waits no longer
+            refresh(rental.id, actor="customer")
         rental = db.session.get(Rental, rental.id)
     return rental
 
@@ -720,7 +723,8 @@ def poll_due(budget) -> int:
     for rental_id in ids:
         try:
             if not budget.spent:
-                new += refresh(rental_id, actor="worker")
+                with deadline.within(budget.deadline):
+                    new += refresh(rental_id, actor="worker")
         except Exception:
             db.session.rollback()
             log.exception("rent poll %s failed", rental_id)
