@@ -8,6 +8,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from ..auth.forms import PostForm
@@ -61,7 +62,7 @@ class RentForm(FlaskForm):
 
 
 class ContinueForm(FlaskForm):
-    hours = SelectField("Extend by", choices=[(str(h), label) for h, label in LENGTHS])
+    hours = SelectField("Extend by", choices=[SelectChoice(str(h), label) for h, label in LENGTHS])
     submit = SubmitField("Continue")
 
 
