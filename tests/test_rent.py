@@ -195,6 +195,9 @@ def test_parameter_names_with_whitespace(api, customer):
     assert db.session.get(Rental, answer["phone"]["id"]).hours == 24
     periods = db.session.execute(select(RentPeriod)).scalars().all()
     assert [p.hours for p in periods] == [24]
+    # HeroSMS's name for the length
+    answer = api("getRentNumber", service="tg", duration="48", country="12").get_json()
+    assert db.session.get(Rental, answer["phone"]["id"]).hours == 48
 
 
 def test_ledger_verify_checks_rent_periods(api, customer):

@@ -7,9 +7,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from sqlalchemy import Select, func, select
+from sqlalchemy.orm import joinedload
 
 from ..extensions import db
-from ..models import LedgerEntry, LedgerKind, Rental, RentPeriod, User, utcnow
+from ..models import LedgerEntry, LedgerKind, Rental, RentPeriod, utcnow
 from .stats import PERIODS
 
 RENT_KINDS = (LedgerKind.RENT.value, LedgerKind.RENT_EXTENSION.value, LedgerKind.RENT_REFUND.value)
@@ -71,7 +72,7 @@ def by_provider() -> dict[str, RentFigures]:
 
 def rentals_query(status: str | None = None, provider: str | None = None) -> Select:
     """Every rental, newest first, optionally of one status and one provider."""
-    stmt = select(Rental).join(User, User.id == Rental.user_id).order_by(Rental.id.desc())
+    stmt = select(Rental).options(joinedload(Rental.user)).order_by(Rental.id.desc())
     if status:
         stmt = stmt.where(Rental.status == status)
     if provider:
