@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from reseller.extensions import db
 from reseller.models import LedgerEntry, Rental, RentPeriod, User
-from reseller.services import pricing
+from reseller.services import pricing, rentals
 from reseller.services.ledger import verify_ledger
 from reseller.upstream import sandbox
 
@@ -217,3 +217,25 @@ def test_ledger_verify_checks_rent_periods(api, customer):
     wallet.debit(customer.id, 100, kind=LedgerKind.RENT)
     db.session.commit()
     assert any("a rent row names no rent period" in p for p in verify_ledger())
+
+
+@pytest.mark.parametrize("source", list(rentals.R))
+def test_the_state_table_is_the_only_way_a_rental_moves(app, make_user, source):
+    """Every (source, target) pair: the guarded move wins exactly when TRANSITIONS allows."""
+    user = make_user(balance="5")
+    for target in rentals.R:
+        rental = Rental(
+            user_id=user.id,
+            service="tg",
+            country_id=12,
+            status=source.value,
+            hours=4,
+            price=0,
+            upstream_name="sandbox",
+        )
+        db.session.add(rental)
+        db.session.commit()
+        moved = rentals._move(rental.id, target, note="matrix")
+        db.session.commit()
+        assert moved == rentals.allowed(source, target), (source, target)
+        assert db.session.get(Rental, rental.id).status == (target if moved else source).value

@@ -30,7 +30,6 @@ from ..models import (
     RentMessage,
     RentPeriod,
     Settlement,
-    User,
     utcnow,
 )
 from ..models import RentalStatus as R
@@ -40,7 +39,7 @@ from ..upstream import errors as up
 from ..upstream.base import RentState
 from . import catalog, rent_offers, settings, wallet, webhooks
 from . import errors as err
-from .activations import web_poll_budget
+from .activations import Customer, web_poll_budget
 from .provider import upstream
 
 log = logging.getLogger(__name__)
@@ -62,8 +61,6 @@ PAGE_SIZE_MAX = 100
 # A period's money: charged (pending, then confirmed or unknown), or refused/refunded.
 PERIOD_PENDING, PERIOD_CONFIRMED, PERIOD_UNKNOWN = "pending", "confirmed", "unknown"
 PERIOD_REFUNDED = "refunded"
-
-Customer = User  # anything with `.id`
 
 
 def allowed(source: R, target: R) -> bool:
