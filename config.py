@@ -169,6 +169,7 @@ class Config:
         # Pricing and the activation lifecycle (defaults; admin settings override).
         # Their ranges are the operator settings' (services/settings.py), checked at start-up.
         self.PRICE_MARKUP_PERCENT = _env_float("PRICE_MARKUP_PERCENT", 30.0)
+        self.RENT_MARKUP_PERCENT = _env_float("RENT_MARKUP_PERCENT", 30.0)
         self.PRICE_MINIMUM = _env("PRICE_MINIMUM", "0.10")
         self.PRICE_REFRESH_INTERVAL = _env_int("PRICE_REFRESH_INTERVAL", 600, 10, 86400)
         self.ACTIVATION_LIFETIME = _env_int("ACTIVATION_LIFETIME", 20 * 60)

@@ -72,6 +72,9 @@ class LedgerKind(enum.StrEnum):
     ADJUSTMENT = "adjustment"
     PAYMENT = "payment"  # a customer's own top-up through a payment gateway
     PAYMENT_BONUS = "payment_bonus"  # the top-up bonus for that payment
+    RENT = "rent"  # a rented number's first period
+    RENT_EXTENSION = "rent_extension"  # a further period (continueRentNumber)
+    RENT_REFUND = "rent_refund"  # a period given back (a cancel the upstream accepted)
 
 
 class LedgerEntry(db.Model):
@@ -83,6 +86,8 @@ class LedgerEntry(db.Model):
         UniqueConstraint("activation_id", "kind", name="uq_ledger_entries_activation_kind"),
         # A payment is credited at most once (and its bonus at most once).
         UniqueConstraint("payment_id", "kind", name="uq_ledger_entries_payment_kind"),
+        # A rent period is charged at most once and refunded at most once.
+        UniqueConstraint("rent_period_id", "kind", name="uq_ledger_entries_rent_period_kind"),
         CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
         CheckConstraint("amount <> 0", name="amount_not_zero"),
         Index("ix_ledger_entries_user_created", "user_id", "id"),
@@ -96,6 +101,7 @@ class LedgerEntry(db.Model):
     reference: Mapped[str | None] = mapped_column(String(100))
     activation_id: Mapped[int | None] = mapped_column(ForeignKey("activations.id"))
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
+    rent_period_id: Mapped[int | None] = mapped_column(ForeignKey("rent_periods.id"))
     balance_after: Mapped[int] = mapped_column(BigInteger)
     note: Mapped[str | None] = mapped_column(String(500))
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
@@ -552,7 +558,8 @@ class WebhookEvent(db.Model):
     uid: Mapped[str] = mapped_column(String(32), unique=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id"))
     activation_id: Mapped[int | None] = mapped_column(ForeignKey("activations.id"))
-    kind: Mapped[str] = mapped_column(String(20))  # sms, cancelled, expired, test
+    rental_id: Mapped[int | None] = mapped_column(ForeignKey("rentals.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # sms, cancelled, expired, test, rent_sms
     code: Mapped[str | None] = mapped_column(String(100))
     text: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -580,3 +587,114 @@ class WebhookAttempt(db.Model):
     error: Mapped[str | None] = mapped_column(String(200))
     duration_ms: Mapped[int] = mapped_column(Integer)
     next_retry_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class RentalStatus(enum.StrEnum):
+    PENDING = "pending"  # money held, upstream rent in flight
+    UNKNOWN = "unknown"  # the rent's answer was lost: the worker settles it
+    ACTIVE = "active"  # the number is ours until `ends_at`; every SMS is kept
+    FINISHED = "finished"  # the customer finished it (status 1): no refund
+    CANCELLED = "cancelled"  # cancelled within the window before any SMS: refunded
+    EXPIRED = "expired"  # its time ran out: no refund
+    FAILED = "failed"  # no provider rented it (or its lost answer was settled): refunded
+
+
+class Rental(db.Model):
+    """A number rented for hours or days (SMS-Activate's rent, 5sim's hosting): every SMS
+    sent to it is kept (`RentMessage`). Its money is one `RentPeriod` per charge."""
+
+    __tablename__ = "rentals"
+    __table_args__ = (
+        Index("ix_rentals_user", "user_id", "id"),
+        Index("ix_rentals_status_poll", "status", "next_poll_at"),
+        Index("ix_rentals_created", "created_at"),
+        CheckConstraint("price >= 0", name="price_not_negative"),
+        CheckConstraint("hours > 0", name="hours_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    service: Mapped[str] = mapped_column(String(40))
+    country_id: Mapped[int] = mapped_column(Integer)
+    operator: Mapped[str] = mapped_column(String(40), default="any", server_default="any")
+    status: Mapped[str] = mapped_column(String(20), default=RentalStatus.PENDING.value)
+    hours: Mapped[int] = mapped_column(Integer)  # every period together
+    price: Mapped[int] = mapped_column(BigInteger)  # what the customer paid, every period
+    upstream_cost: Mapped[int | None] = mapped_column(BigInteger)  # what we paid, when known
+    upstream_name: Mapped[str] = mapped_column(String(20))
+    upstream_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    ends_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    sms_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The upstream is asked for this rental's SMS no earlier than this.
+    next_poll_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    error: Mapped[str | None] = mapped_column(String(200))
+    settlement: Mapped[str | None] = mapped_column(String(20))  # see `Settlement`
+
+    user: Mapped[User] = relationship()
+    periods: Mapped[list[RentPeriod]] = relationship(
+        back_populates="rental", order_by="RentPeriod.seq"
+    )
+    messages: Mapped[list[RentMessage]] = relationship(
+        back_populates="rental", order_by="RentMessage.id"
+    )
+
+
+class RentPeriod(db.Model):
+    """One charge of a rental: the first period (seq 1) or a continue. The ledger names it,
+    so each is charged once and refunded at most once."""
+
+    __tablename__ = "rent_periods"
+    __table_args__ = (
+        UniqueConstraint("rental_id", "seq", name="uq_rent_periods_seq"),
+        CheckConstraint("price >= 0", name="price_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rental_id: Mapped[int] = mapped_column(ForeignKey("rentals.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hours: Mapped[int] = mapped_column(Integer)
+    price: Mapped[int] = mapped_column(BigInteger)
+    upstream_cost: Mapped[int | None] = mapped_column(BigInteger)
+    # pending (charged, upstream call in flight), confirmed, refused (refunded), unknown
+    # (the continue's answer was lost: the charge stands until the operator looks)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    rental: Mapped[Rental] = relationship(back_populates="periods")
+
+
+class RentMessage(db.Model):
+    """An SMS a rented number received; `key` tells a new one from one already kept."""
+
+    __tablename__ = "rent_messages"
+    __table_args__ = (UniqueConstraint("rental_id", "key", name="uq_rent_messages_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rental_id: Mapped[int] = mapped_column(ForeignKey("rentals.id"), index=True)
+    key: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str | None] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    service: Mapped[str | None] = mapped_column(String(40))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    rental: Mapped[Rental] = relationship(back_populates="messages")
+
+
+class SandboxRental(db.Model):
+    """A rent of the sandbox upstream (its SMS are derived from the clock on read)."""
+
+    __tablename__ = "sandbox_rentals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(String(40))
+    country_id: Mapped[int] = mapped_column(Integer)
+    phone: Mapped[str] = mapped_column(String(32))
+    cost: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active/finished/cancelled
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    ends_at: Mapped[dt.datetime] = mapped_column(DateTime)

@@ -55,6 +55,11 @@ class FakeFiveSim:
         self.balance = Decimal(balance)
         self.prices = default_prices() if prices is None else prices
         self.code_delay = code_delay  # seconds after purchase until an SMS; None: never
+        # Hosting products: (country, product) → (price, stock); any operator.
+        self.hosting: dict[tuple[str, str], tuple[Decimal, int]] = {
+            ("usa", "1day"): (Decimal("1.50"), 12),
+            ("usa", "3hours"): (Decimal("0.60"), 8),
+        }
         self.orders: dict[int, dict] = {}
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.errors: list[BaseException] = []
@@ -115,10 +120,16 @@ class FakeFiveSim:
             order["status"] = "RECEIVED"
 
     def add_past_orders(
-        self, count: int, *, status: str = "FINISHED", age: dt.timedelta = dt.timedelta(0)
+        self,
+        count: int,
+        *,
+        status: str = "FINISHED",
+        age: dt.timedelta = dt.timedelta(0),
+        category: str = "activation",
     ) -> list[int]:
-        """`count` activation orders bought `age` ago (new ids: they come after every order
-        so far), closed with `status` or still open (PENDING). Their ids."""
+        """`count` orders of `category` (activation or hosting) bought `age` ago (new ids:
+        they come after every order so far), closed with `status` or still open (PENDING).
+        Their ids."""
         with self._lock:
             made = []
             for _ in range(count):
@@ -138,7 +149,7 @@ class FakeFiveSim:
                     "forwarding_number": "",
                     "country": "usa",
                     "_bought": bought.timestamp(),
-                    "_category": "activation",
+                    "_category": category,
                 }
                 made.append(order_id)
             return made
@@ -160,6 +171,15 @@ class FakeFiveSim:
                 return _json(self._price_list(params.get("country"), params.get("product")))
             if verb == "buy":
                 return self._buy(parts, params)
+            if verb == "products":
+                return _json(self._products(parts))
+            if verb == "hosting":
+                return self._buy_hosting(parts)
+            if verb == "inbox":
+                order = self._order(parts[1:]) if parts[:1] == ["inbox"] else None
+                if order is None:
+                    return _refusal("order not found")
+                return _json({"Data": list(order["sms"]), "Total": len(order["sms"])})
             if verb == "orders":
                 return self._history(params)
             order = self._order(parts)
@@ -174,6 +194,8 @@ class FakeFiveSim:
                 order["status"] = "FINISHED"
                 return _json(order)
             if verb in ("cancel", "ban"):
+                if order.get("_category") == "hosting":
+                    return _refusal("hosting order")
                 if order["sms"]:
                     return _refusal("order has sms")
                 if order["status"] == "FINISHED":
@@ -257,6 +279,46 @@ class FakeFiveSim:
         self.orders[order_id] = order
         return _json(order)
 
+    def _products(self, parts: list[str]) -> dict:
+        country = parts[0] if parts else ""
+        return {
+            product: {"Category": "hosting", "Qty": stock, "Price": float(price)}
+            for (c, product), (price, stock) in self.hosting.items()
+            if c == country
+        }
+
+    def _buy_hosting(self, parts: list[str]) -> Reply:
+        if len(parts) != 3:
+            return Reply("", status=404)
+        country, _operator, product = parts
+        offer = self.hosting.get((country, product))
+        if offer is None or offer[1] <= 0:
+            return _refusal("no free phones")
+        price, stock = offer
+        if self.balance < price:
+            return _refusal("not enough user balance")
+        self.balance -= price
+        self.hosting[(country, product)] = (price, stock - 1)
+        order_id, self._next_id = self._next_id, self._next_id + 1
+        now = dt.datetime.now(dt.UTC)
+        hours = {"3hours": 3, "1day": 24}.get(product, 24)
+        order = {
+            "id": order_id,
+            "phone": f"+1777{order_id % 10_000_000:07d}",
+            "operator": "virtual1",
+            "product": product,
+            "price": float(price),
+            "status": "RECEIVED",
+            "expires": _stamp(now + dt.timedelta(hours=hours)),
+            "sms": [],
+            "created_at": _stamp(now),
+            "country": country,
+            "_category": "hosting",
+            "_bought": now.timestamp(),
+        }
+        self.orders[order_id] = order
+        return _json(order)
+
     def _order(self, parts: list[str]) -> dict | None:
         if len(parts) != 1 or not parts[0].isdigit():
             return None
@@ -283,6 +345,8 @@ _VERBS = {
     ("user", "cancel"): "cancel",
     ("user", "ban"): "ban",
     ("user", "orders"): "orders",
+    ("guest", "products"): "products",
+    ("user", "sms"): "inbox",
 }
 
 
@@ -316,10 +380,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             parts = segments[2:]
             if verb == "buy":
-                parts = parts[1:] if parts[:1] == ["activation"] else []
+                if parts[:1] == ["hosting"]:
+                    verb, parts = "hosting", parts[1:]
+                else:
+                    parts = parts[1:] if parts[:1] == ["activation"] else []
             with fake._lock:
                 fake.calls.append((verb, {**params, "path": "/".join(parts)}))
-            if verb != "prices" and self.headers.get("Authorization") != f"Bearer {fake.token}":
+            if (
+                verb not in ("prices", "products")
+                and self.headers.get("Authorization") != f"Bearer {fake.token}"
+            ):
                 self._write(Reply("", status=401))
                 return
             scripted = fake._next_script(verb)

@@ -143,6 +143,26 @@ class FakeActivation:
 
 
 @dataclass
+class FakeRent:
+    id: int
+    service: str
+    country: int
+    phone: str
+    cost: Decimal
+    bought_at: float  # fake clock
+    end: dt.datetime
+    state: str = "open"  # open, finished, cancelled
+    sms: list[tuple[str, str, str]] = field(default_factory=list)  # (from, text, date)
+
+    def phone_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "endDate": self.end.strftime("%Y-%m-%dT%H:%M:%S"),
+            "number": self.phone,
+        }
+
+
+@dataclass
 class _Scripted:
     answer: Fault | Reply
     process: bool
@@ -171,6 +191,7 @@ class FakeGrizzly:
         retry_after: float = 1.0,
         lifetime: float = 1200.0,
         early_cancel_seconds: float = 0.0,
+        rent_error_key: str = "message",
     ):
         self.api_key = api_key
         self.host, self.port = host, port
@@ -182,6 +203,8 @@ class FakeGrizzly:
         self.retry_after = retry_after
         self.lifetime = lifetime
         self.early_cancel_seconds = early_cancel_seconds
+        self.rent_error_key = rent_error_key  # "message" (SMS-Activate), "error" (GrizzlySMS)
+        self.rents: dict[int, FakeRent] = {}
 
         self.calls: list[Call] = []
         self.activations: dict[int, FakeActivation] = {}
@@ -398,6 +421,136 @@ class FakeGrizzly:
         if not rows:
             return _json({"status": "error", "error": "NO_ACTIVATIONS"})
         return _json({"status": "success", "activeActivations": rows})
+
+    # -- rent (SMS-Activate's rent family; `rent_error_key` "error" is GrizzlySMS's form) --
+
+    def _rent_error(self, token: str) -> Reply:
+        return _json({"status": "error", self.rent_error_key: token})
+
+    def _rent_cost(self, country: int, service: str, hours: int) -> Decimal:
+        cost, _count = self.prices.get((country, service), (Decimal(0), 0))
+        return (cost * 3 + Decimal("0.02") * hours).quantize(Decimal("0.01"))
+
+    def _rent_hours(self, params: dict[str, str]) -> int | None:
+        text = params.get("rent_time", "4") or "4"
+        if not text.isdigit() or not 2 <= int(text) <= 1344:
+            return None
+        return int(text)
+
+    def _action_getRentServicesAndCountries(self, params: dict[str, str]) -> Reply:
+        hours = self._rent_hours(params)
+        if hours is None:
+            return self._rent_error("INVALID_TIME")
+        country = int(params.get("country", "0") or "0")
+        services = {
+            service: {"cost": float(self._rent_cost(country, service, hours)), "quant": count}
+            for (c, service), (_cost, count) in sorted(self.prices.items())
+            if c == country
+        }
+        return _json(
+            {
+                "countries": {"0": country},
+                "operators": {"0": "any"},
+                "services": services,
+                "currency": 840,
+            }
+        )
+
+    def _action_getRentNumber(self, params: dict[str, str]) -> Reply:
+        hours = self._rent_hours(params)
+        if hours is None:
+            return self._rent_error("INVALID_TIME")
+        service, country = params.get("service", ""), int(params.get("country", "0") or "0")
+        if service not in SERVICES:
+            return self._rent_error("BAD_SERVICE")
+        _cost, count = self.prices.get((country, service), (Decimal(0), 0))
+        if count <= 0:
+            return self._rent_error("NO_NUMBERS")
+        cost = self._rent_cost(country, service, hours)
+        if self.balance < cost:
+            return self._rent_error("NO_BALANCE")
+        rent_id, self._next_id = self._next_id, self._next_id + 1
+        end = dt.datetime.now().replace(microsecond=0) + dt.timedelta(hours=hours)
+        self.rents[rent_id] = FakeRent(
+            rent_id,
+            service,
+            country,
+            f"{PHONE_PREFIX.get(country, '1')}666{rent_id % 10**7:07d}",
+            cost,
+            self.now(),
+            end,
+        )
+        self.balance -= cost
+        return _json({"status": "success", "phone": self.rents[rent_id].phone_json()})
+
+    def _rent(self, params: dict[str, str]) -> FakeRent | Reply:
+        raw = params.get("id", "")
+        rent = self.rents.get(int(raw)) if raw.isdigit() else None
+        return rent if rent is not None else self._rent_error("NO_ID_RENT")
+
+    def _action_getRentStatus(self, params: dict[str, str]) -> Reply:
+        rent = self._rent(params)
+        if isinstance(rent, Reply):
+            return rent
+        if not rent.sms:
+            token = {"open": "STATUS_WAIT_CODE", "finished": "STATUS_FINISH"}.get(
+                rent.state, "STATUS_CANCEL"
+            )
+            return self._rent_error(token)
+        values = {
+            str(i): {"phoneFrom": sender, "text": text, "service": rent.service, "date": date}
+            for i, (sender, text, date) in enumerate(reversed(rent.sms))
+        }
+        return _json({"status": "success", "quantity": str(len(rent.sms)), "values": values})
+
+    def _action_setRentStatus(self, params: dict[str, str]) -> Reply:
+        rent = self._rent(params)
+        if isinstance(rent, Reply):
+            return rent
+        status = params.get("status")
+        if rent.state == "cancelled":
+            return self._rent_error("ALREADY_CANCEL")
+        if rent.state == "finished":
+            return self._rent_error("ALREADY_FINISH")
+        if status == "1":
+            rent.state = "finished"
+        elif status == "2":
+            if rent.sms or self.now() - rent.bought_at > 20 * 60:
+                return self._rent_error("CANT_CANCEL")
+            rent.state = "cancelled"
+            self.balance += rent.cost
+        else:
+            return self._rent_error("INCORECT_STATUS")
+        return _json({"status": "success"})
+
+    def _action_getRentList(self, params: dict[str, str]) -> Reply:
+        values = {
+            str(i): {"id": str(r.id), "phone": r.phone}
+            for i, r in enumerate(r for r in self.rents.values() if r.state == "open")
+        }
+        if not values:
+            return self._rent_error("NO_NUMBERS")
+        return _json({"status": "success", "values": values})
+
+    def _action_continueRentNumber(self, params: dict[str, str]) -> Reply:
+        rent = self._rent(params)
+        if isinstance(rent, Reply):
+            return rent
+        hours = self._rent_hours(params)
+        if hours is None:
+            return self._rent_error("INVALID_TIME")
+        if rent.state != "open":
+            return self._rent_error("RENT_DIE")
+        rent.end += dt.timedelta(hours=hours)
+        self.balance -= self._rent_cost(rent.country, rent.service, hours)
+        return _json({"status": "success", "phone": rent.phone_json()})
+
+    def deliver_rent_sms(self, rent_id: int | str, text: str, sender: str = "Telegram") -> None:
+        with self._lock:
+            stamp = _stamp(
+                dt.datetime.now() + dt.timedelta(seconds=len(self.rents[int(rent_id)].sms))
+            )
+            self.rents[int(rent_id)].sms.append((sender, text, stamp))
 
     # -- state helpers (called under the lock) ------------------------------------------
 

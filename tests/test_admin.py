@@ -402,6 +402,7 @@ def test_settings_page_edits_every_setting(client, boss):
         "support_contact": "help@example.com",
         "topup_instructions": "Pay by wire.\nMention your email.",
         "markup_percent": "45.5",
+        "rent_markup_percent": "60",
         "minimum_price": "0.25",
         "activation_lifetime": "900",
         "early_cancel_window": "60",

@@ -44,6 +44,8 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("admin.customer_regenerate_key", "POST", "/admin/customers/{customer}/regenerate-key", {}),
     ("admin.activations", "GET", "/admin/activations?status=allocated", None),
     ("admin.activation", "GET", "/admin/activations/{activation}", None),
+    ("admin.rents_page", "GET", "/admin/rents?status=active", None),
+    ("admin.rent_detail", "GET", "/admin/rents/{rental}", None),
     ("admin.payments_page", "GET", "/admin/payments?status=pending", None),
     ("admin.payment", "GET", "/admin/payments/{payment}", None),
     ("admin.payment_check", "POST", "/admin/payments/{payment}/check", {}),
@@ -103,6 +105,7 @@ def console(customer, api, make_user):
     """An admin, a customer with an activation, and a pricing rule."""
     admin = make_user(email=ADMIN, is_admin=True)
     assert api.text("getNumber", service="tg", country="us").startswith("ACCESS_NUMBER:")
+    rented = api("getRentNumber", service="tg", rent_time="4", country="12").get_json()
     rule = PricingRule(service="tg", country_id=187, markup_percent=50)
     db.session.add(rule)
     db.session.commit()
@@ -110,6 +113,7 @@ def console(customer, api, make_user):
         "admin": admin,
         "customer": customer.id,
         "activation": 1,
+        "rental": rented["phone"]["id"],
         "rule": rule.id,
         "payment": _payment(customer.id),
     }
@@ -226,7 +230,7 @@ def csrf_console(csrf_app):
     # Requests share the test's app context, so Flask-WTF's per-context token cache
     # outlives the session that login just cleared; a browser would get a fresh one.
     g.pop("csrf_token", None)
-    ids = {"admin": admin, "customer": customer.id, "activation": 1, "rule": rule.id}
+    ids = {"admin": admin, "customer": customer.id, "activation": 1, "rule": rule.id, "rental": 1}
     return client, ids | {"payment": _payment(customer.id)}
 
 

@@ -6,7 +6,11 @@ getActiveActivations through its own methods; the sandbox upstream delivers the 
 
 Libraries (all on PyPI; pinned in setup.cfg's `test` extra):
 
-- `smsactivate` 1.5 (SMS-Activate's official module; MIT): synchronous, `requests`.
+- `smsactivate` 1.5 (SMS-Activate's official module; MIT): synchronous, `requests`. Its rent
+  methods (getRentServicesAndCountries, getRentNumber, getRentStatus, setRentStatus,
+  getRentList, continueRentNumber, getContinueRentPriceNumber) and the other actions it
+  calls (getBalanceAndCashBack, getTopCountriesByService, getNumbersStatus, getOperators)
+  run too, the sandbox renting.
 - `grizzly-sms-client` 0.1.1 (ISC): synchronous, `httpx`. Its `get_active_activations()`
   parses only a bare JSON array, which SMS-Activate's answer is not and which
   `aiosmsactivate` crashes on; that call is pinned as a known failure below, and the rows
@@ -168,3 +172,57 @@ def test_herosms(live_server, clock):
             assert await client.activations.list_active() == []
 
     asyncio.run(scenario())
+
+
+def test_smsactivate_rent(live_server, clock):
+    """The official module's rent methods: it sends the length as `time` (and as
+    `rent_time` on continue), reads every answer as JSON."""
+    root, key = live_server
+    api = smsactivate.api.SMSActivateAPI(key)
+    api._SMSActivateAPI__api_url = root + HANDLER
+
+    offers = api.getRentServicesAndCountries(time=4, country=12)
+    assert offers["services"]["tg"]["quant"] > 0 and offers["currency"] == 840
+    rented = api.getRentNumber(service="tg", time=4, country=12)
+    assert rented["status"] == "success"
+    rent_id = rented["phone"]["id"]
+    assert rented["phone"]["number"].isdigit()
+    assert api.getRentStatus(id=rent_id) == {"status": "error", "message": "STATUS_WAIT_CODE"}
+
+    clock.travel(CODE_DELAY + 30)  # an SMS arrived; the poll slot is due
+    status = api.getRentStatus(id=rent_id)
+    assert status["status"] == "success" and int(status["quantity"]) >= 1
+    assert "code" in status["values"]["0"]["text"]
+    assert api.getRentList()["values"]["0"] == {
+        "id": str(rent_id),
+        "phone": rented["phone"]["number"],
+    }
+
+    price = api.getContinueRentPriceNumber(id=rent_id)
+    assert price["status"] == "success" and price["price"] > 0
+    continued = api.continueRentNumber(id=rent_id, time=24)
+    assert continued["status"] == "success"
+    assert continued["phone"]["endDate"] > rented["phone"]["endDate"]
+    assert api.setRentStatus(id=rent_id, status=2) == {"status": "error", "message": "CANT_CANCEL"}
+    assert api.setRentStatus(id=rent_id, status=1) == {"status": "success"}
+    assert api.getRentList() == {"status": "success", "values": {}}
+
+    quiet = api.getRentNumber(service="ot", time=4, country=12)["phone"]["id"]
+    assert api.setRentStatus(id=quiet, status=2) == {"status": "success"}
+    assert api.getRentStatus(id=quiet) == {"status": "error", "message": "STATUS_CANCEL"}
+    assert float(api.getBalance()["balance"]) < 10.0
+
+
+def test_smsactivate_other_actions(live_server):
+    root, key = live_server
+    api = smsactivate.api.SMSActivateAPI(key)
+    api._SMSActivateAPI__api_url = root + HANDLER
+
+    assert float(api.getBalanceAndCashBack()["balance"]) == 10.0
+    top = api.getTopCountriesByService(service="tg")
+    assert top["0"]["count"] > 0 and top["0"]["price"] <= top["1"]["price"]
+    assert api.getNumbersStatus(country=12)["tg_0"] > 0
+    assert api.getOperators(country=12) == {
+        "status": "success",
+        "countryOperators": {"12": ["any"]},
+    }

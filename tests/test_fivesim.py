@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from reseller.extensions import db
-from reseller.models import Activation
+from reseller.models import Activation, Rental, User
 from reseller.money import to_units
 from reseller.services import catalog, provider_admin
 from reseller.services import provider as provider_accounts
@@ -280,3 +280,62 @@ def test_a_5sim_numbers_card_lists_every_sms_with_its_text(routed, fake, grizzly
     assert card.index(">11111</code>") < card.index(">22222</code>")
     assert "Telegram code 11111, do not share" in card
     assert str(escape("Telegram code 22222 <for you>")) in card
+
+
+# --- hosting (5sim's rent) -------------------------------------------------------------------
+
+
+def test_a_rented_number_is_found_past_a_long_hosting_history(client, fake):
+    """The rent list reads the hosting orders newest first, as the activation list does:
+    150 ended hosting orders before ours would hide it from an oldest-first read."""
+    fake.add_past_orders(150, age=dt.timedelta(days=40), category="hosting")
+    number = client.rent_number("tg", 187, 3)
+    assert [r.upstream_id for r in client.get_rent_list()] == [number.upstream_id]
+
+
+def test_hosting_offers_rent_and_inbox(client, fake):
+    offers = client.get_rent_offers(187, 24)
+    assert {o.service for o in offers} >= {"tg", "wa"}
+    assert {(o.cost, o.count) for o in offers} == {(Decimal("1.5"), 12)}
+    assert client.get_rent_offers(187, 48) == []  # no such hosting length
+    assert client.get_rent_offers(12, 24) == []  # a country 5sim does not have
+    with pytest.raises(up.RentUnsupported):
+        client.rent_number("tg", 187, 48)
+    number = client.rent_number("tg", 187, 3)
+    assert fake.calls[-1] == ("hosting", {"path": "usa/any/3hours"})
+    assert number.phone.startswith("1777") and number.ends_at is not None
+    assert client.get_rent_status(number.upstream_id).messages == ()
+    fake.deliver(number.upstream_id, "11111", text="first")
+    fake.deliver(number.upstream_id, "22222", text="second")
+    status = client.get_rent_status(number.upstream_id)
+    assert [m.text for m in status.messages] == ["first", "second"]
+    assert [r.upstream_id for r in client.get_rent_list()] == [number.upstream_id]
+    with pytest.raises(up.CantCancel):  # hosting orders cannot be cancelled
+        client.set_rent_status(number.upstream_id, 2)
+    client.set_rent_status(number.upstream_id, 1)
+    assert client.get_rent_status(number.upstream_id).state == "finished"
+    assert client.get_rent_list() == []
+
+
+def test_rent_fails_over_to_5sim_hosting(routed, fake, grizzly, clock):
+    fake.hosting[("usa", "1day")] = (Decimal("1.00"), 3)  # within our price for grizzly's cost
+    grizzly.script("getRentNumber", Reply('{"status":"error","message":"NO_NUMBERS"}'))
+    answer = routed("getRentNumber", service="tg", rent_time="24", country="us").get_json()
+    assert answer["status"] == "success", answer
+    rental = db.session.get(Rental, answer["phone"]["id"])
+    assert rental.upstream_name == "five"
+    order_id = rental.upstream_id
+    assert fake.orders[int(order_id)]["_category"] == "hosting"
+
+    fake.deliver(order_id, "33333", text="Telegram code 33333")
+    clock.travel(31)
+    status = routed("getRentStatus", id=rental.id).get_json()
+    assert status["values"]["0"]["text"] == "Telegram code 33333"
+    charged = db.session.get(User, rental.user_id).balance
+    assert routed("setRentStatus", id=rental.id, status="2").get_json()["message"] == "CANT_CANCEL"
+    assert routed("continueRentNumber", id=rental.id).get_json()["message"] == "RENT_DIE"
+    db.session.expire_all()
+    assert db.session.get(User, rental.user_id).balance == charged  # the continue given back
+    assert routed("setRentStatus", id=rental.id, status="1").get_json() == {"status": "success"}
+    assert fake.orders[int(order_id)]["status"] == "FINISHED"
+    assert verify_ledger() == []

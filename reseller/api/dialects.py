@@ -115,6 +115,47 @@ def prices(quotes) -> dict:
     return table
 
 
+def top_countries(quotes) -> dict:
+    """getTopCountriesByService: keyed by rank ("0" the best), as SMS-Activate answers."""
+    return {
+        str(rank): {
+            "country": q.country_id,
+            "count": q.count,
+            "price": _money(q.price),
+            "retail_price": _money(q.price),
+        }
+        for rank, q in enumerate(quotes)
+    }
+
+
+def numbers_status(stock: dict[str, int]) -> dict:
+    """getNumbersStatus: `<service>_0` (SMS-Activate's suffix: without forwarding) → stock."""
+    return {f"{service}_0": count for service, count in sorted(stock.items())}
+
+
+def operators(country_ids, names: tuple[str, ...] = ("any",)) -> dict:
+    return {
+        "status": "success",
+        "countryOperators": {str(country_id): list(names) for country_id in country_ids},
+    }
+
+
+def history(rows) -> list:
+    """getHistory rows: the activation, its SMS texts, what it cost and its status word."""
+    return [
+        {
+            "id": a.id,
+            "date": _time(a.created_at),
+            "phone": a.phone,
+            "sms": texts,
+            "cost": _money(a.price),
+            "status": a.status,
+            "currency": _currency(),
+        }
+        for a, texts in rows
+    ]
+
+
 def countries(rows) -> dict:
     return {str(c.id): {"id": c.id, "eng": c.name, "iso": c.iso, "visible": 1} for c in rows}
 
@@ -172,6 +213,18 @@ class ClassicDialect:
 
     def countries(self, rows) -> Response:
         return as_json(countries(rows))
+
+    def top_countries(self, quotes) -> Response:
+        return as_json(top_countries(quotes))
+
+    def numbers_status(self, stock: dict[str, int]) -> Response:
+        return as_json(numbers_status(stock))
+
+    def operators(self, country_ids) -> Response:
+        return as_json(operators(country_ids))
+
+    def history(self, rows) -> Response:
+        return as_json(history(rows))
 
     def services(self, rows) -> Response:
         return as_json(services(rows))

@@ -90,5 +90,28 @@ ERROR_TABLE: tuple[ErrorRow, ...] = (
         "NO_ACTIVATIONS",
         "getActiveActivations (classic): nothing is running.",
     ),
+    # The rent family answers {"status": "error", "message": <classic>} in both dialects.
+    ErrorRow("NO_ID_RENT", "NO_ID_RENT", "NO_ID_RENT", "Rent: no rented number with this id."),
+    ErrorRow(
+        "INVALID_TIME",
+        "INVALID_TIME",
+        "INVALID_TIME",
+        "Rent: the length must be 2 to 1344 hours, whole days from 24 hours up.",
+    ),
+    ErrorRow(
+        "CANT_CANCEL",
+        "CANT_CANCEL",
+        "CANT_CANCEL",
+        "Rent: cancel only within the provider's window (about 20 minutes), before any SMS.",
+    ),
+    ErrorRow("ALREADY_FINISH", "ALREADY_FINISH", "ALREADY_FINISH", "Rent: it has ended."),
+    ErrorRow("ALREADY_CANCEL", "ALREADY_CANCEL", "ALREADY_CANCEL", "Rent: it was cancelled."),
+    ErrorRow(
+        "INCORECT_STATUS",
+        "INCORECT_STATUS",
+        "INCORECT_STATUS",
+        "Rent: setRentStatus takes 1 (finish) or 2 (cancel); spelled as SMS-Activate spells it.",
+    ),
+    ErrorRow("RENT_DIE", "RENT_DIE", "RENT_DIE", "Rent: it has ended and cannot be continued."),
 )
 BY_KIND = {row.kind: row for row in ERROR_TABLE}

@@ -6,6 +6,7 @@ outages); only the rate limit answers 429.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 
@@ -13,10 +14,10 @@ from flask import Response, current_app, g, request
 
 from ..extensions import csrf, db, limiter
 from ..models import utcnow
-from ..services import accounts, activations, catalog, history, pricing
+from ..services import accounts, activations, catalog, history, pricing, settings
 from ..services import errors as err
 from ..services.activations import PurchaseRequest
-from . import bp
+from . import bp, rent
 from .dialects import ClassicDialect, HeroSmsDialect, JsonDialect
 from .errors import BY_KIND
 
@@ -28,6 +29,8 @@ _DIGEST = "reseller.api_key_digest"
 
 def _param(name: str) -> str | None:
     value = request.values.get(name)
+    if value is None:  # a published client sends names with whitespace ("time ")
+        value = next((v for k, v in request.values.items() if k.strip() == name), None)
     if value is None:
         return None
     if "\x00" in value:  # no parameter has one, and PostgreSQL text cannot hold it
@@ -208,6 +211,58 @@ def get_services_list(user, dialect):
     return dialect.services(catalog.enabled_services())
 
 
+def get_top_countries_by_service(user, dialect):
+    service = (_param("service") or "").strip()
+    known = catalog.service(service) if service else None
+    if known is None or not known.enabled:
+        raise err.BadService()
+    return dialect.top_countries(pricing.top_countries(service))
+
+
+def get_numbers_status(user, dialect):
+    country_id = _optional_country()
+    if country_id is None:
+        country_id = settings.get("default_country")
+    return dialect.numbers_status(pricing.stock_by_service(country_id))
+
+
+def get_operators(user, dialect):
+    country_id = _optional_country()
+    if country_id is not None:
+        return dialect.operators([country_id])
+    return dialect.operators(c.id for c in catalog.enabled_countries())
+
+
+def _unix_time(name: str):
+    """A unix-seconds parameter as naive UTC; None when absent."""
+    raw = (_param(name) or "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 11:
+        raise err.BadParameter(f"{name} must be unix seconds")
+    return dt.datetime.fromtimestamp(int(raw), dt.UTC).replace(tzinfo=None)
+
+
+def _whole(name: str, default: int) -> int:
+    raw = (_param(name) or "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise err.BadParameter(f"{name} must be a whole number")
+    return int(raw)
+
+
+def get_history(user, dialect):
+    rows = history.api_history(
+        user.id,
+        start=_unix_time("start"),
+        end=_unix_time("end"),
+        offset=_whole("offset", 0),
+        limit=_whole("limit", history.HISTORY_LIMIT),
+    )
+    return dialect.history(rows)
+
+
 ACTIONS = {
     "getBalance": get_balance,
     "getNumber": get_number,
@@ -219,6 +274,11 @@ ACTIONS = {
     "getPrices": get_prices,
     "getCountries": get_countries,
     "getServicesList": get_services_list,
+    "getBalanceAndCashBack": get_balance,  # no cashback here: the balance alone
+    "getTopCountriesByService": get_top_countries_by_service,
+    "getNumbersStatus": get_numbers_status,
+    "getOperators": get_operators,
+    "getHistory": get_history,
 }
 
 
@@ -237,9 +297,12 @@ def handler() -> Response:
         else:
             user = _authenticate()
             action = ACTIONS.get(name)
-            if action is None:
+            if name in rent.ACTIONS:
+                answer = rent.answer(name, user, _param)
+            elif action is None:
                 raise err.BadAction()
-            answer = action(user, dialect)
+            else:
+                answer = action(user, dialect)
         _record_activity(user)
         return answer
     except err.ServiceError as exc:

@@ -47,6 +47,9 @@ LEDGER_LABELS = {
     LedgerKind.ADJUSTMENT.value: "Adjustment",
     LedgerKind.PAYMENT.value: "Top-up",
     LedgerKind.PAYMENT_BONUS.value: "Top-up bonus",
+    LedgerKind.RENT.value: "Number rented",
+    LedgerKind.RENT_EXTENSION.value: "Rent extended",
+    LedgerKind.RENT_REFUND.value: "Rent refund",
 }
 
 

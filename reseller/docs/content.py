@@ -159,6 +159,148 @@ MORE_ACTIONS = (
         "The services on sale.",
         classic_answer='{"status": "success", "services": [{"code": "tg", "name": "Telegram"}]}',
     ),
+    ActionDoc(
+        "get-top-countries",
+        "Best countries for a service",
+        "getTopCountriesByService",
+        "The countries selling a service now, cheapest first (then the most numbers).",
+        params={"service": "service code", "freePrice": "accepted and ignored"},
+        classic_answer='{"0": {"country": 12, "count": 120, "price": 0.35, "retail_price": 0.35}}',
+    ),
+    ActionDoc(
+        "get-numbers-status",
+        "Numbers per service",
+        "getNumbersStatus",
+        "How many numbers each service has in one country.",
+        params={"country": "alpha-2 code or numeric id; when left out: {default_country}"},
+        classic_answer='{"tg_0": 120, "wa_0": 80}',
+    ),
+    ActionDoc(
+        "get-operators",
+        "Operators",
+        "getOperators",
+        "The operators you may ask for, per country: we route by provider, not by operator, so "
+        "every country lists any.",
+        params={"country": "optional filter"},
+        classic_answer='{"status": "success", "countryOperators": {"12": ["any"]}}',
+    ),
+    ActionDoc(
+        "get-balance-cashback",
+        "Balance (with cashback)",
+        "getBalanceAndCashBack",
+        "The balance, as getBalance answers it: there is no cashback here.",
+        classic_answer="ACCESS_BALANCE:25.40",
+    ),
+    ActionDoc(
+        "get-history",
+        "History",
+        "getHistory",
+        "Your activations, newest first, with their SMS (at most 100 a call).",
+        params={
+            "start": "optional: from this time (unix seconds)",
+            "end": "optional: up to this time (unix seconds)",
+            "offset": "optional: skip this many",
+            "limit": "optional: at most this many (100 at most)",
+        },
+        classic_answer='[{"id": 12345, "date": "2026-11-25 14:30:57", "phone": "15551234567", '
+        '"sms": ["Your code is 123456"], "cost": 0.35, "status": "completed", "currency": 840}]',
+    ),
+)
+
+# The rent family: a number for hours or days that receives every SMS sent to it. JSON
+# whatever `format` says, as SMS-Activate answers it.
+RENT_ACTIONS = (
+    ActionDoc(
+        "rent-offers",
+        "Rent prices",
+        "getRentServicesAndCountries",
+        "What renting a number costs in a country for a length, per service.",
+        params={
+            "rent_time": "hours: 2 to 1344, whole days from 24 hours up (also sent as time or "
+            "duration); 4 when left out",
+            "country": "alpha-2 code or numeric id; when left out: {default_country}",
+            "operator": "optional",
+        },
+        classic_answer='{"countries": {"0": 12}, "operators": {"0": "any"}, '
+        '"services": {"tg": {"cost": 1.04, "quant": 25}}, "currency": 840}',
+    ),
+    ActionDoc(
+        "rent-number",
+        "Rent a number",
+        "getRentNumber",
+        "Rent a number. The price is taken from your balance at once.",
+        params={
+            "service": "service code",
+            "rent_time": "hours, as for the prices",
+            "country": "alpha-2 code or numeric id",
+            "url": "accepted and ignored: every SMS goes to your account's webhook (rent_sms)",
+        },
+        classic_answer='{"status": "success", "phone": {"id": 1234, '
+        '"endDate": "2026-11-25T18:30:57", "number": "15551234567"}}',
+    ),
+    ActionDoc(
+        "rent-status",
+        "Rented number's SMS",
+        "getRentStatus",
+        "Every SMS the number received, newest first.",
+        params={"id": "the rent id", "page": "optional, from 0", "size": "optional, at most 100"},
+        classic_answer='{"status": "success", "quantity": "1", "values": {"0": {"phoneFrom": '
+        '"Telegram", "text": "Your code is 12345", "service": "tg", '
+        '"date": "2026-11-25 14:40:02"}}}',
+        notes=(
+            'No SMS yet: {"status": "error", "message": "STATUS_WAIT_CODE"}; ended without SMS: '
+            "STATUS_FINISH; cancelled: STATUS_CANCEL.",
+        ),
+    ),
+    ActionDoc(
+        "rent-set-status",
+        "Finish or cancel a rent",
+        "setRentStatus",
+        "1 finishes the rent now (nothing is refunded); 2 cancels it and refunds its price, "
+        "only before any SMS and within the provider's window (about 20 minutes).",
+        params={"id": "the rent id", "status": "1 or 2"},
+        classic_answer='{"status": "success"}',
+    ),
+    ActionDoc(
+        "rent-list",
+        "Your rented numbers",
+        "getRentList",
+        "Your rented numbers still running.",
+        classic_answer='{"status": "success", "values": {"0": {"id": "1234", '
+        '"phone": "15551234567"}}}',
+    ),
+    ActionDoc(
+        "rent-continue",
+        "Extend a rent",
+        "continueRentNumber",
+        "Extend a running rent; the price of the extension is taken from your balance.",
+        params={"id": "the rent id", "rent_time": "hours, as for the prices; 4 when left out"},
+        classic_answer='{"status": "success", "phone": {"id": 1234, '
+        '"endDate": "2026-11-26T18:30:57", "number": "15551234567"}}',
+        notes=("An ended rent cannot be extended: RENT_DIE.",),
+    ),
+    ActionDoc(
+        "rent-continue-price",
+        "Price of an extension",
+        "getContinueRentPriceNumber",
+        "What extending the rent would cost (continueRentInfo answers the same with the hours "
+        "and the rent's periods so far; it takes hours instead of rent_time).",
+        params={"id": "the rent id", "rent_time": "hours; 4 when left out"},
+        classic_answer='{"status": "success", "price": 1.04, "currency": 840}',
+    ),
+)
+
+# Actions of SMS-Activate's protocol we do not serve: they answer BAD_ACTION.
+NOT_SERVED = (
+    "getFullSms",
+    "getMultiServiceNumber",
+    "getAdditionalService",
+    "getIncomingCallStatus",
+    "createTaskForCall",
+    "getOutgoingCalls",
+    "getQiwiRequisites",
+    "getAllSms",  # HeroSMS's own rent API (its getRentNumber with duration is served)
+    "prolong",
 )
 
 
@@ -169,6 +311,7 @@ WEBHOOK_EVENTS = (
     ("cancelled", "You cancelled the activation; its price is back on your balance."),
     ("expired", "The number's lifetime ended without a code; its price is back on your balance."),
     ("test", "Sent by “Send test event” on the Account page."),
+    ("rent_sms", "A rented number received an SMS (every SMS, each once)."),
 )
 
 # A receiver's check, shown on the docs page and run by the tests against real deliveries.
@@ -190,7 +333,7 @@ def webhook_examples(country_id: int = 187) -> dict[str, str]:
     import datetime as dt
     import json
 
-    from ..models import Activation, WebhookEvent
+    from ..models import Activation, Rental, WebhookEvent
     from ..services import webhooks
 
     moment = dt.datetime(2026, 1, 15, 9, 30, 12)
@@ -201,4 +344,9 @@ def webhook_examples(country_id: int = 187) -> dict[str, str]:
             kind=kind, activation_id=activation.id, code=code, text=None, occurred_at=moment
         )
         examples[kind] = json.dumps(webhooks.payload(event, activation), indent=2)
+    rental = Rental(id=1234, service="tg", country_id=12, phone="15551234567")
+    event = WebhookEvent(
+        kind=webhooks.RENT_SMS_EVENT, code="Telegram", text="Your code is 12345", occurred_at=moment
+    )
+    examples["rent_sms"] = json.dumps(webhooks.rent_payload(event, rental), indent=2)
     return examples

@@ -11,6 +11,8 @@ from . import bp
 from .content import (
     MAIN_ACTIONS,
     MORE_ACTIONS,
+    NOT_SERVED,
+    RENT_ACTIONS,
     WEBHOOK_EVENTS,
     WEBHOOK_VERIFY_EXAMPLE,
     webhook_examples,
@@ -107,6 +109,8 @@ def index():
         url=url,
         main_actions=MAIN_ACTIONS,
         more_actions=MORE_ACTIONS,
+        rent_actions=RENT_ACTIONS,
+        not_served=NOT_SERVED,
         error_table=ERROR_TABLE,
         regenerate_form=PostForm(),
         webhook_events=WEBHOOK_EVENTS,

@@ -41,6 +41,14 @@ TooManyActivations = _kind(
     "TooManyActivations", "TOO_MANY_ACTIVATIONS", "Too many active activations at once."
 )
 BadParameter = _kind("BadParameter", "BAD_PARAMETER", "A parameter is malformed.")
+# The rent family (reseller.services.rentals).
+RentNotFound = _kind("RentNotFound", "NO_ID_RENT", "No rented number with this id.")
+InvalidTime = _kind("InvalidTime", "INVALID_TIME", "The rent length is not allowed.")
+CantCancel = _kind("CantCancel", "CANT_CANCEL", "This rent can no longer be cancelled.")
+AlreadyFinish = _kind("AlreadyFinish", "ALREADY_FINISH", "This rent has ended already.")
+AlreadyCancel = _kind("AlreadyCancel", "ALREADY_CANCEL", "This rent was cancelled already.")
+IncorrectStatus = _kind("IncorrectStatus", "INCORECT_STATUS", "Unknown rent status.")
+RentDie = _kind("RentDie", "RENT_DIE", "This rent has ended and cannot be continued.")
 
 
 class WrongMaxPrice(ServiceError):

@@ -5,6 +5,7 @@ Every query is scoped to one user; nothing here lets one customer see another's 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 
 from sqlalchemy import Select, select
@@ -85,3 +86,34 @@ def messages_received(activation_ids: Iterable[int]) -> dict[int, list[SmsMessag
     for row in rows:
         messages.setdefault(row.activation_id, []).append(row)
     return messages
+
+
+HISTORY_LIMIT = 100  # rows one getHistory answers at most
+
+
+def api_history(
+    user_id: int,
+    *,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    offset: int = 0,
+    limit: int = HISTORY_LIMIT,
+) -> list[tuple[Activation, list[str]]]:
+    """getHistory: the user's activations created within [start, end], newest first, after
+    skipping `offset`, at most `limit` (capped at HISTORY_LIMIT), each with its SMS texts
+    (the code where no text was kept), oldest first."""
+    stmt = activations_query(user_id)
+    if start is not None:
+        stmt = stmt.where(Activation.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(Activation.created_at <= end)
+    rows = list(db.session.execute(stmt.offset(offset).limit(min(limit, HISTORY_LIMIT))).scalars())
+    texts: dict[int, list[str]] = {}
+    if rows:
+        for activation_id, code, text in db.session.execute(
+            select(SmsMessage.activation_id, SmsMessage.code, SmsMessage.text)
+            .where(SmsMessage.activation_id.in_([a.id for a in rows]))
+            .order_by(SmsMessage.activation_id, SmsMessage.seq)
+        ):
+            texts.setdefault(activation_id, []).append(text or code)
+    return [(a, texts.get(a.id, [])) for a in rows]

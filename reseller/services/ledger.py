@@ -11,8 +11,18 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 
 from ..extensions import db
-from ..models import Activation, ActivationStatus, LedgerEntry, LedgerKind, Payment, User
+from ..models import (
+    Activation,
+    ActivationStatus,
+    LedgerEntry,
+    LedgerKind,
+    Payment,
+    Rental,
+    RentPeriod,
+    User,
+)
 from ..models import PaymentStatus as P
+from ..models import RentalStatus as RS
 
 
 def verify_ledger() -> list[str]:
@@ -102,6 +112,82 @@ def verify_ledger() -> list[str]:
     ):
         problems.append(f"activation {act_id}: charged {-amount} but price is {price}")
     problems.extend(payment_problems())
+    problems.extend(rent_problems())
+    return problems
+
+
+RENT_CHARGES = (LedgerKind.RENT.value, LedgerKind.RENT_EXTENSION.value)
+RENT_KINDS = (*RENT_CHARGES, LedgerKind.RENT_REFUND.value)
+
+
+def rent_problems() -> list[str]:
+    """Every rent row names a period of its customer's rental; each period is charged once
+    at its price and refunded at most that; a refunded period is one of a cancelled or
+    failed rental (or a refused continue), and every charged period of a cancelled or
+    failed rental is refunded; a rental's price is what its periods kept."""
+    problems: list[str] = []
+    rows: dict[tuple[int, str], list[tuple[int, int]]] = {}
+    for entry_id, period_id, kind, user_id, amount in db.session.execute(
+        select(
+            LedgerEntry.id,
+            LedgerEntry.rent_period_id,
+            LedgerEntry.kind,
+            LedgerEntry.user_id,
+            LedgerEntry.amount,
+        ).where(or_(LedgerEntry.rent_period_id.is_not(None), LedgerEntry.kind.in_(RENT_KINDS)))
+    ):
+        if period_id is None:
+            problems.append(f"ledger row {entry_id}: a {kind} row names no rent period")
+        elif kind not in RENT_KINDS:
+            problems.append(f"ledger row {entry_id}: a {kind} row names rent period {period_id}")
+        else:
+            rows.setdefault((period_id, kind), []).append((user_id, amount))
+    periods = {
+        row.id: row
+        for row in db.session.execute(
+            select(
+                RentPeriod.id,
+                RentPeriod.rental_id,
+                RentPeriod.seq,
+                RentPeriod.price,
+                RentPeriod.status,
+                Rental.user_id,
+                Rental.status.label("rental_status"),
+            ).join(Rental, Rental.id == RentPeriod.rental_id)
+        )
+    }
+    kept: dict[int, int] = {}
+    for period in periods.values():
+        charge_kind = LedgerKind.RENT.value if period.seq == 1 else LedgerKind.RENT_EXTENSION.value
+        charges = rows.get((period.id, charge_kind), [])
+        refunds = rows.get((period.id, LedgerKind.RENT_REFUND.value), [])
+        charged = -sum(amount for _user, amount in charges)
+        refunded = sum(amount for _user, amount in refunds)
+        where = f"rental {period.rental_id} period {period.seq}"
+        if len(charges) > 1 or len(refunds) > 1:
+            problems.append(f"{where}: charged {len(charges)}, refunded {len(refunds)} times")
+        if any(user != period.user_id for user, _amount in charges + refunds):
+            problems.append(f"{where}: a ledger row of another customer")
+        if charges and charged != period.price:
+            problems.append(f"{where}: charged {charged} but its price is {period.price}")
+        if refunded > charged:
+            problems.append(f"{where}: refunded {refunded} more than charged {charged}")
+        if (period.status == "refunded") != bool(refunds) and (charges or refunds):
+            problems.append(f"{where}: {period.status} but refunded {refunded}")
+        closed_with_refund = period.rental_status in (RS.CANCELLED.value, RS.FAILED.value)
+        if closed_with_refund and charges and not refunds:
+            problems.append(f"{where}: rental {period.rental_status} but never refunded")
+        if period.status != "refunded":
+            kept[period.rental_id] = kept.get(period.rental_id, 0) + period.price
+    for rental_id, price, status in db.session.execute(
+        select(Rental.id, Rental.price, Rental.status)
+    ):
+        expected = kept.get(rental_id, 0)
+        if status not in (RS.CANCELLED.value, RS.FAILED.value) and price != expected:
+            problems.append(f"rental {rental_id}: price {price} but its periods kept {expected}")
+    for (period_id, kind), _entries in rows.items():
+        if period_id not in periods:
+            problems.append(f"rent period {period_id}: {kind} row but no such period")
     return problems
 
 

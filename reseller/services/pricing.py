@@ -44,17 +44,23 @@ def _apply_markup(cost: int, percent) -> int:
     return int(value.to_integral_value(rounding=ROUND_CEILING))
 
 
-def retail_price(cost: int, service: str, country_id: int, rules=None) -> tuple[int, str]:
-    """(retail price, rule description) for an upstream cost."""
+def retail_price(
+    cost: int, service: str, country_id: int, rules=None, *, rent: bool = False
+) -> tuple[int, str]:
+    """(retail price, rule description) for an upstream cost.
+
+    `rent`: the price of a rented number's period. Markup rules apply as to activations; a
+    fixed-price rule (an activation's price) does not, and the rent markup
+    (`rent_markup_percent`) stands in for the global one."""
     rules = _rules() if rules is None else rules
     rule = None
-    label = "global markup"
+    label = "rent markup" if rent else "global markup"
     for key, name in (
         ((service, country_id), "service+country rule"),
         ((service, None), "service rule"),
         ((None, country_id), "country rule"),
     ):
-        if key in rules:
+        if key in rules and not (rent and rules[key].fixed_price is not None):
             rule, label = rules[key], name
             break
     if rule is not None and rule.fixed_price is not None:
@@ -62,7 +68,9 @@ def retail_price(cost: int, service: str, country_id: int, rules=None) -> tuple[
     elif rule is not None:
         price = _apply_markup(cost, rule.markup_percent)
     else:
-        price = _apply_markup(cost, settings.get("markup_percent"))
+        price = _apply_markup(
+            cost, settings.get("rent_markup_percent" if rent else "markup_percent")
+        )
     minimum = settings.get("minimum_price")
     if price < minimum:
         price, label = minimum, label + " (minimum price)"
@@ -284,3 +292,20 @@ def service_offers() -> list[ServiceOffer]:
         for code, (name, price, stock, countries) in offers.items()
     ]
     return sorted(result, key=lambda offer: (offer.name.lower(), offer.service))
+
+
+def top_countries(service: str) -> list[Quote]:
+    """getTopCountriesByService: the countries selling `service` now (enabled, in stock),
+    best first: the lowest retail price, then the largest stock, then the country id."""
+    quotes = price_table(service)
+    return sorted(quotes, key=lambda q: (q.price, -q.count, q.country_id))
+
+
+def stock_by_service(country_id: int) -> dict[str, int]:
+    """getNumbersStatus: our stock per enabled service in one enabled country."""
+    return {q.service: q.count for q in price_table(None, country_id)}
+
+
+def rent_price(cost: int, service: str, country_id: int) -> int:
+    """Our retail price of a rent period that costs us `cost` (see `retail_price`)."""
+    return retail_price(cost, service, country_id, _rules_for(service, country_id), rent=True)[0]

@@ -83,6 +83,16 @@ SPECS: tuple[SettingSpec, ...] = (
         10000,
     ),
     SettingSpec(
+        "rent_markup_percent",
+        "Rent markup (%)",
+        "RENT_MARKUP_PERCENT",
+        "percent",
+        "Added to a rented number's cost unless a markup rule for its service or country "
+        "says otherwise (fixed-price rules are for activations).",
+        0,
+        1000,
+    ),
+    SettingSpec(
         "minimum_price",
         "Minimum price",
         "PRICE_MINIMUM",

@@ -45,6 +45,7 @@ class Posting(NamedTuple):
     activation_id: int | None
     payment_id: int | None
     balance_after: int
+    rent_period_id: int | None = None
 
 
 _users = User.__table__
@@ -71,6 +72,7 @@ def _apply(
     *,
     activation_id: int | None = None,
     payment_id: int | None = None,
+    rent_period_id: int | None = None,
     reference: str | None = None,
     note: str | None = None,
     actor_id: int | None = None,
@@ -85,12 +87,13 @@ def _apply(
             raise UnknownAccount(f"no user {user_id}")
         raise InsufficientFunds("insufficient balance")
     values = {
+        **({"rent_period_id": rent_period_id} if rent_period_id is not None else {}),
         "user_id": user_id,
         "amount": amount,
         "kind": kind.value,
         "activation_id": activation_id,
         "payment_id": payment_id,
-        "reference": reference or _reference(activation_id, payment_id),
+        "reference": reference or _reference(activation_id, payment_id, rent_period_id),
         "balance_after": balance_after,
         "note": note,
         "actor_id": actor_id,
@@ -100,14 +103,27 @@ def _apply(
     user = db.session.identity_map.get((User, (user_id,), None))
     if user is not None:
         db.session.expire(user, ["balance"])
-    return Posting(entry_id, user_id, amount, kind.value, activation_id, payment_id, balance_after)
+    return Posting(
+        entry_id,
+        user_id,
+        amount,
+        kind.value,
+        activation_id,
+        payment_id,
+        balance_after,
+        rent_period_id,
+    )
 
 
-def _reference(activation_id: int | None, payment_id: int | None) -> str | None:
+def _reference(
+    activation_id: int | None, payment_id: int | None, rent_period_id: int | None = None
+) -> str | None:
     if activation_id:
         return f"activation:{activation_id}"
     if payment_id:
         return f"payment:{payment_id}"
+    if rent_period_id:
+        return f"rent-period:{rent_period_id}"
     return None
 
 

@@ -33,6 +33,7 @@ from .. import safe_http
 from ..extensions import db
 from ..models import (
     Activation,
+    Rental,
     User,
     WebhookAttempt,
     WebhookEndpoint,
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 EVENT_OF_STATUS = {S.CODE_RECEIVED: "sms", S.CANCELLED: "cancelled", S.EXPIRED: "expired"}
 TEST_EVENT = "test"
+RENT_SMS_EVENT = "rent_sms"  # an SMS a rented number received (services.rentals)
 
 MAX_ATTEMPTS = 12  # the first try and 11 retries, 10 s … 1 day apart
 FIRST_RETRY = 10
@@ -147,12 +149,50 @@ def record_transition(endpoint_id: int | None, activation_id: int, target: S, va
     )
 
 
+def record_rent_sms(endpoint_id: int, rental_id: int, message) -> None:
+    """Queue a `rent_sms` event for an SMS a rented number received (`message`, a
+    RentMessage), in the caller's transaction. A normal outbox event: every subscriber of
+    the outbox sees it."""
+    now = utcnow()
+    db.session.add(
+        WebhookEvent(
+            uid=_new_uid(),
+            endpoint_id=endpoint_id,
+            rental_id=rental_id,
+            kind=RENT_SMS_EVENT,
+            code=(message.sender or "")[:100] or None,  # (the sender: rent SMS carry no code)
+            text=message.text,
+            occurred_at=message.received_at or now,
+            status=E.QUEUED.value,
+            next_attempt_at=now,
+        )
+    )
+
+
+def rent_payload(event: WebhookEvent, rental: Rental | None = None) -> dict:
+    """A `rent_sms` event's body: SMS-Activate's rent webhook fields plus `event`."""
+    if rental is None and event.rental_id:
+        rental = db.session.get(Rental, event.rental_id)
+    return {
+        "rentId": rental.id if rental else event.rental_id,
+        "number": rental.phone if rental else None,
+        "service": rental.service if rental else None,
+        "country": rental.country_id if rental else None,
+        "phoneFrom": event.code,
+        "text": event.text,
+        "receivedAt": _stamp(event.occurred_at),
+        "event": RENT_SMS_EVENT,
+    }
+
+
 def _stamp(moment: dt.datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else None
 
 
 def payload(event: WebhookEvent, activation: Activation | None) -> dict:
     """The JSON body: SMS-Activate's webhook shape plus `event` (times in UTC)."""
+    if event.kind == RENT_SMS_EVENT:
+        return rent_payload(event)
     if event.kind == TEST_EVENT:
         return {
             "activationId": 0,

@@ -20,7 +20,7 @@ from ..models import Activation, JobState, utcnow
 from ..models import ActivationStatus as S
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer
-from . import activations, catalog, payments, provider, settings, webhooks
+from . import activations, catalog, payments, provider, rentals, settings, webhooks
 from .jobs import claim_job, claim_rows, finish_job, release
 from .provider import upstream
 
@@ -40,6 +40,9 @@ class PassReport:
     prices_refreshed: bool = False
     payments_credited: int = 0
     payments_expired: int = 0
+    rent_sms: int = 0
+    rentals_expired: int = 0
+    rentals_settled: int = 0
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -54,6 +57,12 @@ class PassReport:
             f"webhooks delivered {self.webhooks_delivered} failed {self.webhooks_failed}, "
             f"prices {'refreshed' if self.prices_refreshed else 'fresh'}, "
             f"top-ups credited {self.payments_credited}, expired {self.payments_expired}"
+            + (
+                f", rent SMS {self.rent_sms}, rentals expired {self.rentals_expired} "
+                f"settled {self.rentals_settled}"
+                if self.rent_sms or self.rentals_expired or self.rentals_settled
+                else ""
+            )
             + (f", errors: {'; '.join(self.errors)}" if self.errors else "")
         )
 
@@ -435,11 +444,31 @@ def reconcile_payments(report: PassReport) -> None:
     report.errors.extend(f"payments: {error}" for error in found.errors)
 
 
+def expire_rentals(report: PassReport) -> None:
+    report.rentals_expired += rentals.expire_overdue()
+
+
+def settle_rentals(report: PassReport) -> None:
+    """Rents whose answer never came, settled as purchases are (`settle_purchases`)."""
+    settled, errors = rentals.settle_lost(settle_after(), settle_blind_after())
+    report.rentals_settled += settled
+    report.errors.extend(errors)
+
+
+def poll_rentals(report: PassReport) -> None:
+    """New SMS of rented numbers (each queued as a `rent_sms` webhook event)."""
+    budget = activations.PollBudget(current_app.config["WORKER_POLL_BUDGET"])
+    report.rent_sms += rentals.poll_due(budget)
+
+
 STEPS = (
     expire_overdue,
     settle_purchases,
+    expire_rentals,
+    settle_rentals,
     reconcile_payments,
     poll_due,
+    poll_rentals,
     deliver_webhooks,
     refresh_upstream_balance,
     refresh_prices,

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+
+from .errors import RentUnsupported
 
 
 class UpstreamState(StrEnum):
@@ -71,6 +74,51 @@ class ActiveActivation:
     country_id: int | None
     status: str | None  # the upstream's activationStatus, as sent
     code: str | None
+
+
+@dataclass(frozen=True)
+class RentOffer:
+    """What a provider asks for renting a number of one service for the hours asked."""
+
+    service: str
+    cost: Decimal
+    count: int
+
+
+@dataclass(frozen=True)
+class RentedNumber:
+    upstream_id: str  # digits
+    phone: str  # digits, no "+"
+    ends_at: dt.datetime | None = None  # naive UTC, when the provider said
+    cost: Decimal | None = None
+
+
+class RentState(StrEnum):
+    OPEN = "open"  # the number is rented (with or without SMS so far)
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class RentSms:
+    sender: str | None
+    text: str
+    service: str | None = None
+    received_at: dt.datetime | None = None  # naive UTC
+
+    @property
+    def key(self) -> str:
+        """Tells this SMS from the others of the same number (providers send every SMS
+        each time they are asked, without ids of their own)."""
+        stamp = self.received_at.isoformat() if self.received_at else ""
+        digest = hashlib.sha256(f"{self.sender}\x00{stamp}\x00{self.text}".encode())
+        return digest.hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class RentStatus:
+    state: RentState
+    messages: tuple[RentSms, ...] = ()
 
 
 class SetStatusAnswer(StrEnum):
@@ -139,3 +187,35 @@ class Upstream(abc.ABC):
 
     @abc.abstractmethod
     def get_active_activations(self) -> list[ActiveActivation]: ...
+
+    # -- rent (long-term numbers): only providers with `rents` implement these ------------
+
+    rents: bool = False  # whether this provider rents numbers (routing skips it otherwise)
+
+    def get_rent_offers(
+        self, country_id: int, hours: int, operator: str | None = None
+    ) -> list[RentOffer]:
+        """Every service this provider rents in the country for `hours`, with its cost."""
+        raise RentUnsupported()
+
+    def rent_number(
+        self, service: str, country_id: int, hours: int, operator: str | None = None
+    ) -> RentedNumber:
+        """Rent a number (sent once: a lost answer raises UnknownOutcome)."""
+        raise RentUnsupported()
+
+    def get_rent_status(self, upstream_id: str) -> RentStatus:
+        """The rent's state and every SMS it received so far, oldest first."""
+        raise RentUnsupported()
+
+    def set_rent_status(self, upstream_id: str, status: int) -> None:
+        """1 finishes the rent, 2 cancels it (refused with CantCancel outside the window)."""
+        raise RentUnsupported()
+
+    def continue_rent(self, upstream_id: str, hours: int) -> RentedNumber:
+        """Extend the rent by `hours` (sent once: a lost answer raises UnknownOutcome)."""
+        raise RentUnsupported()
+
+    def get_rent_list(self) -> list[RentedNumber]:
+        """The rents open at the provider (to settle a rent whose answer was lost)."""
+        raise RentUnsupported()

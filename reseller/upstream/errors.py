@@ -103,6 +103,23 @@ AlreadyCancel = _token_class("AlreadyCancel", "ALREADY_CANCEL")
 StatusAlreadyChanged = _token_class("StatusAlreadyChanged", "STATUS_ALREADY_CHANGED")
 ActionNotAvailable = _token_class("ActionNotAvailable", "ACTION_NOT_AVAILABLE")
 NoActivations = _token_class("NoActivations", "NO_ACTIVATIONS")
+# The rent family's tokens (`{"status": "error", "message": TOKEN}` upstream).
+NoIdRent = _token_class("NoIdRent", "NO_ID_RENT")
+InvalidTime = _token_class("InvalidTime", "INVALID_TIME")
+CantCancel = _token_class("CantCancel", "CANT_CANCEL")
+AlreadyFinish = _token_class("AlreadyFinish", "ALREADY_FINISH")
+IncorrectStatus = _token_class("IncorrectStatus", "INCORECT_STATUS")  # spelled so upstream
+RentDie = _token_class("RentDie", "RENT_DIE")
+OutOfStock = _token_class("OutOfStock", "OUT_OF_STOCK")
+StatusFinish = _token_class("StatusFinish", "STATUS_FINISH")
+InvalidPhone = _token_class("InvalidPhone", "INVALID_PHONE")
+
+
+class RentUnsupported(UpstreamError):
+    """The provider rents no numbers (or not through our client): try another."""
+
+    token = "RENT_UNSUPPORTED"
+
 
 _BY_TOKEN: dict[str, type[UpstreamError]] = {
     cls.token: cls
@@ -127,6 +144,15 @@ _BY_TOKEN: dict[str, type[UpstreamError]] = {
         StatusAlreadyChanged,
         ActionNotAvailable,
         NoActivations,
+        NoIdRent,
+        InvalidTime,
+        CantCancel,
+        AlreadyFinish,
+        IncorrectStatus,
+        RentDie,
+        OutOfStock,
+        StatusFinish,
+        InvalidPhone,
         WrongMaxPrice,
         Banned,
     )

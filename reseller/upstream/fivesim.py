@@ -29,6 +29,11 @@ from .base import (
     CountryInfo,
     PriceEntry,
     PurchasedNumber,
+    RentedNumber,
+    RentOffer,
+    RentSms,
+    RentState,
+    RentStatus,
     ServiceInfo,
     SetStatusAnswer,
     StatusAnswer,
@@ -40,11 +45,13 @@ from .errors import (
     BadCountry,
     BadKey,
     BadService,
+    CantCancel,
     EarlyCancelDenied,
     NoActivation,
     NoBalance,
     NoNumbers,
     RateLimited,
+    RentUnsupported,
     StatusAlreadyChanged,
     UnknownOutcome,
     UpstreamError,
@@ -138,6 +145,8 @@ PRODUCTS: dict[str, tuple[str, str]] = {
     "steam": ("mt", "Steam"),
     "other": ("ot", "Any other"),
 }
+# 5sim's hosting products (a number rented for a while; it receives every SMS) by length.
+HOSTING_PRODUCTS: dict[int, str] = {3: "3hours", 24: "1day", 240: "10days", 720: "1month"}
 COUNTRY_BY_ID: dict[int, str] = {cid: name for name, (cid, _label) in COUNTRIES.items()}
 PRODUCT_BY_CODE: dict[str, str] = {code: name for name, (code, _label) in PRODUCTS.items()}
 
@@ -296,14 +305,16 @@ class FiveSimClient(Upstream):
             )
         return active
 
-    def _recent_orders(self) -> list[Any]:
+    def _recent_orders(self, category: str = "activation") -> list[Any]:
+        """The `category`'s orders (activation or hosting), newest first, up to a page that
+        reaches orders that ended long ago."""
         orders: list[Any] = []
-        # An order older than this has expired upstream for sure (an activation lives
-        # about 20 minutes), with room for the two clocks' disagreement.
+        # An order that ended before this has ended upstream for sure, with room for the two
+        # clocks' disagreement.
         expired_before = dt.datetime.now(dt.UTC).replace(tzinfo=None) - _EXPIRED_LONG_AGO
         for page in range(_MAX_PAGES):
             params = {
-                "category": "activation",
+                "category": category,
                 "limit": str(_PAGE),
                 "offset": str(page * _PAGE),
                 "order": "id",
@@ -378,6 +389,88 @@ class FiveSimClient(Upstream):
         if state not in (None, "CANCELED"):
             raise StatusAlreadyChanged()
         return SetStatusAnswer.CANCEL
+
+    # -- hosting (5sim's rent): fixed lengths, any SMS, no cancel, no continue ------------
+
+    rents = True
+
+    def get_rent_offers(
+        self, country_id: int, hours: int, operator: str | None = None
+    ) -> list[RentOffer]:
+        """A hosted number receives every SMS: one offer stands for every service we map."""
+        product, country = HOSTING_PRODUCTS.get(hours), COUNTRY_BY_ID.get(country_id)
+        if product is None or country is None:
+            return []
+        data = self._read(f"/guest/products/{country}/{operator or 'any'}")
+        item = data.get(product) if isinstance(data, dict) else None
+        if not isinstance(item, dict) or item.get("Category") != "hosting":
+            return []
+        cost, count = _decimal(item.get("Price")), _count(item.get("Qty"))
+        if cost is None or cost < 0:
+            return []
+        return [RentOffer(service=code, cost=cost, count=count) for code, _ in PRODUCTS.values()]
+
+    def rent_number(
+        self, service: str, country_id: int, hours: int, operator: str | None = None
+    ) -> RentedNumber:
+        product = HOSTING_PRODUCTS.get(hours)
+        if product is None:
+            raise RentUnsupported(f"no {hours}-hour hosting at 5sim")
+        country = COUNTRY_BY_ID.get(country_id)
+        if country is None:
+            raise BadCountry()
+        try:
+            order = self._once(f"/user/buy/hosting/{country}/{operator or 'any'}/{product}", {})
+        except _Lost as lost:
+            raise UnknownOutcome(f"{self.name} hosting: {lost}") from None
+        upstream_id = _id(order.get("id")) if isinstance(order, dict) else None
+        phone = _digits(order.get("phone")) if isinstance(order, dict) else None
+        if upstream_id is None or phone is None:
+            raise UnknownOutcome(f"{self.name} hosting: unreadable order")
+        return RentedNumber(
+            upstream_id=upstream_id,
+            phone=phone,
+            ends_at=_timestamp(order.get("expires")),
+            cost=_decimal(order.get("price")),
+        )
+
+    def get_rent_status(self, upstream_id: str) -> RentStatus:
+        order_id = _order_id(upstream_id)
+        order = self._read(f"/user/check/{order_id}")
+        inbox = self._read(f"/user/sms/inbox/{order_id}")
+        rows = inbox.get("Data") if isinstance(inbox, dict) else None
+        messages = []
+        for item in rows if isinstance(rows, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("text"), str):
+                messages.append(
+                    RentSms(
+                        sender=str(item.get("sender") or "") or None,
+                        text=item["text"],
+                        received_at=_timestamp(item.get("created_at") or item.get("date")),
+                    )
+                )
+        messages.sort(key=lambda m: m.received_at or dt.datetime.min)
+        state = order.get("status") if isinstance(order, dict) else None
+        closed = {"CANCELED": RentState.CANCELLED, "BANNED": RentState.CANCELLED}
+        if state in ("FINISHED", "TIMEOUT"):
+            return RentStatus(RentState.FINISHED, tuple(messages))
+        return RentStatus(closed.get(state, RentState.OPEN), tuple(messages))
+
+    def set_rent_status(self, upstream_id: str, status: int) -> None:
+        """1 finishes the hosting order; hosting orders cannot be cancelled at 5sim."""
+        if int(status) != 1:
+            raise CantCancel()
+        try:
+            self._once(f"/user/finish/{_order_id(upstream_id)}", {})
+        except _Lost as lost:
+            raise UpstreamUnavailable(f"{self.name} finish: {lost}") from None
+
+    def get_rent_list(self) -> list[RentedNumber]:
+        return [
+            RentedNumber(upstream_id=_id(o.get("id")), phone=_digits(o.get("phone")) or "")
+            for o in self._recent_orders("hosting")
+            if isinstance(o, dict) and o.get("status") in _OPEN_STATUSES and _id(o.get("id"))
+        ]
 
     # -- transport ----------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from sqlalchemy import insert, select, update
 
 from .. import clock
 from ..extensions import db
-from ..models import SandboxActivation
+from ..models import SandboxActivation, SandboxRental
 from ..money import to_decimal, to_units
 from .base import (
     ActiveActivation,
@@ -49,6 +49,11 @@ from .base import (
     CountryInfo,
     PriceEntry,
     PurchasedNumber,
+    RentedNumber,
+    RentOffer,
+    RentSms,
+    RentState,
+    RentStatus,
     ServiceInfo,
     SetStatusAnswer,
     StatusAnswer,
@@ -56,12 +61,18 @@ from .base import (
     UpstreamState,
 )
 from .errors import (
+    AlreadyCancel,
+    AlreadyFinish,
     BadCountry,
     BadService,
     BadStatus,
+    CantCancel,
     EarlyCancelDenied,
+    IncorrectStatus,
     NoActivation,
+    NoIdRent,
     NoNumbers,
+    RentDie,
     StatusAlreadyChanged,
     WrongMaxPrice,
 )
@@ -206,7 +217,143 @@ _ACTIVE_STATUS = {_Phase.WAITING: "4", _Phase.CODE: "2", _Phase.RETRY: "3"}
 _table = SandboxActivation.__table__
 
 
-class SandboxUpstream(Upstream):
+# -- Rent -------------------------------------------------------------------------------
+
+RENT_SMS_PER_NUMBER = 3  # a rented number (but `ot`'s) receives this many SMS
+RENT_CANCEL_WINDOW = dt.timedelta(minutes=20)
+_rentals = SandboxRental.__table__
+
+
+def rent_cost(cost: Decimal, hours: int) -> Decimal:
+    """The sandbox's rent price: twice the activation's, plus 5 cents an hour."""
+    return (cost * 2 + Decimal("0.05") * hours).quantize(Decimal("0.01"))
+
+
+class _SandboxRent:
+    """The sandbox's rent family (mixed into SandboxUpstream). SMS are derived from the
+    clock: the n-th arrives n × code_delay after the rent began, while it is open."""
+
+    rents = True
+    code_delay: dt.timedelta
+
+    def get_rent_offers(
+        self, country_id: int, hours: int, operator: str | None = None
+    ) -> list[RentOffer]:
+        country = _country_id(country_id)
+        return [
+            RentOffer(service=p.service, cost=rent_cost(p.cost, hours), count=p.count)
+            for p in PRICES
+            if p.country_id == country
+        ]
+
+    def rent_number(
+        self, service: str, country_id: int, hours: int, operator: str | None = None
+    ) -> RentedNumber:
+        if service not in SERVICES:
+            raise BadService()
+        country = _country_id(country_id)
+        offer = _OFFERS.get((country, service))
+        if offer is None or offer.count <= 0:
+            raise NoNumbers()
+        now = clock.utcnow()
+        cost = rent_cost(offer.cost, hours)
+        ends_at = now + dt.timedelta(hours=hours)
+        with db.engine.begin() as conn:
+            row_id = conn.execute(
+                insert(_rentals).values(
+                    service=service,
+                    country_id=country,
+                    phone="",
+                    cost=to_units(cost, round_up=True),
+                    status="active",
+                    created_at=now,
+                    ends_at=ends_at,
+                )
+            ).inserted_primary_key[0]
+            phone = phone_for(country, _MAX_ROW_ID - row_id)  # apart from activations'
+            conn.execute(update(_rentals).where(_rentals.c.id == row_id).values(phone=phone))
+        return RentedNumber(upstream_id=str(row_id), phone=phone, ends_at=ends_at, cost=cost)
+
+    def _rental(self, conn: Any, upstream_id: str) -> Any:
+        row = conn.execute(
+            select(_rentals).where(_rentals.c.id == _row_id(upstream_id))
+        ).one_or_none()
+        if row is None:
+            raise NoIdRent()
+        return row
+
+    def _rent_messages(self, row: Any, now: dt.datetime) -> tuple[RentSms, ...]:
+        if row.service == NO_SMS_SERVICE:
+            return ()
+        until = min(now, row.ends_at)
+        messages = []
+        for n in range(1, RENT_SMS_PER_NUMBER + 1):
+            at = row.created_at + self.code_delay * n
+            if at > until:
+                break
+            code = sms_code(_MAX_ROW_ID - row.id, n)
+            messages.append(
+                RentSms(
+                    sender=SERVICES[row.service],
+                    text=f"Your {SERVICES[row.service]} code: {code}",
+                    service=row.service,
+                    received_at=at,
+                )
+            )
+        return tuple(messages)
+
+    def get_rent_status(self, upstream_id: str) -> RentStatus:
+        now = clock.utcnow()
+        with db.engine.begin() as conn:
+            row = self._rental(conn, upstream_id)
+        messages = self._rent_messages(row, now)
+        if row.status == "cancelled":
+            return RentStatus(RentState.CANCELLED, messages)
+        if row.status == "finished" or now >= row.ends_at:
+            return RentStatus(RentState.FINISHED, messages)
+        return RentStatus(RentState.OPEN, messages)
+
+    def set_rent_status(self, upstream_id: str, status: int) -> None:
+        """1 finishes, 2 cancels (within 20 minutes, before any SMS)."""
+        now = clock.utcnow()
+        with db.engine.begin() as conn:
+            row = self._rental(conn, upstream_id)
+            if row.status == "cancelled":
+                raise AlreadyCancel()
+            if row.status == "finished" or now >= row.ends_at:
+                raise AlreadyFinish()
+            if int(status) == 1:
+                values = {"status": "finished", "ends_at": now}
+            elif int(status) == 2:
+                if self._rent_messages(row, now) or now - row.created_at > RENT_CANCEL_WINDOW:
+                    raise CantCancel()
+                values = {"status": "cancelled", "ends_at": now}
+            else:
+                raise IncorrectStatus()
+            conn.execute(update(_rentals).where(_rentals.c.id == row.id).values(**values))
+
+    def continue_rent(self, upstream_id: str, hours: int) -> RentedNumber:
+        now = clock.utcnow()
+        with db.engine.begin() as conn:
+            row = self._rental(conn, upstream_id)
+            if row.status != "active" or now >= row.ends_at:
+                raise RentDie()
+            offer = _OFFERS.get((row.country_id, row.service))
+            cost = rent_cost(offer.cost if offer else Decimal("0.10"), hours)
+            ends_at = row.ends_at + dt.timedelta(hours=hours)
+            conn.execute(update(_rentals).where(_rentals.c.id == row.id).values(ends_at=ends_at))
+        return RentedNumber(upstream_id=str(row.id), phone=row.phone, ends_at=ends_at, cost=cost)
+
+    def get_rent_list(self) -> list[RentedNumber]:
+        now = clock.utcnow()
+        with db.engine.begin() as conn:
+            rows = conn.execute(
+                select(_rentals).where(_rentals.c.status == "active", _rentals.c.ends_at > now)
+            ).all()
+        return [RentedNumber(str(r.id), r.phone, r.ends_at) for r in rows]
+
+
+class SandboxUpstream(_SandboxRent, Upstream):
     """Simulated provider; see the module docstring for its behaviour.
 
     `code_delay`: seconds from purchase (or from status 3) to the next code.

@@ -35,6 +35,11 @@ from .base import (
     CountryInfo,
     PriceEntry,
     PurchasedNumber,
+    RentedNumber,
+    RentOffer,
+    RentSms,
+    RentState,
+    RentStatus,
     ServiceInfo,
     SetStatusAnswer,
     StatusAnswer,
@@ -43,6 +48,8 @@ from .base import (
 )
 from .errors import (
     NoActivations,
+    NoIdRent,
+    NoNumbers,
     RateLimited,
     UnknownOutcome,
     UpstreamError,
@@ -279,6 +286,135 @@ class SmsActivateClient(Upstream):
         except ValueError:
             raise self._error(answer) from None
 
+    # -- rent (SMS-Activate's rent family; GrizzlySMS serves it on the same handler) -----
+
+    rents = True
+
+    def get_rent_offers(
+        self, country_id: int, hours: int, operator: str | None = None
+    ) -> list[RentOffer]:
+        params = {"rent_time": str(hours), "country": str(country_id)}
+        if operator:
+            params["operator"] = operator
+        data = self._read_json("getRentServicesAndCountries", params)
+        services = data.get("services") if isinstance(data, dict) else None
+        if not isinstance(services, dict):
+            raise UpstreamRejected("getRentServicesAndCountries: no services")
+        offers = []
+        for code, item in services.items():
+            if not isinstance(item, dict) or not isinstance(code, str) or not code.strip():
+                continue
+            cost = _decimal(item.get("cost") if "cost" in item else item.get("retail_cost"))
+            quant = item.get("quant")
+            if isinstance(quant, dict):  # {"current": N, "total": M} in newer answers
+                quant = quant.get("current")
+            count = _int(quant)
+            if cost is None or cost < 0 or count is None:
+                continue
+            offers.append(RentOffer(service=code.strip(), cost=cost, count=count))
+        return offers
+
+    def rent_number(
+        self, service: str, country_id: int, hours: int, operator: str | None = None
+    ) -> RentedNumber:
+        params = {"service": service, "rent_time": str(hours), "country": str(country_id)}
+        if operator:
+            params["operator"] = operator
+        return self._renting("getRentNumber", params)
+
+    def continue_rent(self, upstream_id: str, hours: int) -> RentedNumber:
+        return self._renting(
+            "continueRentNumber", {"id": str(upstream_id), "rent_time": str(hours)}
+        )
+
+    def get_rent_status(self, upstream_id: str) -> RentStatus:
+        answer = self._read("getRentStatus", {"id": str(upstream_id)})
+        data = _rent_json(answer)
+        if not isinstance(data, dict):
+            raise UpstreamRejected("getRentStatus: unexpected answer")
+        if data.get("status") != "success":
+            token = str(data.get("message") or data.get("error") or "").strip()
+            if token == "STATUS_WAIT_CODE":
+                return RentStatus(RentState.OPEN)
+            if token == "STATUS_FINISH":
+                return RentStatus(RentState.FINISHED)
+            if token == "STATUS_CANCEL":
+                return RentStatus(RentState.CANCELLED)
+            raise self._redacted(error_for_token(token or "error"))
+        values = data.get("values")
+        rows = values.values() if isinstance(values, dict) else values
+        messages = [_rent_sms(item) for item in (rows or []) if isinstance(item, dict)]
+        messages = [m for m in messages if m is not None]
+        # SMS-Activate lists the newest first; ours are oldest first.
+        messages.sort(key=lambda m: m.received_at or dt.datetime.min)
+        return RentStatus(RentState.OPEN, tuple(messages))
+
+    def set_rent_status(self, upstream_id: str, status: int) -> None:
+        params = {"id": str(upstream_id), "status": str(int(status))}
+        try:
+            answer = self._once("setRentStatus", params)
+        except _Lost as lost:
+            raise UpstreamUnavailable(f"{self.name} setRentStatus: {lost}") from None
+        data = _rent_json(answer)
+        if isinstance(data, dict) and data.get("status") == "success":
+            return
+        raise self._rent_error(answer, data)
+
+    def get_rent_list(self) -> list[RentedNumber]:
+        answer = self._read("getRentList")
+        data = _rent_json(answer)
+        if not isinstance(data, dict):
+            raise UpstreamRejected("getRentList: unexpected answer")
+        if data.get("status") != "success":
+            error = self._rent_error(answer, data)
+            if isinstance(error, NoNumbers | NoIdRent):
+                return []  # nothing rented
+            raise error
+        values = data.get("values")
+        rows = values.values() if isinstance(values, dict) else values
+        rented = []
+        for item in rows or []:
+            if not isinstance(item, dict):
+                continue
+            upstream_id, phone = _id(item.get("id")), _digits(item.get("phone"))
+            if upstream_id is not None:
+                rented.append(RentedNumber(upstream_id=upstream_id, phone=phone or ""))
+        return rented
+
+    def _renting(self, action: str, params: dict[str, str]) -> RentedNumber:
+        """getRentNumber / continueRentNumber: sent once; a lost or unreadable success is
+        an unknown outcome."""
+        try:
+            answer = self._once(action, params)
+        except _Lost as lost:
+            raise UnknownOutcome(f"{self.name} {action}: {lost}") from None
+        data = _rent_json(answer)
+        if isinstance(data, dict) and data.get("status") == "success":
+            phone = data.get("phone")
+            upstream_id = _id(phone.get("id")) if isinstance(phone, dict) else None
+            number = _digits(phone.get("number")) if isinstance(phone, dict) else None
+            if upstream_id is None or number is None:
+                raise UnknownOutcome(f"{self.name} {action}: success without a readable phone")
+            return RentedNumber(
+                upstream_id=upstream_id,
+                phone=number,
+                ends_at=_timestamp(str(phone.get("endDate") or "").replace("T", " ")),
+                cost=_decimal(data.get("price") or phone.get("price")),
+            )
+        error = self._rent_error(answer, data)
+        if isinstance(error, UpstreamRejected) and not answer.is_readable_text:
+            raise UnknownOutcome(f"{self.name} {action}: unreadable answer")
+        raise error
+
+    def _rent_error(self, answer: _Answer, data: Any) -> UpstreamError:
+        """A rent answer's error: `{"status": "error", "message": TOKEN}` (SMS-Activate) or
+        `{"status": "error", "error": TOKEN}` (GrizzlySMS), or a plain token (BAD_KEY)."""
+        if isinstance(data, dict):
+            detail = data.get("message") or data.get("error") or data.get("msg")
+            if detail:
+                return self._redacted(error_for_token(str(detail).strip()))
+        return self._redacted(error_for_token(answer.text))
+
     # -- answer parsing -----------------------------------------------------------------
 
     def _purchased(self, answer: _Answer) -> PurchasedNumber:
@@ -485,6 +621,28 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def _rent_json(answer: _Answer) -> Any:
+    """A rent answer's JSON; None for a plain token (BAD_KEY stays plain) or broken JSON."""
+    if not answer.is_json:
+        return None
+    try:
+        return answer.json()
+    except ValueError:
+        return None
+
+
+def _rent_sms(item: dict[str, Any]) -> RentSms | None:
+    text = item.get("text")
+    if not isinstance(text, str):
+        return None
+    return RentSms(
+        sender=_text(item.get("phoneFrom")),
+        text=text,
+        service=_text(item.get("service")),
+        received_at=_timestamp(item.get("date")),
+    )
 
 
 def _purchased_from_json(data: dict[str, Any]) -> PurchasedNumber:
