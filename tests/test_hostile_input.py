@@ -771,10 +771,12 @@ def every_field_name() -> set[str]:
 
 def route_values(shop) -> dict[str, list[str]]:
     """Values for the URL variables of the app's routes, by name: ids that exist (the shop's,
-    and a sandbox top-up of the customer's), so that each request reaches its view."""
+    and a sandbox top-up and a sandbox rent of the customer's), so that each request reaches
+    its view."""
     from reseller.models import Provider
-    from reseller.services import payments
+    from reseller.services import payments, rentals
 
+    rental = rentals.rent_number(shop["customer"], rentals.RentRequest(service="tg", hours="4"))
     payment = payments.start_topup(
         shop["customer"],
         payments.parse_topup_amount("10.00"),
@@ -788,6 +790,7 @@ def route_values(shop) -> dict[str, list[str]]:
         "activation_id": [table["@mine"]],
         "rule_id": [table["@rule"]],
         "payment_id": [str(payment.id)],
+        "rental_id": [str(rental.id)],
         "invoice_id": [payment.invoice_id],
         "country_id": ["187"],
         "code": ["tg"],

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from ..auth.forms import PostForm
 from ..extensions import db
+from ..forms import PageForm
 from ..models import RentalStatus as R
 from ..services import catalog, rent_offers, rentals, settings
 from ..services import errors as err
@@ -54,14 +54,14 @@ MESSAGES = {
 }
 
 
-class RentForm(FlaskForm):
+class RentForm(PageForm):
     service = HiddenField(validators=[DataRequired(), Length(max=40)])
     country = HiddenField(validators=[DataRequired(), Length(max=10)])
     hours = HiddenField(validators=[DataRequired(), Length(max=5)])
     submit = SubmitField("Rent")
 
 
-class ContinueForm(FlaskForm):
+class ContinueForm(PageForm):
     hours = SelectField("Extend by", choices=[SelectChoice(str(h), label) for h, label in LENGTHS])
     submit = SubmitField("Continue")
 
