@@ -83,7 +83,7 @@ def stats_command(top: int) -> None:
         ("expired", lambda f: f.outcomes["expired"]),
         ("failed", lambda f: f.outcomes["failed"]),
         ("success rate", _rate),
-        ("purchases", lambda f: format_amount(f.purchases)),
+        ("charged", lambda f: format_amount(f.charged)),
         ("refunds", lambda f: format_amount(f.refunds)),
         ("revenue", lambda f: format_amount(f.revenue)),
         ("upstream cost", lambda f: format_cost(f.cost)),

@@ -499,30 +499,53 @@ def test_overview_shows_the_upstream_balance_asking_at_most_once_a_minute(
     assert len(calls) == 2
 
 
-def test_an_unreachable_upstream_is_shown_not_a_500(client, boss, monkeypatch):
-    _count_balance_calls(monkeypatch, error=up.UpstreamUnavailable("connection refused"))
+def banner(html: str) -> str:
+    """The provider banner's text ("" when there is none)."""
+    if 'id="provider-banner"' not in html:
+        return ""
+    return html.split('id="provider-banner"')[1].split("</div>")[0]
+
+
+def test_an_unreachable_upstream_is_shown_in_words_not_a_500(client, boss, monkeypatch):
+    _count_balance_calls(
+        monkeypatch,
+        error=up.UpstreamUnavailable("sandbox getBalance: connection refused at 127.0.0.1:5999"),
+    )
     response = client.get("/admin")
     assert response.status_code == 200
-    assert "unreachable" in page(response)
-    assert "Upstream unreachable" in page(client.get("/admin/settings"))
+    shown = banner(page(response))
+    # The banner names the provider, links to its card and says why in words.
+    assert 'href="/admin/providers#provider-sandbox">Sandbox</a>' in shown
+    assert "connection refused at 127.0.0.1:5999" in shown and "unreachable" in shown
+    # The card below the same banner on the Providers page tells the same story.
+    providers = page(client.get("/admin/providers"))
+    assert "connection refused at 127.0.0.1:5999" in banner(providers)
+    card = providers.split('id="provider-sandbox"')[1].split("</section>")[0]
+    assert 'data-health="unreachable"' in providers and ">unreachable</span>" in card
+    assert "connection refused at 127.0.0.1:5999" in card
+    # The other console pages carry no banner.
+    for url in ("/admin/settings", "/admin/customers", "/admin/pricing", "/admin/audit"):
+        assert banner(page(client.get(url))) == "", url
 
 
 def test_a_misbehaving_provider_is_not_a_500_either(client, boss, monkeypatch):
-    _count_balance_calls(monkeypatch, error=ValueError("garbage"))
+    _count_balance_calls(monkeypatch, error=ValueError("garbage with a secret"))
     response = client.get("/admin")
     assert response.status_code == 200
-    assert "ValueError" in page(response)
+    assert "ValueError" in page(response) and "secret" not in page(response)
 
 
-def test_low_balance_warning_on_every_admin_page(client, boss, monkeypatch):
+def test_low_balance_warning_on_the_overview_and_providers_pages(client, boss, monkeypatch):
     from decimal import Decimal
 
     _count_balance_calls(monkeypatch, answer=Decimal("4.99"))
-    for url in ("/admin", "/admin/customers", "/admin/pricing", "/admin/audit"):
-        assert "Low upstream balance" in page(client.get(url)), url
+    for url in ("/admin", "/admin/providers"):
+        shown = banner(page(client.get(url)))
+        assert "Sandbox" in shown and "4.99 USD, below the warning threshold" in shown, url
+    assert banner(page(client.get("/admin/customers"))) == ""
     settings.store("low_balance_threshold", "4.00")
     db.session.commit()
-    assert "Low upstream balance" not in page(client.get("/admin/customers"))
+    assert banner(page(client.get("/admin"))) == ""
 
 
 def test_admin_pages_need_no_script_and_no_external_assets(client, boss, two_activations):
@@ -530,6 +553,55 @@ def test_admin_pages_need_no_script_and_no_external_assets(client, boss, two_act
 
     for url in ("/admin", "/admin/customers", "/admin/activations", "/admin/pricing"):
         shown = page(client.get(url))
-        assert re.findall(r"<script\b[^>]*>", shown) == ['<script src="/static/site.js" defer>']
+        assert re.findall(r"<script\b[^>]*>", shown) == [
+            '<script src="/static/site.js" defer>',
+            '<script src="/static/console.js" defer>',
+        ]
         assert not re.search(r'(src|href)="(https?:)?//', shown), url
     assert "<svg" in page(client.get("/admin")) and "<polyline" in page(client.get("/admin"))
+
+
+def test_the_overview_sets_what_wallets_hold_against_the_providers(
+    client, boss, make_user, monkeypatch
+):
+    from decimal import Decimal
+
+    _count_balance_calls(monkeypatch, answer=Decimal("30.00"))
+    make_user(balance="20.00")
+    shown = page(client.get("/admin"))
+    assert '<td class="num" id="owed"><strong>20.00</strong>' in shown
+    assert '<td class="num" id="held"><strong>30.00</strong>' in shown
+    assert 'id="funding-warning"' not in shown and "covers the wallets" in shown
+
+    make_user(balance="15.50")  # wallets now 35.50 against 30.00 held
+    shown = page(client.get("/admin"))
+    warning = shown.split('id="funding-warning"')[1].split("</p>")[0]
+    assert "wallets exceed what the providers hold" in warning and "5.50 USD" in warning
+
+
+def test_provider_balances_are_converted_at_their_rate(client, boss, monkeypatch):
+    from decimal import Decimal
+
+    from reseller.services import provider_admin
+    from reseller.services.provider import ensure_default
+
+    ensure_default()
+    provider_admin.update(provider_admin.get("sandbox"), currency="RUB", rate="0.01")
+    _count_balance_calls(monkeypatch, answer=Decimal("2500"))
+    shown = page(client.get("/admin"))
+    row = shown.split('data-provider="sandbox"')[1].split("</tr>")[0]
+    assert "2500 RUB" in row and "25.00" in row and "1 RUB = 0.01" in row
+    assert '<td class="num" id="held"><strong>25.00</strong>' in shown
+
+
+def test_the_overview_counts_customers(client, boss, make_user, clock):
+    old = make_user(email="old@example.com")
+    clock.travel(10 * 86400)
+    make_user(email="new@example.com")
+    fresh(old).active = False
+    db.session.commit()
+    shown = page(client.get("/admin"))
+    section = shown.split('id="customer-figures"')[1].split("</section>")[0]
+    assert "<strong>2</strong> customer accounts, 1 disabled" in section
+    new_row = section.split("New sign-ups")[1].split("</tr>")[0]
+    assert new_row.count('<td class="num">1</td>') == 2 and '<td class="num">2</td>' in new_row

@@ -94,4 +94,4 @@ def test_stats_when_the_upstream_is_down(runner, app, monkeypatch):
     monkeypatch.setattr(raw_upstream(), "get_balance", down)
     result = runner.invoke(args=["stats"])
     assert result.exit_code == 0, result.output
-    assert "upstream balance: unreachable (UNAVAILABLE)" in result.output
+    assert "upstream balance: unreachable (refused)" in result.output

@@ -167,14 +167,19 @@ class ProviderEditForm(FlaskForm):
         description="Leave empty to keep the stored key.",
     )
     priority = StringField(
-        "Priority", filters=[_strip], default="10", description="Lower is tried first."
+        "Priority",
+        filters=[_strip],
+        default="10",
+        description="Lower is tried first.",
+        render_kw={"inputmode": "numeric"},
     )
-    currency = StringField("Currency", filters=[_strip], default="USD")
+    currency = StringField("Provider's currency", filters=[_strip], default="USD")
     rate = StringField(
         "Rate",
         filters=[_strip],
         default="1",
-        description="Our money per one unit of the provider's currency.",
+        description="1 unit of the provider's currency = this many of ours.",
+        render_kw={"inputmode": "decimal"},
     )
     notes = TextAreaField("Notes", filters=[_strip], validators=[Length(max=2000)])
     submit = SubmitField("Save provider")
@@ -187,5 +192,7 @@ class ProviderForm(ProviderEditForm):
         validators=[DataRequired(message="A name is required."), Length(max=20)],
         description="A slug: lower-case letters, digits, dashes. Activations keep it.",
     )
+    # Filled by the view from the known providers; "" is "another provider".
+    preset = SelectField("Known provider", choices=[], validators=[Optional()])
     protocol = SelectField("Protocol", choices=[])
     submit = SubmitField("Add provider")

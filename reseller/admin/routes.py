@@ -63,9 +63,7 @@ def admin_required(view):
 
 @bp.context_processor
 def inject_console():
-    # `provider_balances` is a callable, so that only the pages that show it ask for it.
     return {
-        "provider_balances": stats.enabled_provider_balances,
         "periods": stats.PERIODS,
         "money": format_amount,
         "cost": format_cost,
@@ -94,6 +92,8 @@ def index():
     if top not in period_keys:
         top = "30d"
     data = stats.overview()
+    balances = _console_balances()
+    standings = provider_admin.standings(balances)
     names = {
         "services": {s.code: s.name for s in admin.services()},
         "countries": {c.id: c.name for c in admin.countries()},
@@ -104,7 +104,10 @@ def index():
         top=top,
         names=names,
         chart=money_chart(data.days, data.daily),
-        readings=stats.enabled_provider_balances(),
+        standings=standings,
+        threshold=settings.get("low_balance_threshold"),
+        funding=stats.funding(_enabled_balances(standings)),
+        customers=stats.customer_figures(),
         by_provider=stats.provider_figures(),
         risks=admin.settlement_risks(),
         topups=payments.totals(),
@@ -498,17 +501,34 @@ def _money(units: int) -> str:
 def _provider_form() -> ProviderForm:
     form = ProviderForm()
     form.protocol.choices = [SelectChoice(p, p) for p in PROTOCOLS]
+    form.preset.choices = [SelectChoice("", "Another provider")] + [
+        SelectChoice(name, name, render_kw={"data-protocol": protocol, "data-url": url})
+        for name, (protocol, url) in PRESETS.items()
+    ]
     return form
 
 
+def _console_balances():
+    """The balance readings a console page shows, one read for its banner and its cards
+    (enabled providers refreshed when older than a minute; the others as last read)."""
+    return stats.stored_provider_balances() | stats.enabled_provider_balances()
+
+
+def _enabled_balances(standings) -> dict:
+    return {s.provider.name: s.balance for s in standings if s.provider.enabled}
+
+
 def _render_providers(form: ProviderForm, status: int = 200):
+    balances = _console_balances()
+    rows = provider_admin.console_rows(balances)
     return (
         render_template(
             "admin/providers.html",
-            rows=provider_admin.console_rows(),
+            rows=rows,
+            standings=[provider_admin.Standing(r.provider, r.balance, r.health) for r in rows],
+            threshold=settings.get("low_balance_threshold"),
             form=form,
             action_form=PostForm(),
-            presets=PRESETS,
             policy=settings.get("routing_policy"),
         ),
         status,
@@ -526,11 +546,14 @@ def providers_page():
 def provider_add():
     form = _provider_form()
     if form.validate_on_submit():
+        protocol, url = form.protocol.data, form.url.data
+        if form.preset.data in PRESETS and not url:  # without JavaScript nothing filled it
+            protocol, url = PRESETS[form.preset.data]
         try:
             added = provider_admin.add(
                 form.name.data,
-                form.protocol.data,
-                form.url.data,
+                protocol,
+                url,
                 form.api_key.data,
                 priority=form.priority.data or 10,
                 display_name=form.display_name.data,

@@ -138,7 +138,7 @@ def refresh_all() -> dict[str, dict]:
         except UpstreamError as exc:
             db.session.rollback()
             results[name] = {"error": exc.token}
-            _store_reading(name, {"error": exc.token})
+            _store_reading(name, {"error": provider_accounts.failure_reason(exc)})
             db.session.commit()
     rebuild_offers()
     return results
