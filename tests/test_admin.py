@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from reseller.extensions import db
 from reseller.models import AuditLog, LedgerEntry, PricingRule, Service, User
 from reseller.money import parse_amount
+from reseller.money import to_units as units
 from reseller.services import accounts, settings
 from reseller.services.provider import raw_upstream
 from reseller.upstream import errors as up
@@ -328,10 +329,66 @@ def test_rule_form_errors(client, boss, stocked):
     assert db.session.execute(select(func.count(PricingRule.id))).scalar_one() == 0
 
 
+def test_a_fixed_price_below_cost_is_refused_until_the_loss_is_confirmed(client, boss, stocked):
+    data = {"service": "tg", "country": "us", "kind": "fixed", "value": "0.50"}
+    response = client.post("/admin/pricing/rules", data=data)
+    assert response.status_code == 400
+    notice = page(response).split('id="below-cost"')[1].split("</div>\n</div>")[0]
+    # The loss is named: Telegram in USA costs 1.30, the rule asks 0.50.
+    assert "under the upstream cost of 1 pair(s)" in notice and "0.80 USD" in notice
+    assert "Telegram · USA: costs 1.30" in notice
+    assert 'name="accept_loss"' in notice
+    assert db.session.execute(select(func.count(PricingRule.id))).scalar_one() == 0
+    assert audit_rows("pricing.rule_set") == []
+
+    # A price at or above the cost needs nothing; below it, the box saves it.
+    assert client.post("/admin/pricing/rules", data=data | {"accept_loss": "y"}).status_code == 302
+    rule = db.session.execute(select(PricingRule)).scalar_one()
+    assert rule.fixed_price == units("0.50")
+
+    # Editing the rule asks again.
+    response = client.post(
+        f"/admin/pricing/rules/{rule.id}", data={"kind": "fixed", "value": "0.60"}
+    )
+    assert response.status_code == 400 and 'id="below-cost"' in page(response)
+    db.session.expire_all()
+    assert db.session.get(PricingRule, rule.id).fixed_price == units("0.50")
+
+
+def test_a_service_rule_below_cost_counts_every_pair_it_governs(stocked):
+    from reseller.services import admin, pricing
+
+    found = pricing.below_cost("tg", None, fixed_price=units("0.01"))
+    assert found and all(s.service == "tg" and s.loss > 0 for s in found)
+    assert [s.loss for s in found] == sorted((s.loss for s in found), reverse=True)
+    assert pricing.below_cost("tg", None, markup_percent=0) == []
+    with pytest.raises(admin.BelowCost):
+        admin.set_rule(admin.RuleScope("tg", None), fixed_price=units("0.01"), actor=None)
+
+
+def test_rule_scopes_accept_names_as_well_as_codes(client, boss, stocked):
+    shown = page(client.get("/admin/pricing"))
+    assert '<option value="Telegram (tg)">' in shown and '<option value="USA (187)">' in shown
+    assert 'list="service-options"' in shown and 'list="country-options"' in shown
+    for service, country in (("Telegram", "usa"), ("Telegram (tg)", "USA (187)"), ("tg", "us")):
+        data = {"service": service, "country": country, "kind": "markup", "value": "10"}
+        assert client.post("/admin/pricing/rules", data=data).status_code == 302, data
+    rule = db.session.execute(select(PricingRule)).scalar_one()
+    assert (rule.service, rule.country_id) == ("tg", 187)
+    listed = page(client.get("/admin/pricing?service=Telegram&country=USA"))
+    assert "1 price." in listed
+
+
 def test_the_price_table_says_when_a_price_was_raised_to_cost(client, boss, stocked):
     client.post(
         "/admin/pricing/rules",
-        data={"service": "tg", "country": "us", "kind": "fixed", "value": "0.50"},
+        data={
+            "service": "tg",
+            "country": "us",
+            "kind": "fixed",
+            "value": "0.50",
+            "accept_loss": "y",
+        },
     )
     shown = page(client.get("/admin/pricing?service=tg&country=us"))
     row = shown.split("Price table")[1]

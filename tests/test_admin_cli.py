@@ -70,7 +70,9 @@ def test_prices_unset(runner, stocked):
 
 
 def test_prices_list_shows_the_rule_and_the_existing_commands_remain(runner, stocked):
-    runner.invoke(args=["prices", "set", "tg", "us", "--price", "0.50"])
+    refused = runner.invoke(args=["prices", "set", "tg", "us", "--price", "0.50"])
+    assert refused.exit_code != 0 and "below the upstream cost of 1 pair(s)" in refused.output
+    runner.invoke(args=["prices", "set", "tg", "us", "--price", "0.50", "--accept-loss"])
     result = runner.invoke(args=["prices", "list", "--service", "tg", "--country", "187"])
     assert "raised to cost" in result.output
     for command in ("sync", "list", "set", "unset"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     DateField,
     PasswordField,
     SelectField,
@@ -48,7 +49,10 @@ class RuleValueForm(FlaskForm):
         "Value",
         filters=[_strip],
         validators=[DataRequired(message="Enter a markup percentage or a price.")],
+        render_kw={"inputmode": "decimal"},
     )
+    # Shown once a price turns out below cost: saving it then needs this box ticked.
+    accept_loss = BooleanField("Save anyway: these pairs sell at their cost, without a margin")
     submit = SubmitField("Save rule")
 
 
@@ -56,14 +60,16 @@ class RuleForm(RuleValueForm):
     service = StringField(
         "Service",
         filters=[_strip],
-        validators=[Length(max=40)],
-        description="A service code, or * (empty) for every service.",
+        validators=[Length(max=160)],
+        description="A service name or code, or * (empty) for every service.",
+        render_kw={"list": "service-options", "autocomplete": "off"},
     )
     country = StringField(
         "Country",
         filters=[_strip],
-        validators=[Length(max=10)],
-        description="An alpha-2 code or numeric id, or * (empty) for every country.",
+        validators=[Length(max=160)],
+        description="A country name, alpha-2 code or numeric id, or * (empty) for every country.",
+        render_kw={"list": "country-options", "autocomplete": "off"},
     )
 
 
@@ -97,13 +103,13 @@ class _SearchForm(FlaskForm):
     country_id: int | None = None
 
     def validate_country(self, field):
-        """Accept `us`, `GB`, `187`; the id is left in `country_id`."""
+        """Accept `us`, `GB`, `187`, `USA`, `USA (187)`; the id is left in `country_id`."""
         self.country_id = None
         if field.data:
-            try:
-                self.country_id = catalog.parse_country(field.data)
-            except catalog.UnknownCountry:
-                raise ValidationError("Unknown country: use an alpha-2 code or an id.") from None
+            found = catalog.find_country(field.data)
+            if found is None:
+                raise ValidationError("Unknown country: use a name, an alpha-2 code or an id.")
+            self.country_id = found.id
 
 
 class CustomerSearchForm(_SearchForm):
@@ -146,8 +152,28 @@ class AuditFilterForm(_SearchForm):
 
 
 class PriceFilterForm(_SearchForm):
-    service = StringField("Service", filters=[_strip], validators=[Length(max=40)])
-    country = StringField("Country", filters=[_strip], validators=[Length(max=10)])
+    service = StringField(
+        "Service",
+        filters=[_strip],
+        validators=[Length(max=160)],
+        render_kw={"list": "service-options", "autocomplete": "off"},
+    )
+    country = StringField(
+        "Country",
+        filters=[_strip],
+        validators=[Length(max=160)],
+        render_kw={"list": "country-options", "autocomplete": "off"},
+    )
+    service_code: str | None = None
+
+    def validate_service(self, field):
+        """Accept `tg`, `Telegram`, `Telegram (tg)`; the code is left in `service_code`."""
+        self.service_code = None
+        if field.data:
+            found = catalog.find_service(field.data)
+            if found is None:
+                raise ValidationError("Unknown service: use a name or a code.")
+            self.service_code = found.code
 
 
 class ProviderEditForm(FlaskForm):

@@ -77,6 +77,14 @@ def _id_arg(name: str) -> int | None:
     return value if value is not None and 0 < value <= 2**31 - 1 else None
 
 
+def _names() -> dict:
+    """{"services": {code: name}, "countries": {id: name}}: every name the catalogue knows."""
+    return {
+        "services": {s.code: s.name for s in admin.services()},
+        "countries": {c.id: c.name for c in admin.countries()},
+    }
+
+
 def _back_to_customer(user: User):
     return redirect(url_for(".customer", user_id=user.id))
 
@@ -94,10 +102,7 @@ def index():
     data = stats.overview()
     balances = _console_balances()
     standings = provider_admin.standings(balances)
-    names = {
-        "services": {s.code: s.name for s in admin.services()},
-        "countries": {c.id: c.name for c in admin.countries()},
-    }
+    names = _names()
     return render_template(
         "admin/overview.html",
         data=data,
@@ -283,12 +288,12 @@ def _global_pricing_form(*, submitted: bool = False):
     )
 
 
-def _render_pricing(global_form=None, rule_form=None, status: int = 200):
+def _render_pricing(global_form=None, rule_form=None, status: int = 200, shortfalls=None):
     filter_form = PriceFilterForm(formdata=request.args)
     quotes = []  # nothing is listed for a filter with errors
     if filter_form.validate():
         quotes = pricing.price_table(
-            filter_form.service.data or None, filter_form.country_id, only_buyable=False
+            filter_form.service_code, filter_form.country_id, only_buyable=False
         )
     page = page_number()
     pages = max(1, -(-len(quotes) // PRICE_ROWS_PER_PAGE))
@@ -301,6 +306,7 @@ def _render_pricing(global_form=None, rule_form=None, status: int = 200):
             "admin/pricing.html",
             global_form=global_form or _global_pricing_form(),
             rule_form=rule_form or RuleForm(formdata=None),
+            shortfalls=shortfalls,
             action_form=PostForm(),
             filter_form=filter_form,
             rules=admin.rules(),
@@ -311,6 +317,10 @@ def _render_pricing(global_form=None, rule_form=None, status: int = 200):
             args=args,
             services=services,
             countries=countries,
+            names={
+                "services": {s.code: s.name for s in services},
+                "countries": {c.id: c.name for c in countries},
+            },
             service_by_code={s.code: s for s in services},
             country_by_id={c.id: c for c in countries},
             prices_job=db.session.get(JobState, "prices"),
@@ -352,11 +362,16 @@ def _rule_values(form: RuleValueForm) -> dict:
 @admin_required
 def rule_create():
     form = RuleForm()
+    shortfalls = None
     if form.validate_on_submit():
         try:
             scope = admin.parse_scope(form.service.data, form.country.data)
             existed = admin.rule_for(scope) is not None
-            admin.set_rule(scope, **_rule_values(form), actor=current_user)
+            admin.set_rule(
+                scope, **_rule_values(form), accept_loss=form.accept_loss.data, actor=current_user
+            )
+        except admin.BelowCost as exc:
+            shortfalls = exc.shortfalls
         except admin.AdminError as exc:
             form.value.errors.append(str(exc))
         else:
@@ -366,7 +381,7 @@ def rule_create():
                 "success",
             )
             return redirect(url_for(".pricing_page"))
-    return _render_pricing(rule_form=form, status=400)
+    return _render_pricing(rule_form=form, status=400, shortfalls=shortfalls)
 
 
 @bp.route("/pricing/rules/<int:rule_id>", methods=["GET", "POST"])
@@ -383,20 +398,33 @@ def rule_edit(rule_id: int):
         if request.method == "GET"
         else None
     )
+    shortfalls = None
     if form.validate_on_submit():
         try:
             admin.set_rule(
                 admin.RuleScope(rule.service, rule.country_id),
                 **_rule_values(form),
+                accept_loss=form.accept_loss.data,
                 actor=current_user,
             )
+        except admin.BelowCost as exc:
+            shortfalls = exc.shortfalls
         except admin.AdminError as exc:
             form.value.errors.append(str(exc))
         else:
             flash("Rule saved; it applies to the next quote.", "success")
             return redirect(url_for(".pricing_page"))
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/rule.html", rule=rule, form=form, action_form=PostForm()), status
+    return render_template(
+        "admin/rule.html",
+        rule=rule,
+        form=form,
+        action_form=PostForm(),
+        shortfalls=shortfalls,
+        service=catalog.service(rule.service) if rule.service else None,
+        country=catalog.country(rule.country_id) if rule.country_id is not None else None,
+        names=_names(),
+    ), status
 
 
 @bp.post("/pricing/rules/<int:rule_id>/delete")
