@@ -238,6 +238,74 @@ def test_activation_filters(client, boss, customer, two_activations):
         assert listed == expected, query
 
 
+def test_activation_filters_are_choices_with_names(client, boss, customer, two_activations):
+    from reseller.models import Activation
+
+    shown = page(client.get("/admin/activations"))
+    assert '<select id="service" name="service">' in shown
+    assert '<option value="tg">Telegram (tg)</option>' in shown
+    assert '<option value="187">USA (187)</option>' in shown
+    assert '<option value="sandbox">Sandbox</option>' in shown
+    assert '<option value="code_received">Code received</option>' in shown
+    # The list names services and countries and says statuses in words.
+    row = shown.split('href="/admin/activations/1"')[1].split("</tr>")[0]
+    assert "<td>Telegram</td><td>USA</td>" in row and ">Code received</span>" in row
+
+    # By phone: any digits of the number, typed as people type them.
+    phone = db.session.get(Activation, 2).phone
+    spaced = f"+{phone[:3]} {phone[3:6]}-{phone[6:]}"
+    assert _ids_listed(page(client.get("/admin/activations", query_string={"phone": spaced}))) == {
+        2
+    }
+    assert _ids_listed(page(client.get(f"/admin/activations?phone={phone[-4:]}"))) >= {2}
+    assert _ids_listed(page(client.get("/admin/activations?phone=000000000000"))) == set()
+
+
+def test_customers_found_by_phone_and_by_the_end_of_their_api_key(
+    client, boss, customer, two_activations, make_user
+):
+    from reseller.models import Activation
+
+    other = make_user(email="other@example.com")
+    key = api_key_of(customer)
+    for ending in (key[-4:], key[-9:], key[-12:]):
+        found = page(client.get("/admin/customers", query_string={"key": ending}))
+        assert "1 account found" in found and "customer@example.com" in found, ending
+    whole = client.get("/admin/customers", query_string={"key": key})
+    assert whole.status_code == 400 and "last 4 to 12 characters only" in page(whole)
+    assert key not in page(whole)  # never shown back whole
+    assert "other@example.com" not in page(client.get(f"/admin/customers?key={key[-4:]}"))
+    assert "0 accounts found" in page(client.get(f"/admin/customers?key=x{key[-6:]}"))
+    short = client.get(f"/admin/customers?key={key[-3:]}")
+    assert short.status_code == 400 and "at least 4 characters" in page(short)
+
+    phone = db.session.get(Activation, 1).phone
+    found = page(client.get(f"/admin/customers?phone={phone}"))
+    assert "customer@example.com" in found and other.email not in found
+
+
+def test_key_tails_of_older_keys_are_filled_by_a_command(client, boss, customer, runner):
+    key = api_key_of(customer)
+    fresh(customer).api_key_tail = None
+    db.session.commit()
+    assert "0 accounts found" in page(client.get(f"/admin/customers?key={key[-6:]}"))
+    result = runner.invoke(args=["users", "fill-key-tails"])
+    assert result.exit_code == 0 and "key tail(s) filled" in result.output
+    assert "1 account found" in page(client.get(f"/admin/customers?key={key[-6:]}"))
+
+
+def test_a_customer_page_shows_names_and_payments(client, boss, customer, two_activations):
+    from reseller.services import payments
+
+    urls = payments.Urls("http://x/callback", "http://x/topup", "http://x/")
+    payments.start_topup(fresh(customer), units("5.00"), "sandbox", urls)
+    shown = page(client.get(f"/admin/customers/{customer.id}"))
+    recent = shown.split('id="activations-heading"')[1]
+    assert "<td>Telegram</td><td>USA</td>" in recent
+    listed = shown.split('id="payments-heading"')[1].split("</section>")[0]
+    assert "Payment #1" in listed and "5.00 USD" in listed
+
+
 def test_activation_date_filter_and_bad_input(client, boss, two_activations, clock):
     from reseller.clock import utcnow
 
@@ -270,7 +338,11 @@ def test_activation_detail(client, boss, two_activations):
     ):
         assert text in shown, text
     timeline = shown.split("Timeline")[1]
-    assert timeline.index("pending") < timeline.index("allocated") < timeline.index("code received")
+    assert (
+        timeline.index(">Buying<")
+        < timeline.index(">Waiting for the SMS<")
+        < timeline.index(">Code received<")
+    )
     assert client.get("/admin/activations/999").status_code == 404
 
 

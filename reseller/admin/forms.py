@@ -112,21 +112,62 @@ class _SearchForm(FlaskForm):
             self.country_id = found.id
 
 
+# An activation's status in the words the console uses (the stored value stays a code).
+STATUS_LABELS: dict[str, str] = {
+    ActivationStatus.PENDING: "Buying",
+    ActivationStatus.UNKNOWN: "Answer lost, being settled",
+    ActivationStatus.ALLOCATED: "Waiting for the SMS",
+    ActivationStatus.CODE_RECEIVED: "Code received",
+    ActivationStatus.RETRY_WAIT: "Waiting for another SMS",
+    ActivationStatus.COMPLETED: "Completed",
+    ActivationStatus.CANCELLED: "Cancelled, refunded",
+    ActivationStatus.EXPIRED: "Expired, refunded",
+    ActivationStatus.FAILED: "Failed, refunded",
+}
+
+
 class CustomerSearchForm(_SearchForm):
     q = StringField("Email contains", filters=[_strip], validators=[Length(max=254)])
+    phone = StringField(
+        "Bought the number",
+        filters=[_strip],
+        validators=[Length(max=40)],
+        render_kw={"inputmode": "tel", "placeholder": "digits of the phone number"},
+    )
+    # At most 12: a whole key would land in the address bar, the history and access logs.
+    key = StringField(
+        "API key ends with",
+        filters=[_strip],
+        validators=[
+            Length(
+                max=12,
+                message="Give the last 4 to 12 characters only: a whole key does not "
+                "belong in an address.",
+            )
+        ],
+        render_kw={"autocomplete": "off", "placeholder": "last 4 to 12 characters"},
+    )
 
 
 class ActivationFilterForm(_SearchForm):
+    """The service, country and provider choices are filled by the view, with names."""
+
     status = SelectField(
         "Status",
         choices=[SelectChoice("", "any")]
-        + [SelectChoice(s.value, s.value.replace("_", " ")) for s in ActivationStatus],
+        + [SelectChoice(s.value, STATUS_LABELS[s]) for s in ActivationStatus],
         validators=[Optional()],
     )
-    service = StringField("Service", filters=[_strip], validators=[Length(max=40)])
-    country = StringField("Country", filters=[_strip], validators=[Length(max=10)])
+    service = SelectField("Service", choices=[], validators=[Optional()])
+    country = SelectField("Country", choices=[], validators=[Optional()])
+    provider = SelectField("Provider", choices=[], validators=[Optional()])
+    phone = StringField(
+        "Phone number",
+        filters=[_strip],
+        validators=[Length(max=40)],
+        render_kw={"inputmode": "tel", "placeholder": "digits"},
+    )
     email = StringField("Customer email", filters=[_strip], validators=[Length(max=254)])
-    provider = StringField("Provider", filters=[_strip], validators=[Length(max=20)])
     created_from = DateField("From", validators=[Optional()])
     created_to = DateField("To", validators=[Optional()])
     settlement = SelectField(

@@ -22,10 +22,12 @@ from ..models import (
 from ..money import format_amount, format_cost
 from ..pagination import page_number
 from ..services import admin, catalog, payments, pricing, provider_admin, settings, stats, webhooks
+from ..services import provider as provider_accounts
 from ..upstream.registry import PRESETS, PROTOCOLS
 from . import bp
 from .chart import money_chart
 from .forms import (
+    STATUS_LABELS,
     ActivationFilterForm,
     AuditFilterForm,
     CreditForm,
@@ -68,6 +70,7 @@ def inject_console():
         "money": format_amount,
         "cost": format_cost,
         "setting": settings.get,
+        "status_labels": STATUS_LABELS,
     }
 
 
@@ -127,11 +130,22 @@ def index():
 @admin_required
 def customers():
     form = CustomerSearchForm(formdata=request.args)
-    search = form.q.data if form.validate() else None
-    page = db.paginate(
-        admin.customers_query(search), page=page_number(), per_page=PER_PAGE, error_out=False
-    )
-    return render_template("admin/customers.html", form=form, page=page, search=search)
+    page, status = None, 200  # nothing is listed for a search with errors
+    if not form.validate():
+        status = 400
+        form.key.data = ""  # not echoed back: it may be a whole key
+    else:
+        try:
+            query = admin.customers_query(
+                form.q.data, phone=form.phone.data, key_ending=form.key.data
+            )
+        except admin.AdminError as exc:
+            form.key.errors.append(str(exc))
+            status = 400
+        else:
+            page = db.paginate(query, page=page_number(), per_page=PER_PAGE, error_out=False)
+    args = {k: v for k, v in request.args.items() if k != "page" and v}
+    return render_template("admin/customers.html", form=form, page=page, args=args), status
 
 
 def _render_customer(user: User, credit_form: CreditForm, status: int = 200):
@@ -147,6 +161,9 @@ def _render_customer(user: User, credit_form: CreditForm, status: int = 200):
             action_form=PostForm(),
             ledger=ledger,
             activations=admin.recent_activations(user.id),
+            names=_names(),
+            payments=db.session.execute(payments.history_query(user.id).limit(20)).scalars().all(),
+            gateway_label=payments.gateway_label,
             webhook=webhook,
             webhook_failures=webhooks.recent_failures(webhook.id) if webhook else [],
             webhook_queued=webhooks.queued_count(webhook.id) if webhook else 0,
@@ -228,10 +245,33 @@ def customer_regenerate_key(user_id: int):
 # --- activations --------------------------------------------------------------------------
 
 
+def _with_catalogue_codes(args):
+    """The query string with a service or country given by name or alpha-2 code (a link,
+    a bookmark) put as the code or id the filter's choices use."""
+    args = args.copy()
+    service = catalog.find_service(args.get("service"))
+    if service is not None:
+        args["service"] = service.code
+    country = catalog.find_country(args.get("country"))
+    if country is not None:
+        args["country"] = str(country.id)
+    return args
+
+
 @bp.get("/activations")
 @admin_required
 def activations():
-    form = ActivationFilterForm(formdata=request.args)
+    form = ActivationFilterForm(formdata=_with_catalogue_codes(request.args))
+    names = _names()
+    form.service.choices = [SelectChoice("", "any")] + [
+        SelectChoice(code, f"{name} ({code})") for code, name in names["services"].items()
+    ]
+    form.country.choices = [SelectChoice("", "any")] + [
+        SelectChoice(str(cid), f"{name} ({cid})") for cid, name in names["countries"].items()
+    ]
+    form.provider.choices = [SelectChoice("", "any")] + [
+        SelectChoice(p.name, p.display_name) for p in provider_accounts.all_providers()
+    ]
     user_id = _id_arg("user")
     page = None  # nothing is listed for a filter with errors
     if form.validate():
@@ -245,6 +285,7 @@ def activations():
             user_id=user_id,
             settlement=form.settlement.data or None,
             provider=form.provider.data or None,
+            phone=form.phone.data or None,
         )
         page = db.paginate(
             admin.activations_query(query_filter),
@@ -260,6 +301,7 @@ def activations():
         args=args,
         filtered_user=db.session.get(User, user_id) if user_id else None,
         risks=admin.settlement_risks(),
+        names=names,
     )
 
 
@@ -273,6 +315,7 @@ def activation(activation_id: int):
         ledger=admin.activation_ledger(item.id),
         service=catalog.service(item.service),
         country=catalog.country(item.country_id),
+        seller=provider_accounts.by_name(item.upstream_name),
     )
 
 

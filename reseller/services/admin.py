@@ -402,12 +402,33 @@ def countries() -> list[Country]:
     return list(db.session.execute(select(Country).order_by(Country.name)).scalars())
 
 
-def customers_query(search: str | None = None) -> Select:
-    """Accounts, newest first, optionally those whose email contains `search`."""
+def phone_digits(text: str | None) -> str:
+    """The digits of a phone number as typed (`+1 555-123`), for searching."""
+    return "".join(ch for ch in (text or "") if ch.isascii() and ch.isdigit())
+
+
+def customers_query(
+    search: str | None = None, *, phone: str | None = None, key_ending: str | None = None
+) -> Select:
+    """Accounts, newest first: optionally those whose email contains `search`, who bought
+    a number containing the digits of `phone`, and whose API key is or ends with
+    `key_ending`. Raises AdminError for a key ending too short to search by."""
     stmt = select(User).order_by(User.id.desc())
     text = (search or "").strip().lower()
     if text:
         stmt = stmt.where(User.email.contains(text, autoescape=True))
+    digits = phone_digits(phone)
+    if digits:
+        stmt = stmt.where(
+            User.id.in_(
+                select(Activation.user_id).where(Activation.phone.contains(digits, autoescape=True))
+            )
+        )
+    if key_ending:
+        try:
+            stmt = stmt.where(User.id.in_(accounts.users_with_key_ending(key_ending)))
+        except accounts.KeySearchTooShort as exc:
+            raise AdminError(str(exc)) from None
     return stmt
 
 
@@ -454,6 +475,7 @@ class ActivationFilter:
     user_id: int | None = None
     settlement: str | None = None
     provider: str | None = None  # the provider that sold it
+    phone: str | None = None  # digits the number contains
 
 
 def activations_query(f: ActivationFilter) -> Select:
@@ -471,6 +493,8 @@ def activations_query(f: ActivationFilter) -> Select:
         stmt = stmt.where(Activation.settlement == f.settlement)
     if f.provider:
         stmt = stmt.where(Activation.upstream_name == f.provider.lower())
+    if phone_digits(f.phone):
+        stmt = stmt.where(Activation.phone.contains(phone_digits(f.phone), autoescape=True))
     if f.email:
         stmt = stmt.join(User, User.id == Activation.user_id).where(
             User.email.contains(accounts.normalise_email(f.email), autoescape=True)
