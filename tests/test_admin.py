@@ -530,8 +530,6 @@ def test_settings_page_edits_every_setting(client, boss):
         "site_name": "Numbers & Co",
         "support_contact": "help@example.com",
         "topup_instructions": "Pay by wire.\nMention your email.",
-        "markup_percent": "45.5",
-        "minimum_price": "0.25",
         "activation_lifetime": "900",
         "early_cancel_window": "60",
         "max_active_activations": "5",
@@ -547,13 +545,24 @@ def test_settings_page_edits_every_setting(client, boss):
         "routing_policy": "cheapest",
         "serve_at_loss": "yes",
     }
-    assert set(new) == {spec.key for spec in settings.SPECS}
-    response = client.post("/admin/settings", data=new)
+    # Every setting but the Pricing page's two.
+    assert set(new) == {spec.key for spec in settings.SPECS} - {"markup_percent", "minimum_price"}
+    form = page(client.get("/admin/settings"))
+    assert 'name="markup_percent"' not in form and 'name="minimum_price"' not in form
+    sections = [
+        part.split('">', 1)[1].split("</h2>")[0] for part in form.split('<h2 id="settings-')[1:]
+    ]
+    assert sections == ["Pricing and providers", "Activations", "Top-ups", "Site texts"]
+    texts = form.split('id="settings-texts"')[1].split("</section>")[0]
+    assert 'name="site_name"' in texts and 'name="support_contact"' in texts
+    topups = form.split('id="settings-topups"')[1].split("</section>")[0]
+    assert 'name="topup_presets"' in topups and 'name="poll_interval"' not in topups
+    response = client.post("/admin/settings", data=new | {"markup_percent": "99"})
     assert response.status_code == 302
     settings.forget()
     assert settings.get("site_name") == "Numbers & Co"
     assert settings.get("activation_lifetime") == 900
-    assert settings.get("minimum_price") == parse_amount("0.25")
+    assert settings.get("markup_percent") == 30.0  # not this page's field: left alone
     assert settings.get("default_country") == 16
     rows = audit_rows("setting.update")
     assert {r.target for r in rows} == {f"setting:{key}" for key in new}

@@ -517,10 +517,57 @@ def pricing_refresh():
 # --- settings -----------------------------------------------------------------------------
 
 
+# The Settings page's sections (their headings are in the template); the global markup and
+# minimum price live on the Pricing page only. A setting in no section is listed under
+# "other" until it is given one.
+SETTINGS_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("pricing", ("routing_policy", "serve_at_loss", "low_balance_threshold")),
+    (
+        "activations",
+        (
+            "activation_lifetime",
+            "early_cancel_window",
+            "max_active_activations",
+            "poll_interval",
+            "default_country",
+        ),
+    ),
+    (
+        "topups",
+        (
+            "payment_gateways",
+            "topup_minimum",
+            "topup_maximum",
+            "topup_presets",
+            "topup_bonus_percent",
+            "topup_bonus_threshold",
+            "topup_instructions",
+        ),
+    ),
+    ("texts", ("site_name", "support_contact")),
+)
+
+
+def _settings_sections() -> list[tuple[str, list[settings.SettingSpec]]]:
+    """[(section id, its specs)] for every setting but the Pricing page's."""
+    placed = {key for _section, keys in SETTINGS_SECTIONS for key in keys}
+    sections = [
+        (section, [settings.BY_KEY[key] for key in keys if key in settings.BY_KEY])
+        for section, keys in SETTINGS_SECTIONS
+    ]
+    other = [
+        spec
+        for spec in settings.SPECS
+        if spec.key not in placed and spec.key not in GLOBAL_PRICING_KEYS
+    ]
+    return sections + ([("other", other)] if other else [])
+
+
 @bp.route("/settings", methods=["GET", "POST"])
 @admin_required
 def settings_page():
-    keys = [spec.key for spec in settings.SPECS]
+    sections = _settings_sections()
+    keys = [spec.key for _section, specs in sections for spec in specs]
     form_class = settings_form_class(keys)
     if request.method == "GET":
         form = form_class(data={key: settings.raw_value(key) for key in keys})
@@ -534,7 +581,7 @@ def settings_page():
         for key, message in errors.items():
             form[key].errors.append(message)
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/settings.html", form=form, specs=settings.SPECS), status
+    return render_template("admin/settings.html", form=form, sections=sections), status
 
 
 # --- audit log ----------------------------------------------------------------------------
