@@ -53,12 +53,14 @@ class RuleValueForm(FlaskForm):
     )
     # Shown once a price turns out below cost: saving it then needs this box ticked.
     accept_loss = BooleanField("Save anyway: these pairs sell at their cost, without a margin")
-    submit = SubmitField("Save rule")
+    submit = SubmitField("Save rule", id="save-rule")
 
 
 class RuleForm(RuleValueForm):
+    # Ids of their own: the Pricing page also has the price table's service/country filter.
     service = StringField(
         "Service",
+        id="rule-service",
         filters=[_strip],
         validators=[Length(max=160)],
         description="A service name or code, or * (empty) for every service.",
@@ -66,6 +68,7 @@ class RuleForm(RuleValueForm):
     )
     country = StringField(
         "Country",
+        id="rule-country",
         filters=[_strip],
         validators=[Length(max=160)],
         description="A country name, alpha-2 code or numeric id, or * (empty) for every country.",
