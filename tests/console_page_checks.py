@@ -14,16 +14,15 @@ PAGE_OVERFLOW_JS = """() => {
   const root = document.documentElement;
   const wide = [...document.querySelectorAll("body *")].filter((el) => {
     const box = el.getBoundingClientRect();
-    return box.right > root.clientWidth + 1 && !el.closest(".table-wrap");
+    return box.right > root.clientWidth + 1 && !el.parentElement.closest(".table-wrap");
   }).slice(0, 5).map((el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "")
     + (typeof el.className === "string" && el.className ? "." + el.className : ""));
   return {scroll: root.scrollWidth, client: root.clientWidth, wide};
 }"""
 
-# Elements whose content wraps onto a second line although they should not (dates, badges).
+# Inline elements (dates, badges) broken over two lines.
 WRAPPED_JS = """(selector) => [...document.querySelectorAll(selector)]
-  .filter((el) => el.getClientRects().length > 1
-    || el.getBoundingClientRect().height > 2 * parseFloat(getComputedStyle(el).lineHeight || 20))
+  .filter((el) => el.getClientRects().length > 1)
   .slice(0, 5).map((el) => el.textContent.trim())"""
 
 
