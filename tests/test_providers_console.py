@@ -133,10 +133,16 @@ def test_healthz_reports_each_provider_without_asking_it(client, hero, runner):
     assert set(report["providers"]) == {"hero", "sandbox"}
     assert report["providers"]["hero"]["reachable"] is True
     assert report["providers"]["hero"]["breaker"] == "closed"
-    routing.record_failure("hero", "UNAVAILABLE")
-    routing.record_failure("hero", "UNAVAILABLE")
-    routing.record_failure("hero", "UNAVAILABLE")
-    assert client.get("/healthz").get_json()["providers"]["hero"]["breaker"] == "open"
+    for _ in range(3):
+        routing.record_failure("hero", "hero getNumber: read timeout from 127.0.0.1:1")
+    public = client.get("/healthz").get_json()["providers"]["hero"]
+    assert public["breaker"] == "open" and "error" not in public  # the reason is private
+    from reseller.services import health
+
+    assert health.providers_status()["hero"]["error"] == (
+        "hero getNumber: read timeout from 127.0.0.1:1"
+    )
+    assert "error" not in health.providers_status()["sandbox"]
 
 
 def _card(html: str, name: str) -> str:
