@@ -304,6 +304,10 @@ def test_a_customer_page_shows_names_and_payments(client, boss, customer, two_ac
     assert "<td>Telegram</td><td>USA</td>" in recent
     listed = shown.split('id="payments-heading"')[1].split("</section>")[0]
     assert "Payment #1" in listed and "5.00 USD" in listed
+    # The ledger says what each row was, in words, and links what it was for.
+    ledger = shown.split('id="ledger-heading"')[1].split("</section>")[0]
+    assert "<td>Credit by an operator</td>" in ledger and "<td>Number bought</td>" in ledger
+    assert ">Activation #1</a>" in ledger
 
 
 def test_activation_date_filter_and_bad_input(client, boss, two_activations, clock):

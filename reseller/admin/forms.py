@@ -18,6 +18,7 @@ from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from ..models import ActivationStatus, Settlement
 from ..services import catalog, settings
+from .labels import STATUS_LABELS
 
 
 def _strip(value):
@@ -113,20 +114,6 @@ class _SearchForm(FlaskForm):
             if found is None:
                 raise ValidationError("Unknown country: use a name, an alpha-2 code or an id.")
             self.country_id = found.id
-
-
-# An activation's status in the words the console uses (the stored value stays a code).
-STATUS_LABELS: dict[str, str] = {
-    ActivationStatus.PENDING: "Buying",
-    ActivationStatus.UNKNOWN: "Answer lost, being settled",
-    ActivationStatus.ALLOCATED: "Waiting for the SMS",
-    ActivationStatus.CODE_RECEIVED: "Code received",
-    ActivationStatus.RETRY_WAIT: "Waiting for another SMS",
-    ActivationStatus.COMPLETED: "Completed",
-    ActivationStatus.CANCELLED: "Cancelled, refunded",
-    ActivationStatus.EXPIRED: "Expired, refunded",
-    ActivationStatus.FAILED: "Failed, refunded",
-}
 
 
 class CustomerSearchForm(_SearchForm):
