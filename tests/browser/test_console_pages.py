@@ -137,6 +137,28 @@ def test_the_operator_sees_why_a_provider_fails_and_cannot_price_below_cost_unaw
     page.get_by_role("button", name="Save rule").click()
     expect(flash(page)).to_contain_text("Rule for tg/187 added")
 
+    # Wallets holding more than the providers: the overview says so, with the shortfall.
+    expect(page.locator("#funding-warning")).to_have_count(0)
+
+    def owe_more():
+        user = accounts.user_by_email("console-customer@example.com")
+        wallet.adjust(user.id, 9_000_000, note="a large top-up")  # 900.00 more
+        return accounts.reveal_api_key(user)
+
+    key = in_app(live, owe_more)
+    page.goto(live("/admin"))
+    expect(page.locator("#funding-warning")).to_be_visible()
+    expect(page.locator("#funding-warning")).to_contain_text(
+        "wallets exceed what the providers hold"
+    )
+
+    # A customer found by the end of their API key.
+    page.goto(live("/admin/customers"))
+    page.get_by_label("API key ends with").fill(key[-6:])
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("table tbody tr")).to_have_count(1)
+    expect(page.locator("table tbody tr")).to_contain_text("console-customer@example.com")
+
     # The activation filters are choices with names.
     page.goto(live("/admin/activations"))
     page.get_by_label("Service").select_option(label="Telegram (tg)")
