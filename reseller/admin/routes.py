@@ -82,10 +82,12 @@ def _id_arg(name: str) -> int | None:
 
 
 def _names() -> dict:
-    """{"services": {code: name}, "countries": {id: name}}: every name the catalogue knows."""
+    """{"services": {code: name}, "countries": {id: name}, "providers": {name: display
+    name}}: every name the catalogue and the provider list know."""
     return {
         "services": {s.code: s.name for s in admin.services()},
         "countries": {c.id: c.name for c in admin.countries()},
+        "providers": {p.name: p.display_name for p in provider_accounts.all_providers()},
     }
 
 
@@ -271,7 +273,7 @@ def activations():
         SelectChoice(str(cid), f"{name} ({cid})") for cid, name in names["countries"].items()
     ]
     form.provider.choices = [SelectChoice("", "any")] + [
-        SelectChoice(p.name, p.display_name) for p in provider_accounts.all_providers()
+        SelectChoice(name, display) for name, display in names["providers"].items()
     ]
     user_id = _id_arg("user")
     page = None  # nothing is listed for a filter with errors
