@@ -106,7 +106,7 @@ def index():
     if top not in period_keys:
         top = "30d"
     data = stats.overview()
-    balances = _console_balances()
+    balances = stats.console_balances()
     standings = provider_admin.standings(balances)
     names = _names()
     return render_template(
@@ -629,18 +629,12 @@ def _provider_form() -> ProviderForm:
     return form
 
 
-def _console_balances():
-    """The balance readings a console page shows, one read for its banner and its cards
-    (enabled providers refreshed when older than a minute; the others as last read)."""
-    return stats.stored_provider_balances() | stats.enabled_provider_balances()
-
-
 def _enabled_balances(standings) -> dict:
     return {s.provider.name: s.balance for s in standings if s.provider.enabled}
 
 
 def _render_providers(form: ProviderForm, status: int = 200):
-    balances = _console_balances()
+    balances = stats.console_balances()
     rows = provider_admin.console_rows(balances)
     return (
         render_template(

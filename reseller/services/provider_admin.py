@@ -6,6 +6,7 @@ audit log (only whether one was set or changed) nor shown back in full.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -275,8 +276,8 @@ class Health:
 
     state: str
     reason: str | None = None
-    at: object = None  # when the reason was seen (datetime)
-    until: object = None  # "open": skipped until then
+    at: dt.datetime | None = None  # when the reason was seen
+    until: dt.datetime | None = None  # "open": skipped until then
 
     @property
     def problem(self) -> bool:

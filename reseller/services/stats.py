@@ -339,6 +339,13 @@ def enabled_provider_balances(max_age: int = BALANCE_MAX_AGE) -> dict[str, Balan
     }
 
 
+def console_balances(max_age: int = BALANCE_MAX_AGE) -> dict[str, BalanceReading]:
+    """Every provider's reading as a console page shows it, read once for its banner and
+    its cards: the enabled ones refreshed when older than `max_age`, the others as last
+    read."""
+    return stored_provider_balances() | enabled_provider_balances(max_age)
+
+
 def stored_provider_balances() -> dict[str, BalanceReading]:
     """Every provider's last reading; never asks a provider."""
     names = [p.name for p in provider.all_providers()]
