@@ -120,6 +120,12 @@ def test_the_operator_sees_why_a_provider_fails_and_cannot_price_below_cost_unaw
     expect(card.locator("[data-reason]")).to_contain_text(f"connection refused at 127.0.0.1:{port}")
     screenshot(page, "console-provider-failing")
 
+    # Picking a known provider fills its protocol, address and a name.
+    page.get_by_label("Known provider").select_option("5sim")
+    expect(page.get_by_label("Base URL")).to_have_value("https://5sim.net/v1")
+    expect(page.get_by_label("Protocol")).to_have_value("5sim")
+    expect(page.get_by_label("Name", exact=True)).to_have_value("5sim")
+
     # A fixed price under the cost is refused, naming the pair and the loss; ticking the box
     # saves it.
     page.goto(live("/admin/pricing"))
