@@ -117,7 +117,9 @@ def index():
         chart=money_chart(data.days, data.daily),
         standings=standings,
         threshold=settings.get("low_balance_threshold"),
-        funding=stats.funding(_enabled_balances(standings)),
+        funding=stats.funding(
+            {s.provider.name: s.balance for s in standings if s.provider.enabled}
+        ),
         customers=stats.customer_figures(),
         by_provider=stats.provider_figures(),
         risks=admin.settlement_risks(),
@@ -627,10 +629,6 @@ def _provider_form() -> ProviderForm:
         for name, (protocol, url) in PRESETS.items()
     ]
     return form
-
-
-def _enabled_balances(standings) -> dict:
-    return {s.provider.name: s.balance for s in standings if s.provider.enabled}
 
 
 def _render_providers(form: ProviderForm, status: int = 200):
