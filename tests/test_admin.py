@@ -747,3 +747,13 @@ def test_the_overview_counts_customers(client, boss, make_user, clock):
     assert "<strong>2</strong> customer accounts, 1 disabled" in section
     new_row = section.split("New sign-ups")[1].split("</tr>")[0]
     assert new_row.count('<td class="num">1</td>') == 2 and '<td class="num">2</td>' in new_row
+
+
+def test_purchases_means_a_count_of_numbers_everywhere(client, boss, two_activations):
+    import re
+
+    for url in ("/admin", "/admin/providers"):
+        shown = page(client.get(url))
+        assert ">Purchases (numbers)<" in shown, url
+        assert re.findall(r">Purchases(?! \(numbers\))", shown) == [], url
+    assert ">Charged for numbers (USD)<" in page(client.get("/admin"))
