@@ -15,8 +15,15 @@ from .worker_commands import prices_cli
 @click.argument("country")
 @click.option("--price", help="A fixed retail price, e.g. 1.50.")
 @click.option("--markup", help="A markup in percent over the upstream cost, e.g. 25.")
-def prices_set(service: str, country: str, price: str | None, markup: str | None) -> None:
-    """Set the pricing rule for SERVICE in COUNTRY (alpha-2 or id); `*` for any."""
+@click.option(
+    "--accept-loss",
+    is_flag=True,
+    help="Save a price below some pair's upstream cost (those sell at cost, without margin).",
+)
+def prices_set(
+    service: str, country: str, price: str | None, markup: str | None, accept_loss: bool
+) -> None:
+    """Set the pricing rule for SERVICE in COUNTRY (name, alpha-2 or id); `*` for any."""
     if (price is None) == (markup is None):
         raise click.UsageError("give exactly one of --price or --markup")
     try:
@@ -25,7 +32,9 @@ def prices_set(service: str, country: str, price: str | None, markup: str | None
             values = {"fixed_price": admin.parse_fixed_price(price)}
         else:
             values = {"markup_percent": admin.parse_markup(markup)}
-        admin.set_rule(scope, **values, actor=None)
+        admin.set_rule(scope, **values, accept_loss=accept_loss, actor=None)
+    except admin.BelowCost as exc:
+        raise click.ClickException(f"{exc} Give --accept-loss to save it anyway.") from None
     except admin.AdminError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"rule {scope.label} set")
@@ -83,7 +92,7 @@ def stats_command(top: int) -> None:
         ("expired", lambda f: f.outcomes["expired"]),
         ("failed", lambda f: f.outcomes["failed"]),
         ("success rate", _rate),
-        ("purchases", lambda f: format_amount(f.purchases)),
+        ("charged", lambda f: format_amount(f.charged)),
         ("refunds", lambda f: format_amount(f.refunds)),
         ("revenue", lambda f: format_amount(f.revenue)),
         ("upstream cost", lambda f: format_cost(f.cost)),

@@ -110,6 +110,12 @@ def users_enable(email: str) -> None:
     _set_active(email, True)
 
 
+@users_cli.command("fill-key-tails")
+def users_fill_key_tails() -> None:
+    """Keep the last characters of keys issued before they were kept (console key search)."""
+    click.echo(f"{accounts.fill_key_tails()} key tail(s) filled")
+
+
 @ledger_cli.command("verify")
 def ledger_verify() -> None:
     """Check that balances, ledger rows and activations agree; non-zero exit on problems."""

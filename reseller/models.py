@@ -44,6 +44,9 @@ class User(UserMixin, db.Model):
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # The key itself, encrypted (Fernet) under another key derived from SECRET_KEY.
     api_key_encrypted: Mapped[str] = mapped_column(Text)
+    # Its last characters in clear (what "…abcd" shows), so support can find the account a
+    # customer names by the end of a key; NULL for keys issued before it was kept.
+    api_key_tail: Mapped[str | None] = mapped_column(String(8), index=True)
     balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")

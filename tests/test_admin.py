@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from reseller.extensions import db
 from reseller.models import AuditLog, LedgerEntry, PricingRule, Service, User
 from reseller.money import parse_amount
+from reseller.money import to_units as units
 from reseller.services import accounts, settings
 from reseller.services.provider import raw_upstream
 from reseller.upstream import errors as up
@@ -237,6 +238,78 @@ def test_activation_filters(client, boss, customer, two_activations):
         assert listed == expected, query
 
 
+def test_activation_filters_are_choices_with_names(client, boss, customer, two_activations):
+    from reseller.models import Activation
+
+    shown = page(client.get("/admin/activations"))
+    assert '<select id="service" name="service">' in shown
+    assert '<option value="tg">Telegram (tg)</option>' in shown
+    assert '<option value="187">USA (187)</option>' in shown
+    assert '<option value="sandbox">Sandbox</option>' in shown
+    assert '<option value="code_received">Code received</option>' in shown
+    # The list names services and countries and says statuses in words.
+    row = shown.split('href="/admin/activations/1"')[1].split("</tr>")[0]
+    assert "<td>Telegram</td><td>USA</td>" in row and ">Code received</span>" in row
+
+    # By phone: any digits of the number, typed as people type them.
+    phone = db.session.get(Activation, 2).phone
+    spaced = f"+{phone[:3]} {phone[3:6]}-{phone[6:]}"
+    assert _ids_listed(page(client.get("/admin/activations", query_string={"phone": spaced}))) == {
+        2
+    }
+    assert _ids_listed(page(client.get(f"/admin/activations?phone={phone[-4:]}"))) >= {2}
+    assert _ids_listed(page(client.get("/admin/activations?phone=000000000000"))) == set()
+
+
+def test_customers_found_by_phone_and_by_the_end_of_their_api_key(
+    client, boss, customer, two_activations, make_user
+):
+    from reseller.models import Activation
+
+    other = make_user(email="other@example.com")
+    key = api_key_of(customer)
+    for ending in (key[-4:], key[-9:], key[-12:]):
+        found = page(client.get("/admin/customers", query_string={"key": ending}))
+        assert "1 account found" in found and "customer@example.com" in found, ending
+    whole = client.get("/admin/customers", query_string={"key": key})
+    assert whole.status_code == 400 and "last 4 to 12 characters only" in page(whole)
+    assert key not in page(whole)  # never shown back whole
+    assert "other@example.com" not in page(client.get(f"/admin/customers?key={key[-4:]}"))
+    assert "0 accounts found" in page(client.get(f"/admin/customers?key=x{key[-6:]}"))
+    short = client.get(f"/admin/customers?key={key[-3:]}")
+    assert short.status_code == 400 and "at least 4 characters" in page(short)
+
+    phone = db.session.get(Activation, 1).phone
+    found = page(client.get(f"/admin/customers?phone={phone}"))
+    assert "customer@example.com" in found and other.email not in found
+
+
+def test_key_tails_of_older_keys_are_filled_by_a_command(client, boss, customer, runner):
+    key = api_key_of(customer)
+    fresh(customer).api_key_tail = None
+    db.session.commit()
+    assert "0 accounts found" in page(client.get(f"/admin/customers?key={key[-6:]}"))
+    result = runner.invoke(args=["users", "fill-key-tails"])
+    assert result.exit_code == 0 and "key tail(s) filled" in result.output
+    assert "1 account found" in page(client.get(f"/admin/customers?key={key[-6:]}"))
+
+
+def test_a_customer_page_shows_names_and_payments(client, boss, customer, two_activations):
+    from reseller.services import payments
+
+    urls = payments.Urls("http://x/callback", "http://x/topup", "http://x/")
+    payments.start_topup(fresh(customer), units("5.00"), "sandbox", urls)
+    shown = page(client.get(f"/admin/customers/{customer.id}"))
+    recent = shown.split('id="activations-heading"')[1]
+    assert "<td>Telegram</td><td>USA</td>" in recent
+    listed = shown.split('id="payments-heading"')[1].split("</section>")[0]
+    assert "Payment #1" in listed and "5.00 USD" in listed
+    # The ledger says what each row was, in words, and links what it was for.
+    ledger = shown.split('id="ledger-heading"')[1].split("</section>")[0]
+    assert "<td>Credit by an operator</td>" in ledger and "<td>Number bought</td>" in ledger
+    assert ">Activation #1</a>" in ledger
+
+
 def test_activation_date_filter_and_bad_input(client, boss, two_activations, clock):
     from reseller.clock import utcnow
 
@@ -269,7 +342,11 @@ def test_activation_detail(client, boss, two_activations):
     ):
         assert text in shown, text
     timeline = shown.split("Timeline")[1]
-    assert timeline.index("pending") < timeline.index("allocated") < timeline.index("code received")
+    assert (
+        timeline.index(">Buying<")
+        < timeline.index(">Waiting for the SMS<")
+        < timeline.index(">Code received<")
+    )
     assert client.get("/admin/activations/999").status_code == 404
 
 
@@ -328,10 +405,66 @@ def test_rule_form_errors(client, boss, stocked):
     assert db.session.execute(select(func.count(PricingRule.id))).scalar_one() == 0
 
 
+def test_a_fixed_price_below_cost_is_refused_until_the_loss_is_confirmed(client, boss, stocked):
+    data = {"service": "tg", "country": "us", "kind": "fixed", "value": "0.50"}
+    response = client.post("/admin/pricing/rules", data=data)
+    assert response.status_code == 400
+    notice = page(response).split('id="below-cost"')[1].split("</div>\n</div>")[0]
+    # The loss is named: Telegram in USA costs 1.30, the rule asks 0.50.
+    assert "under the upstream cost of 1 pair(s)" in notice and "0.80 USD" in notice
+    assert "Telegram · USA: costs 1.30" in notice
+    assert 'name="accept_loss"' in notice
+    assert db.session.execute(select(func.count(PricingRule.id))).scalar_one() == 0
+    assert audit_rows("pricing.rule_set") == []
+
+    # A price at or above the cost needs nothing; below it, the box saves it.
+    assert client.post("/admin/pricing/rules", data=data | {"accept_loss": "y"}).status_code == 302
+    rule = db.session.execute(select(PricingRule)).scalar_one()
+    assert rule.fixed_price == units("0.50")
+
+    # Editing the rule asks again.
+    response = client.post(
+        f"/admin/pricing/rules/{rule.id}", data={"kind": "fixed", "value": "0.60"}
+    )
+    assert response.status_code == 400 and 'id="below-cost"' in page(response)
+    db.session.expire_all()
+    assert db.session.get(PricingRule, rule.id).fixed_price == units("0.50")
+
+
+def test_a_service_rule_below_cost_counts_every_pair_it_governs(stocked):
+    from reseller.services import admin, pricing
+
+    found = pricing.below_cost("tg", None, fixed_price=units("0.01"))
+    assert found and all(s.service == "tg" and s.loss > 0 for s in found)
+    assert [s.loss for s in found] == sorted((s.loss for s in found), reverse=True)
+    assert pricing.below_cost("tg", None, markup_percent=0) == []
+    with pytest.raises(admin.BelowCost):
+        admin.set_rule(admin.RuleScope("tg", None), fixed_price=units("0.01"), actor=None)
+
+
+def test_rule_scopes_accept_names_as_well_as_codes(client, boss, stocked):
+    shown = page(client.get("/admin/pricing"))
+    assert '<option value="Telegram (tg)">' in shown and '<option value="USA (187)">' in shown
+    assert 'list="service-options"' in shown and 'list="country-options"' in shown
+    for service, country in (("Telegram", "usa"), ("Telegram (tg)", "USA (187)"), ("tg", "us")):
+        data = {"service": service, "country": country, "kind": "markup", "value": "10"}
+        assert client.post("/admin/pricing/rules", data=data).status_code == 302, data
+    rule = db.session.execute(select(PricingRule)).scalar_one()
+    assert (rule.service, rule.country_id) == ("tg", 187)
+    listed = page(client.get("/admin/pricing?service=Telegram&country=USA"))
+    assert "1 price." in listed
+
+
 def test_the_price_table_says_when_a_price_was_raised_to_cost(client, boss, stocked):
     client.post(
         "/admin/pricing/rules",
-        data={"service": "tg", "country": "us", "kind": "fixed", "value": "0.50"},
+        data={
+            "service": "tg",
+            "country": "us",
+            "kind": "fixed",
+            "value": "0.50",
+            "accept_loss": "y",
+        },
     )
     shown = page(client.get("/admin/pricing?service=tg&country=us"))
     row = shown.split("Price table")[1]
@@ -401,9 +534,7 @@ def test_settings_page_edits_every_setting(client, boss):
         "site_name": "Numbers & Co",
         "support_contact": "help@example.com",
         "topup_instructions": "Pay by wire.\nMention your email.",
-        "markup_percent": "45.5",
         "rent_markup_percent": "60",
-        "minimum_price": "0.25",
         "activation_lifetime": "900",
         "early_cancel_window": "60",
         "max_active_activations": "5",
@@ -422,13 +553,24 @@ def test_settings_page_edits_every_setting(client, boss):
         "terms_text": "Our terms.\nSecond paragraph.",
         "privacy_text": "Our privacy policy.",
     }
-    assert set(new) == {spec.key for spec in settings.SPECS}
-    response = client.post("/admin/settings", data=new)
+    # Every setting but the Pricing page's two.
+    assert set(new) == {spec.key for spec in settings.SPECS} - {"markup_percent", "minimum_price"}
+    form = page(client.get("/admin/settings"))
+    assert 'name="markup_percent"' not in form and 'name="minimum_price"' not in form
+    sections = [
+        part.split('">', 1)[1].split("</h2>")[0] for part in form.split('<h2 id="settings-')[1:]
+    ]
+    assert sections == ["Pricing and providers", "Activations", "Top-ups", "Site texts"]
+    texts = form.split('id="settings-texts"')[1].split("</section>")[0]
+    assert 'name="site_name"' in texts and 'name="support_contact"' in texts
+    topups = form.split('id="settings-topups"')[1].split("</section>")[0]
+    assert 'name="topup_presets"' in topups and 'name="poll_interval"' not in topups
+    response = client.post("/admin/settings", data=new | {"markup_percent": "99"})
     assert response.status_code == 302
     settings.forget()
     assert settings.get("site_name") == "Numbers & Co"
     assert settings.get("activation_lifetime") == 900
-    assert settings.get("minimum_price") == parse_amount("0.25")
+    assert settings.get("markup_percent") == 30.0  # not this page's field: left alone
     assert settings.get("default_country") == 16
     rows = audit_rows("setting.update")
     assert {r.target for r in rows} == {f"setting:{key}" for key in new}
@@ -503,30 +645,53 @@ def test_overview_shows_the_upstream_balance_asking_at_most_once_a_minute(
     assert len(calls) == 2
 
 
-def test_an_unreachable_upstream_is_shown_not_a_500(client, boss, monkeypatch):
-    _count_balance_calls(monkeypatch, error=up.UpstreamUnavailable("connection refused"))
+def banner(html: str) -> str:
+    """The provider banner's text ("" when there is none)."""
+    if 'id="provider-banner"' not in html:
+        return ""
+    return html.split('id="provider-banner"')[1].split("</div>")[0]
+
+
+def test_an_unreachable_upstream_is_shown_in_words_not_a_500(client, boss, monkeypatch):
+    _count_balance_calls(
+        monkeypatch,
+        error=up.UpstreamUnavailable("sandbox getBalance: connection refused at 127.0.0.1:5999"),
+    )
     response = client.get("/admin")
     assert response.status_code == 200
-    assert "unreachable" in page(response)
-    assert "Upstream unreachable" in page(client.get("/admin/settings"))
+    shown = banner(page(response))
+    # The banner names the provider, links to its card and says why in words.
+    assert 'href="/admin/providers#provider-sandbox">Sandbox</a>' in shown
+    assert "connection refused at 127.0.0.1:5999" in shown and "unreachable" in shown
+    # The card below the same banner on the Providers page tells the same story.
+    providers = page(client.get("/admin/providers"))
+    assert "connection refused at 127.0.0.1:5999" in banner(providers)
+    card = providers.split('id="provider-sandbox"')[1].split("</section>")[0]
+    assert 'data-health="unreachable"' in providers and ">unreachable</span>" in card
+    assert "connection refused at 127.0.0.1:5999" in card
+    # The other console pages carry no banner.
+    for url in ("/admin/settings", "/admin/customers", "/admin/pricing", "/admin/audit"):
+        assert banner(page(client.get(url))) == "", url
 
 
 def test_a_misbehaving_provider_is_not_a_500_either(client, boss, monkeypatch):
-    _count_balance_calls(monkeypatch, error=ValueError("garbage"))
+    _count_balance_calls(monkeypatch, error=ValueError("garbage with a secret"))
     response = client.get("/admin")
     assert response.status_code == 200
-    assert "ValueError" in page(response)
+    assert "ValueError" in page(response) and "secret" not in page(response)
 
 
-def test_low_balance_warning_on_every_admin_page(client, boss, monkeypatch):
+def test_low_balance_warning_on_the_overview_and_providers_pages(client, boss, monkeypatch):
     from decimal import Decimal
 
     _count_balance_calls(monkeypatch, answer=Decimal("4.99"))
-    for url in ("/admin", "/admin/customers", "/admin/pricing", "/admin/audit"):
-        assert "Low upstream balance" in page(client.get(url)), url
+    for url in ("/admin", "/admin/providers"):
+        shown = banner(page(client.get(url)))
+        assert "Sandbox" in shown and "4.99 USD, below the warning threshold" in shown, url
+    assert banner(page(client.get("/admin/customers"))) == ""
     settings.store("low_balance_threshold", "4.00")
     db.session.commit()
-    assert "Low upstream balance" not in page(client.get("/admin/customers"))
+    assert banner(page(client.get("/admin"))) == ""
 
 
 def test_admin_pages_need_no_script_and_no_external_assets(client, boss, two_activations):
@@ -534,6 +699,65 @@ def test_admin_pages_need_no_script_and_no_external_assets(client, boss, two_act
 
     for url in ("/admin", "/admin/customers", "/admin/activations", "/admin/pricing"):
         shown = page(client.get(url))
-        assert re.findall(r"<script\b[^>]*>", shown) == ['<script src="/static/site.js" defer>']
+        assert re.findall(r"<script\b[^>]*>", shown) == [
+            '<script src="/static/site.js" defer>',
+            '<script src="/static/console.js" defer>',
+        ]
         assert not re.search(r'(src|href)="(https?:)?//', shown), url
     assert "<svg" in page(client.get("/admin")) and "<polyline" in page(client.get("/admin"))
+
+
+def test_the_overview_sets_what_wallets_hold_against_the_providers(
+    client, boss, make_user, monkeypatch
+):
+    from decimal import Decimal
+
+    _count_balance_calls(monkeypatch, answer=Decimal("30.00"))
+    make_user(balance="20.00")
+    shown = page(client.get("/admin"))
+    assert '<td class="num" id="owed"><strong>20.00</strong>' in shown
+    assert '<td class="num" id="held"><strong>30.00</strong>' in shown
+    assert 'id="funding-warning"' not in shown and "covers the wallets" in shown
+
+    make_user(balance="15.50")  # wallets now 35.50 against 30.00 held
+    shown = page(client.get("/admin"))
+    warning = shown.split('id="funding-warning"')[1].split("</p>")[0]
+    assert "wallets exceed what the providers hold" in warning and "5.50 USD" in warning
+
+
+def test_provider_balances_are_converted_at_their_rate(client, boss, monkeypatch):
+    from decimal import Decimal
+
+    from reseller.services import provider_admin
+    from reseller.services.provider import ensure_default
+
+    ensure_default()
+    provider_admin.update(provider_admin.get("sandbox"), currency="RUB", rate="0.01")
+    _count_balance_calls(monkeypatch, answer=Decimal("2500"))
+    shown = page(client.get("/admin"))
+    row = shown.split('data-provider="sandbox"')[1].split("</tr>")[0]
+    assert "2500 RUB" in row and "25.00" in row and "1 RUB = 0.01" in row
+    assert '<td class="num" id="held"><strong>25.00</strong>' in shown
+
+
+def test_the_overview_counts_customers(client, boss, make_user, clock):
+    old = make_user(email="old@example.com")
+    clock.travel(10 * 86400)
+    make_user(email="new@example.com")
+    fresh(old).active = False
+    db.session.commit()
+    shown = page(client.get("/admin"))
+    section = shown.split('id="customer-figures"')[1].split("</section>")[0]
+    assert "<strong>2</strong> customer accounts, 1 disabled" in section
+    new_row = section.split("New sign-ups")[1].split("</tr>")[0]
+    assert new_row.count('<td class="num">1</td>') == 2 and '<td class="num">2</td>' in new_row
+
+
+def test_purchases_means_a_count_of_numbers_everywhere(client, boss, two_activations):
+    import re
+
+    for url in ("/admin", "/admin/providers"):
+        shown = page(client.get(url))
+        assert ">Purchases (numbers)<" in shown, url
+        assert re.findall(r">Purchases(?! \(numbers\))", shown) == [], url
+    assert ">Charged for numbers (USD)<" in page(client.get("/admin"))

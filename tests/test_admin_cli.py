@@ -70,7 +70,9 @@ def test_prices_unset(runner, stocked):
 
 
 def test_prices_list_shows_the_rule_and_the_existing_commands_remain(runner, stocked):
-    runner.invoke(args=["prices", "set", "tg", "us", "--price", "0.50"])
+    refused = runner.invoke(args=["prices", "set", "tg", "us", "--price", "0.50"])
+    assert refused.exit_code != 0 and "below the upstream cost of 1 pair(s)" in refused.output
+    runner.invoke(args=["prices", "set", "tg", "us", "--price", "0.50", "--accept-loss"])
     result = runner.invoke(args=["prices", "list", "--service", "tg", "--country", "187"])
     assert "raised to cost" in result.output
     for command in ("sync", "list", "set", "unset"):
@@ -94,4 +96,4 @@ def test_stats_when_the_upstream_is_down(runner, app, monkeypatch):
     monkeypatch.setattr(raw_upstream(), "get_balance", down)
     result = runner.invoke(args=["stats"])
     assert result.exit_code == 0, result.output
-    assert "upstream balance: unreachable (UNAVAILABLE)" in result.output
+    assert "upstream balance: unreachable (refused)" in result.output

@@ -39,7 +39,11 @@ def _form(**changes) -> dict:
     ],
 )
 def test_console_refuses_non_finite_and_out_of_range_numbers(client, boss, stocked, key, value):
-    response = client.post("/admin/settings", data=_form(**{key: value}))
+    if key in ("markup_percent", "minimum_price"):  # the Pricing page's
+        data = {k: settings.raw_value(k) for k in ("markup_percent", "minimum_price")}
+        response = client.post("/admin/pricing/global", data=data | {key: value})
+    else:
+        response = client.post("/admin/settings", data=_form(**{key: value}))
     assert response.status_code == 400
     assert db.session.execute(select(Setting)).first() is None  # nothing stored
     settings.forget()

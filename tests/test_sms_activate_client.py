@@ -636,3 +636,21 @@ def test_proxy_settings_come_from_the_environment_read_once(monkeypatch, grizzly
     assert "http" not in direct._session.proxies  # NO_PROXY covers the fake
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # later changes are not re-read
     assert direct.get_balance() == Decimal(grizzly.balance)
+
+
+def test_a_refused_connection_is_described_by_host_and_port_only():
+    import socket
+
+    import requests
+
+    from reseller.upstream.transport import describe_failure, nothing_sent
+
+    with socket.socket() as spare:  # a port nothing listens on
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    try:
+        requests.get(f"http://user:pw@127.0.0.1:{port}/stubs/handler_api.php?api_key=SECRET")
+    except requests.RequestException as exc:
+        text = describe_failure(exc)
+    assert text == f"connection refused at 127.0.0.1:{port}"
+    assert nothing_sent(text) and not nothing_sent(f"read timeout from 127.0.0.1:{port}")

@@ -130,7 +130,7 @@ def test_outcomes_money_and_rates_per_period(known):
     today, week, month = data.periods["today"], data.periods["7d"], data.periods["30d"]
 
     assert today.outcomes == {"code": 2, "cancelled": 1, "expired": 0, "failed": 0}
-    assert today.purchases == units("1.69") * 2 + units("1.89") + units("0.16")
+    assert today.charged == units("1.69") * 2 + units("1.89") + units("0.16")
     assert today.refunds == units("1.69")
     assert today.revenue == units("1.69") + units("1.89") + units("0.16")
     assert today.cost == units("1.30")  # the code without a known cost is not guessed
@@ -139,13 +139,13 @@ def test_outcomes_money_and_rates_per_period(known):
     assert today.success_rate == pytest.approx(2 / 3)
 
     assert week.outcomes == {"code": 3, "cancelled": 1, "expired": 1, "failed": 0}
-    assert week.purchases == today.purchases + units("1.89") + units("0.16")
+    assert week.charged == today.charged + units("1.89") + units("0.16")
     assert week.refunds == today.refunds + units("1.89")
     assert week.cost == units("1.30") + units("0.12")
     assert week.success_rate == pytest.approx(3 / 5)
 
     assert month.outcomes == {"code": 3, "cancelled": 1, "expired": 1, "failed": 1}
-    assert month.purchases == week.purchases + units("1.69")
+    assert month.charged == week.charged + units("1.69")
     assert month.refunds == week.refunds + units("1.69")
     assert month.revenue == week.revenue
     assert month.cost == week.cost
@@ -155,12 +155,12 @@ def test_outcomes_money_and_rates_per_period(known):
 def test_money_is_dated_by_the_ledger_and_cost_by_the_first_code(known):
     data = stats.overview(now=NOW)
     three, two = data.daily[TODAY - dt.timedelta(days=3)], data.daily[TODAY - dt.timedelta(2)]
-    assert (three.purchases, three.refunds, three.cost) == (
+    assert (three.charged, three.refunds, three.cost) == (
         units("1.89") + units("0.16"),
         units("1.89"),
         0,
     )
-    assert (two.purchases, two.cost, two.outcomes["code"]) == (0, units("0.12"), 1)
+    assert (two.charged, two.cost, two.outcomes["code"]) == (0, units("0.12"), 1)
     assert len(data.days) == 30 and data.days[-1] == TODAY
     assert sum(data.daily[d].revenue for d in data.days) == data.periods["30d"].revenue
 
@@ -215,7 +215,7 @@ def test_through_the_api_with_the_sandbox(api, clock, runner):
     week = stats.overview().periods["7d"]
     tg_price, ot_price = units("1.69"), units("0.26")  # 1.30 and 0.20 × 1.3
     assert week.outcomes == {"code": 1, "cancelled": 1, "expired": 0, "failed": 0}
-    assert (week.purchases, week.refunds) == (tg_price + ot_price, ot_price)
+    assert (week.charged, week.refunds) == (tg_price + ot_price, ot_price)
     assert week.cost == units("1.30")
     assert week.profit == tg_price - units("1.30")
     assert week.success_rate == 0.5

@@ -4,6 +4,7 @@ owns their rules; these forms only require and trim."""
 from __future__ import annotations
 
 from wtforms import (
+    BooleanField,
     DateField,
     PasswordField,
     SelectField,
@@ -17,6 +18,7 @@ from wtforms.validators import DataRequired, Length, Optional, ValidationError
 from ..forms import PageForm
 from ..models import ActivationStatus, Settlement
 from ..services import catalog, settings
+from .labels import STATUS_LABELS
 
 
 def _strip(value):
@@ -48,22 +50,30 @@ class RuleValueForm(PageForm):
         "Value",
         filters=[_strip],
         validators=[DataRequired(message="Enter a markup percentage or a price.")],
+        render_kw={"inputmode": "decimal"},
     )
-    submit = SubmitField("Save rule")
+    # Shown once a price turns out below cost: saving it then needs this box ticked.
+    accept_loss = BooleanField("Save anyway: these pairs sell at their cost, without a margin")
+    submit = SubmitField("Save rule", id="save-rule")
 
 
 class RuleForm(RuleValueForm):
+    # Ids of their own: the Pricing page also has the price table's service/country filter.
     service = StringField(
         "Service",
+        id="rule-service",
         filters=[_strip],
-        validators=[Length(max=40)],
-        description="A service code, or * (empty) for every service.",
+        validators=[Length(max=160)],
+        description="A service name or code, or * (empty) for every service.",
+        render_kw={"list": "service-options", "autocomplete": "off"},
     )
     country = StringField(
         "Country",
+        id="rule-country",
         filters=[_strip],
-        validators=[Length(max=10)],
-        description="An alpha-2 code or numeric id, or * (empty) for every country.",
+        validators=[Length(max=160)],
+        description="A country name, alpha-2 code or numeric id, or * (empty) for every country.",
+        render_kw={"list": "country-options", "autocomplete": "off"},
     )
 
 
@@ -97,30 +107,57 @@ class _SearchForm(PageForm):
     country_id: int | None = None
 
     def validate_country(self, field):
-        """Accept `us`, `GB`, `187`; the id is left in `country_id`."""
+        """Accept `us`, `GB`, `187`, `USA`, `USA (187)`; the id is left in `country_id`."""
         self.country_id = None
         if field.data:
-            try:
-                self.country_id = catalog.parse_country(field.data)
-            except catalog.UnknownCountry:
-                raise ValidationError("Unknown country: use an alpha-2 code or an id.") from None
+            found = catalog.find_country(field.data)
+            if found is None:
+                raise ValidationError("Unknown country: use a name, an alpha-2 code or an id.")
+            self.country_id = found.id
 
 
 class CustomerSearchForm(_SearchForm):
     q = StringField("Email contains", filters=[_strip], validators=[Length(max=254)])
+    phone = StringField(
+        "Bought the number",
+        filters=[_strip],
+        validators=[Length(max=40)],
+        render_kw={"inputmode": "tel", "placeholder": "digits of the phone number"},
+    )
+    # At most 12: a whole key would land in the address bar, the history and access logs.
+    key = StringField(
+        "API key ends with",
+        filters=[_strip],
+        validators=[
+            Length(
+                max=12,
+                message="Give the last 4 to 12 characters only: a whole key does not "
+                "belong in an address.",
+            )
+        ],
+        render_kw={"autocomplete": "off", "placeholder": "last 4 to 12 characters"},
+    )
 
 
 class ActivationFilterForm(_SearchForm):
+    """The service, country and provider choices are filled by the view, with names."""
+
     status = SelectField(
         "Status",
         choices=[SelectChoice("", "any")]
-        + [SelectChoice(s.value, s.value.replace("_", " ")) for s in ActivationStatus],
+        + [SelectChoice(s.value, STATUS_LABELS[s]) for s in ActivationStatus],
         validators=[Optional()],
     )
-    service = StringField("Service", filters=[_strip], validators=[Length(max=40)])
-    country = StringField("Country", filters=[_strip], validators=[Length(max=10)])
+    service = SelectField("Service", choices=[], validators=[Optional()])
+    country = SelectField("Country", choices=[], validators=[Optional()])
+    provider = SelectField("Provider", choices=[], validators=[Optional()])
+    phone = StringField(
+        "Phone number",
+        filters=[_strip],
+        validators=[Length(max=40)],
+        render_kw={"inputmode": "tel", "placeholder": "digits"},
+    )
     email = StringField("Customer email", filters=[_strip], validators=[Length(max=254)])
-    provider = StringField("Provider", filters=[_strip], validators=[Length(max=20)])
     created_from = DateField("From", validators=[Optional()])
     created_to = DateField("To", validators=[Optional()])
     settlement = SelectField(
@@ -146,8 +183,28 @@ class AuditFilterForm(_SearchForm):
 
 
 class PriceFilterForm(_SearchForm):
-    service = StringField("Service", filters=[_strip], validators=[Length(max=40)])
-    country = StringField("Country", filters=[_strip], validators=[Length(max=10)])
+    service = StringField(
+        "Service",
+        filters=[_strip],
+        validators=[Length(max=160)],
+        render_kw={"list": "service-options", "autocomplete": "off"},
+    )
+    country = StringField(
+        "Country",
+        filters=[_strip],
+        validators=[Length(max=160)],
+        render_kw={"list": "country-options", "autocomplete": "off"},
+    )
+    service_code: str | None = None
+
+    def validate_service(self, field):
+        """Accept `tg`, `Telegram`, `Telegram (tg)`; the code is left in `service_code`."""
+        self.service_code = None
+        if field.data:
+            found = catalog.find_service(field.data)
+            if found is None:
+                raise ValidationError("Unknown service: use a name or a code.")
+            self.service_code = found.code
 
 
 class ProviderEditForm(PageForm):
@@ -167,14 +224,19 @@ class ProviderEditForm(PageForm):
         description="Leave empty to keep the stored key.",
     )
     priority = StringField(
-        "Priority", filters=[_strip], default="10", description="Lower is tried first."
+        "Priority",
+        filters=[_strip],
+        default="10",
+        description="Lower is tried first.",
+        render_kw={"inputmode": "numeric"},
     )
-    currency = StringField("Currency", filters=[_strip], default="USD")
+    currency = StringField("Provider's currency", filters=[_strip], default="USD")
     rate = StringField(
         "Rate",
         filters=[_strip],
         default="1",
-        description="Our money per one unit of the provider's currency.",
+        description="1 unit of the provider's currency = this many of ours.",
+        render_kw={"inputmode": "decimal"},
     )
     notes = TextAreaField("Notes", filters=[_strip], validators=[Length(max=2000)])
     submit = SubmitField("Save provider")
@@ -187,5 +249,7 @@ class ProviderForm(ProviderEditForm):
         validators=[DataRequired(message="A name is required."), Length(max=20)],
         description="A slug: lower-case letters, digits, dashes. Activations keep it.",
     )
+    # Filled by the view from the known providers; "" is "another provider".
+    preset = SelectField("Known provider", choices=[], validators=[Optional()])
     protocol = SelectField("Protocol", choices=[])
     submit = SubmitField("Add provider")

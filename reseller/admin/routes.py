@@ -22,6 +22,7 @@ from ..models import (
 from ..money import format_amount, format_cost
 from ..pagination import page_number
 from ..services import admin, catalog, payments, pricing, provider_admin, settings, stats, webhooks
+from ..services import provider as provider_accounts
 from ..upstream.registry import PRESETS, PROTOCOLS
 from . import bp
 from .chart import money_chart
@@ -37,6 +38,7 @@ from .forms import (
     RuleValueForm,
     settings_form_class,
 )
+from .labels import LEDGER_LABELS, STATUS_LABELS
 
 PER_PAGE = 50
 PRICE_ROWS_PER_PAGE = 100
@@ -63,13 +65,13 @@ def admin_required(view):
 
 @bp.context_processor
 def inject_console():
-    # `provider_balances` is a callable, so that only the pages that show it ask for it.
     return {
-        "provider_balances": stats.enabled_provider_balances,
         "periods": stats.PERIODS,
         "money": format_amount,
         "cost": format_cost,
         "setting": settings.get,
+        "status_labels": STATUS_LABELS,
+        "ledger_labels": LEDGER_LABELS,
     }
 
 
@@ -77,6 +79,16 @@ def _id_arg(name: str) -> int | None:
     """An id from the query string; None when absent or no id of ours (out of range)."""
     value = request.args.get(name, type=int)
     return value if value is not None and 0 < value <= 2**31 - 1 else None
+
+
+def _names() -> dict:
+    """{"services": {code: name}, "countries": {id: name}, "providers": {name: display
+    name}}: every name the catalogue and the provider list know."""
+    return {
+        "services": {s.code: s.name for s in admin.services()},
+        "countries": {c.id: c.name for c in admin.countries()},
+        "providers": {p.name: p.display_name for p in provider_accounts.all_providers()},
+    }
 
 
 def _back_to_customer(user: User):
@@ -94,17 +106,21 @@ def index():
     if top not in period_keys:
         top = "30d"
     data = stats.overview()
-    names = {
-        "services": {s.code: s.name for s in admin.services()},
-        "countries": {c.id: c.name for c in admin.countries()},
-    }
+    balances = stats.console_balances()
+    standings = provider_admin.standings(balances)
+    names = _names()
     return render_template(
         "admin/overview.html",
         data=data,
         top=top,
         names=names,
         chart=money_chart(data.days, data.daily),
-        readings=stats.enabled_provider_balances(),
+        standings=standings,
+        threshold=settings.get("low_balance_threshold"),
+        funding=stats.funding(
+            {s.provider.name: s.balance for s in standings if s.provider.enabled}
+        ),
+        customers=stats.customer_figures(),
         by_provider=stats.provider_figures(),
         risks=admin.settlement_risks(),
         topups=payments.totals(),
@@ -119,11 +135,22 @@ def index():
 @admin_required
 def customers():
     form = CustomerSearchForm(formdata=request.args)
-    search = form.q.data if form.validate() else None
-    page = db.paginate(
-        admin.customers_query(search), page=page_number(), per_page=PER_PAGE, error_out=False
-    )
-    return render_template("admin/customers.html", form=form, page=page, search=search)
+    page, status = None, 200  # nothing is listed for a search with errors
+    if not form.validate():
+        status = 400
+        form.key.data = ""  # not echoed back: it may be a whole key
+    else:
+        try:
+            query = admin.customers_query(
+                form.q.data, phone=form.phone.data, key_ending=form.key.data
+            )
+        except admin.AdminError as exc:
+            form.key.errors.append(str(exc))
+            status = 400
+        else:
+            page = db.paginate(query, page=page_number(), per_page=PER_PAGE, error_out=False)
+    args = {k: v for k, v in request.args.items() if k != "page" and v}
+    return render_template("admin/customers.html", form=form, page=page, args=args), status
 
 
 def _render_customer(user: User, credit_form: CreditForm, status: int = 200):
@@ -139,6 +166,9 @@ def _render_customer(user: User, credit_form: CreditForm, status: int = 200):
             action_form=PostForm(),
             ledger=ledger,
             activations=admin.recent_activations(user.id),
+            names=_names(),
+            payments=db.session.execute(payments.history_query(user.id).limit(20)).scalars().all(),
+            gateway_label=payments.gateway_label,
             webhook=webhook,
             webhook_failures=webhooks.recent_failures(webhook.id) if webhook else [],
             webhook_queued=webhooks.queued_count(webhook.id) if webhook else 0,
@@ -220,10 +250,33 @@ def customer_regenerate_key(user_id: int):
 # --- activations --------------------------------------------------------------------------
 
 
+def _with_catalogue_codes(args):
+    """The query string with a service or country given by name or alpha-2 code (a link,
+    a bookmark) put as the code or id the filter's choices use."""
+    args = args.copy()
+    service = catalog.find_service(args.get("service"))
+    if service is not None:
+        args["service"] = service.code
+    country = catalog.find_country(args.get("country"))
+    if country is not None:
+        args["country"] = str(country.id)
+    return args
+
+
 @bp.get("/activations")
 @admin_required
 def activations():
-    form = ActivationFilterForm(formdata=request.args)
+    form = ActivationFilterForm(formdata=_with_catalogue_codes(request.args))
+    names = _names()
+    form.service.choices = [SelectChoice("", "any")] + [
+        SelectChoice(code, f"{name} ({code})") for code, name in names["services"].items()
+    ]
+    form.country.choices = [SelectChoice("", "any")] + [
+        SelectChoice(str(cid), f"{name} ({cid})") for cid, name in names["countries"].items()
+    ]
+    form.provider.choices = [SelectChoice("", "any")] + [
+        SelectChoice(name, display) for name, display in names["providers"].items()
+    ]
     user_id = _id_arg("user")
     page = None  # nothing is listed for a filter with errors
     if form.validate():
@@ -237,6 +290,7 @@ def activations():
             user_id=user_id,
             settlement=form.settlement.data or None,
             provider=form.provider.data or None,
+            phone=form.phone.data or None,
         )
         page = db.paginate(
             admin.activations_query(query_filter),
@@ -252,6 +306,7 @@ def activations():
         args=args,
         filtered_user=db.session.get(User, user_id) if user_id else None,
         risks=admin.settlement_risks(),
+        names=names,
     )
 
 
@@ -265,6 +320,7 @@ def activation(activation_id: int):
         ledger=admin.activation_ledger(item.id),
         service=catalog.service(item.service),
         country=catalog.country(item.country_id),
+        seller=provider_accounts.by_name(item.upstream_name),
     )
 
 
@@ -280,12 +336,12 @@ def _global_pricing_form(*, submitted: bool = False):
     )
 
 
-def _render_pricing(global_form=None, rule_form=None, status: int = 200):
+def _render_pricing(global_form=None, rule_form=None, status: int = 200, shortfalls=None):
     filter_form = PriceFilterForm(formdata=request.args)
     quotes = []  # nothing is listed for a filter with errors
     if filter_form.validate():
         quotes = pricing.price_table(
-            filter_form.service.data or None, filter_form.country_id, only_buyable=False
+            filter_form.service_code, filter_form.country_id, only_buyable=False
         )
     page = page_number()
     pages = max(1, -(-len(quotes) // PRICE_ROWS_PER_PAGE))
@@ -298,6 +354,7 @@ def _render_pricing(global_form=None, rule_form=None, status: int = 200):
             "admin/pricing.html",
             global_form=global_form or _global_pricing_form(),
             rule_form=rule_form or RuleForm(formdata=None),
+            shortfalls=shortfalls,
             action_form=PostForm(),
             filter_form=filter_form,
             rules=admin.rules(),
@@ -308,6 +365,10 @@ def _render_pricing(global_form=None, rule_form=None, status: int = 200):
             args=args,
             services=services,
             countries=countries,
+            names={
+                "services": {s.code: s.name for s in services},
+                "countries": {c.id: c.name for c in countries},
+            },
             service_by_code={s.code: s for s in services},
             country_by_id={c.id: c for c in countries},
             prices_job=db.session.get(JobState, "prices"),
@@ -349,11 +410,16 @@ def _rule_values(form: RuleValueForm) -> dict:
 @admin_required
 def rule_create():
     form = RuleForm()
+    shortfalls = None
     if form.validate_on_submit():
         try:
             scope = admin.parse_scope(form.service.data, form.country.data)
             existed = admin.rule_for(scope) is not None
-            admin.set_rule(scope, **_rule_values(form), actor=current_user)
+            admin.set_rule(
+                scope, **_rule_values(form), accept_loss=form.accept_loss.data, actor=current_user
+            )
+        except admin.BelowCost as exc:
+            shortfalls = exc.shortfalls
         except admin.AdminError as exc:
             form.value.errors.append(str(exc))
         else:
@@ -363,7 +429,7 @@ def rule_create():
                 "success",
             )
             return redirect(url_for(".pricing_page"))
-    return _render_pricing(rule_form=form, status=400)
+    return _render_pricing(rule_form=form, status=400, shortfalls=shortfalls)
 
 
 @bp.route("/pricing/rules/<int:rule_id>", methods=["GET", "POST"])
@@ -380,20 +446,33 @@ def rule_edit(rule_id: int):
         if request.method == "GET"
         else None
     )
+    shortfalls = None
     if form.validate_on_submit():
         try:
             admin.set_rule(
                 admin.RuleScope(rule.service, rule.country_id),
                 **_rule_values(form),
+                accept_loss=form.accept_loss.data,
                 actor=current_user,
             )
+        except admin.BelowCost as exc:
+            shortfalls = exc.shortfalls
         except admin.AdminError as exc:
             form.value.errors.append(str(exc))
         else:
             flash("Rule saved; it applies to the next quote.", "success")
             return redirect(url_for(".pricing_page"))
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/rule.html", rule=rule, form=form, action_form=PostForm()), status
+    return render_template(
+        "admin/rule.html",
+        rule=rule,
+        form=form,
+        action_form=PostForm(),
+        shortfalls=shortfalls,
+        service=catalog.service(rule.service) if rule.service else None,
+        country=catalog.country(rule.country_id) if rule.country_id is not None else None,
+        names=_names(),
+    ), status
 
 
 @bp.post("/pricing/rules/<int:rule_id>/delete")
@@ -443,10 +522,63 @@ def pricing_refresh():
 # --- settings -----------------------------------------------------------------------------
 
 
+# The Settings page's sections (their headings are in the template); the global markup and
+# minimum price live on the Pricing page only. A setting in no section is listed under
+# "other" until it is given one.
+SETTINGS_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "pricing",
+        ("routing_policy", "serve_at_loss", "rent_markup_percent", "low_balance_threshold"),
+    ),
+    (
+        "activations",
+        (
+            "activation_lifetime",
+            "early_cancel_window",
+            "max_active_activations",
+            "poll_interval",
+            "default_country",
+        ),
+    ),
+    (
+        "topups",
+        (
+            "payment_gateways",
+            "topup_minimum",
+            "topup_maximum",
+            "topup_presets",
+            "topup_bonus_percent",
+            "topup_bonus_threshold",
+            "topup_instructions",
+        ),
+    ),
+    (
+        "texts",
+        ("site_name", "support_contact", "terms_text", "privacy_text", "show_provider_names"),
+    ),
+)
+
+
+def _settings_sections() -> list[tuple[str, list[settings.SettingSpec]]]:
+    """[(section id, its specs)] for every setting but the Pricing page's."""
+    placed = {key for _section, keys in SETTINGS_SECTIONS for key in keys}
+    sections = [
+        (section, [settings.BY_KEY[key] for key in keys if key in settings.BY_KEY])
+        for section, keys in SETTINGS_SECTIONS
+    ]
+    other = [
+        spec
+        for spec in settings.SPECS
+        if spec.key not in placed and spec.key not in GLOBAL_PRICING_KEYS
+    ]
+    return sections + ([("other", other)] if other else [])
+
+
 @bp.route("/settings", methods=["GET", "POST"])
 @admin_required
 def settings_page():
-    keys = [spec.key for spec in settings.SPECS]
+    sections = _settings_sections()
+    keys = [spec.key for _section, specs in sections for spec in specs]
     form_class = settings_form_class(keys)
     if request.method == "GET":
         form = form_class(data={key: settings.raw_value(key) for key in keys})
@@ -460,7 +592,7 @@ def settings_page():
         for key, message in errors.items():
             form[key].errors.append(message)
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/settings.html", form=form, specs=settings.SPECS), status
+    return render_template("admin/settings.html", form=form, sections=sections), status
 
 
 # --- audit log ----------------------------------------------------------------------------
@@ -498,17 +630,24 @@ def _money(units: int) -> str:
 def _provider_form() -> ProviderForm:
     form = ProviderForm()
     form.protocol.choices = [SelectChoice(p, p) for p in PROTOCOLS]
+    form.preset.choices = [SelectChoice("", "Another provider")] + [
+        SelectChoice(name, name, render_kw={"data-protocol": protocol, "data-url": url})
+        for name, (protocol, url) in PRESETS.items()
+    ]
     return form
 
 
 def _render_providers(form: ProviderForm, status: int = 200):
+    balances = stats.console_balances()
+    rows = provider_admin.console_rows(balances)
     return (
         render_template(
             "admin/providers.html",
-            rows=provider_admin.console_rows(),
+            rows=rows,
+            standings=[provider_admin.Standing(r.provider, r.balance, r.health) for r in rows],
+            threshold=settings.get("low_balance_threshold"),
             form=form,
             action_form=PostForm(),
-            presets=PRESETS,
             policy=settings.get("routing_policy"),
         ),
         status,
@@ -526,11 +665,14 @@ def providers_page():
 def provider_add():
     form = _provider_form()
     if form.validate_on_submit():
+        protocol, url = form.protocol.data, form.url.data
+        if form.preset.data in PRESETS and not url:  # without JavaScript nothing filled it
+            protocol, url = PRESETS[form.preset.data]
         try:
             added = provider_admin.add(
                 form.name.data,
-                form.protocol.data,
-                form.url.data,
+                protocol,
+                url,
                 form.api_key.data,
                 priority=form.priority.data or 10,
                 display_name=form.display_name.data,

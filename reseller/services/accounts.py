@@ -25,6 +25,7 @@ from ..models import User, utcnow
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 256
 API_KEY_BYTES = 32
+API_KEY_TAIL = 4  # characters of a key kept in clear (User.api_key_tail)
 
 
 class AccountError(ValueError):
@@ -62,6 +63,7 @@ def new_api_key() -> str:
 def _store_api_key(user: User, key: str) -> None:
     user.api_key_hash = api_key_digest(key)
     user.api_key_encrypted = seal(key)
+    user.api_key_tail = key[-API_KEY_TAIL:]
 
 
 def seal(text: str) -> str:
@@ -80,6 +82,54 @@ def unseal(token: str) -> str | None:
 def reveal_api_key(user: User) -> str | None:
     """The user's API key in clear, or None when it cannot be decrypted (SECRET_KEY changed)."""
     return unseal(user.api_key_encrypted)
+
+
+class KeySearchTooShort(AccountError):
+    pass
+
+
+def users_with_key_ending(text: str) -> list[int]:
+    """The ids of the accounts whose API key ends with `text` (at least API_KEY_TAIL
+    characters): the stored tail narrows the search, each candidate's key is then
+    compared. Raises KeySearchTooShort for a shorter text."""
+    text = (text or "").strip()
+    if len(text) < API_KEY_TAIL:
+        raise KeySearchTooShort(f"Give at least {API_KEY_TAIL} characters of the key.")
+    candidates = db.session.execute(
+        select(User.id, User.api_key_encrypted).where(User.api_key_tail == text[-API_KEY_TAIL:])
+    ).all()
+    return [
+        user_id
+        for user_id, sealed in candidates
+        if len(text) == API_KEY_TAIL or (unseal(sealed) or "").endswith(text)
+    ]
+
+
+def fill_key_tails(batch: int = 500) -> int:
+    """Store the tail of every key issued before tails were kept (decrypting it). Commits
+    per batch; returns how many were filled. Keys that cannot be decrypted are left."""
+    filled = 0
+    last_id = 0
+    while True:
+        rows = (
+            db.session.execute(
+                select(User)
+                .where(User.api_key_tail.is_(None), User.id > last_id)
+                .order_by(User.id)
+                .limit(batch)
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            return filled
+        for user in rows:
+            last_id = user.id
+            key = reveal_api_key(user)
+            if key:
+                user.api_key_tail = key[-API_KEY_TAIL:]
+                filled += 1
+        db.session.commit()
 
 
 def regenerate_api_key(user: User) -> str:

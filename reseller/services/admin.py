@@ -28,7 +28,7 @@ from ..models import (
     utcnow,
 )
 from ..money import BadAmount, format_amount, parse_amount
-from . import accounts, catalog, settings, wallet, worker
+from . import accounts, catalog, pricing, settings, wallet, worker
 
 
 class AdminError(ValueError):
@@ -161,21 +161,24 @@ class RuleScope:
 
 
 def parse_scope(service_text: str | None, country_text: str | None) -> RuleScope:
-    """A rule's scope from a service code and a country (alpha-2 or numeric id); `*` or an
-    empty value means any. Raises AdminError for unknown ones or an empty scope."""
+    """A rule's scope from a service (code, name, or "Name (code)") and a country (id,
+    alpha-2 code, name, or "Name (id)"); `*` or an empty value means any. Raises
+    AdminError for unknown ones or an empty scope."""
     service_text = (service_text or "").strip()
     country_text = (country_text or "").strip()
-    service = None if service_text in ("", ANY) else service_text
-    country_id = None
-    if service is not None and catalog.service(service) is None:
-        raise AdminError(f"Unknown service {service!r} (refresh the catalog from the upstream?).")
+    service, country_id = None, None
+    if service_text not in ("", ANY):
+        found = catalog.find_service(service_text)
+        if found is None:
+            raise AdminError(
+                f"Unknown service {service_text[:60]!r} (refresh the catalog from the upstream?)."
+            )
+        service = found.code
     if country_text not in ("", ANY):
-        try:
-            country_id = catalog.parse_country(country_text)
-        except catalog.UnknownCountry:
-            raise AdminError(f"Unknown country {country_text!r}.") from None
-        if catalog.country(country_id) is None:
-            raise AdminError(f"Unknown country {country_text!r}.")
+        country = catalog.find_country(country_text)
+        if country is None:
+            raise AdminError(f"Unknown country {country_text[:60]!r}.")
+        country_id = country.id
     if service is None and country_id is None:
         raise AdminError("A rule needs a service, a country or both; use the global markup.")
     return RuleScope(service, country_id)
@@ -233,20 +236,45 @@ def rule_for(scope: RuleScope) -> PricingRule | None:
     ).scalar_one_or_none()
 
 
+class BelowCost(AdminError):
+    """A rule that would price pairs below their upstream cost, not confirmed."""
+
+    def __init__(self, shortfalls: list[pricing.Shortfall]):
+        self.shortfalls = shortfalls
+        worst = shortfalls[0]
+        super().__init__(
+            f"This price is below the upstream cost of {len(shortfalls)} pair(s), by up to "
+            f"{format_amount(worst.loss)} per number ({worst.service} in country "
+            f"{worst.country_id} costs {format_amount(worst.cost)})."
+        )
+
+
 def set_rule(
     scope: RuleScope,
     *,
     fixed_price: int | None = None,
     markup_percent: Decimal | None = None,
+    accept_loss: bool = False,
     actor: User | None,
 ) -> PricingRule:
     """Create or replace the rule for this scope (exactly one of fixed price or markup);
     commits with its audit row. Takes effect on the next quote.
 
-    Raises AdminError without exactly one of the two, or when a concurrent change won.
+    Raises AdminError without exactly one of the two, or when a concurrent change won;
+    BelowCost when it prices a cached pair below its upstream cost and `accept_loss` is
+    not given (such pairs then sell at their cost, without a margin).
     """
     if (fixed_price is None) == (markup_percent is None):
         raise AdminError("Give either a fixed price or a markup.")
+    if not accept_loss:
+        shortfalls = pricing.below_cost(
+            scope.service,
+            scope.country_id,
+            fixed_price=fixed_price,
+            markup_percent=markup_percent,
+        )
+        if shortfalls:
+            raise BelowCost(shortfalls)
     rule = rule_for(scope)
     before = _rule_state(rule)
     if rule is None:
@@ -374,12 +402,33 @@ def countries() -> list[Country]:
     return list(db.session.execute(select(Country).order_by(Country.name)).scalars())
 
 
-def customers_query(search: str | None = None) -> Select:
-    """Accounts, newest first, optionally those whose email contains `search`."""
+def phone_digits(text: str | None) -> str:
+    """The digits of a phone number as typed (`+1 555-123`), for searching."""
+    return "".join(ch for ch in (text or "") if ch.isascii() and ch.isdigit())
+
+
+def customers_query(
+    search: str | None = None, *, phone: str | None = None, key_ending: str | None = None
+) -> Select:
+    """Accounts, newest first: optionally those whose email contains `search`, who bought
+    a number containing the digits of `phone`, and whose API key is or ends with
+    `key_ending`. Raises AdminError for a key ending too short to search by."""
     stmt = select(User).order_by(User.id.desc())
     text = (search or "").strip().lower()
     if text:
         stmt = stmt.where(User.email.contains(text, autoescape=True))
+    digits = phone_digits(phone)
+    if digits:
+        stmt = stmt.where(
+            User.id.in_(
+                select(Activation.user_id).where(Activation.phone.contains(digits, autoescape=True))
+            )
+        )
+    if key_ending:
+        try:
+            stmt = stmt.where(User.id.in_(accounts.users_with_key_ending(key_ending)))
+        except accounts.KeySearchTooShort as exc:
+            raise AdminError(str(exc)) from None
     return stmt
 
 
@@ -426,6 +475,7 @@ class ActivationFilter:
     user_id: int | None = None
     settlement: str | None = None
     provider: str | None = None  # the provider that sold it
+    phone: str | None = None  # digits the number contains
 
 
 def activations_query(f: ActivationFilter) -> Select:
@@ -443,6 +493,8 @@ def activations_query(f: ActivationFilter) -> Select:
         stmt = stmt.where(Activation.settlement == f.settlement)
     if f.provider:
         stmt = stmt.where(Activation.upstream_name == f.provider.lower())
+    if phone_digits(f.phone):
+        stmt = stmt.where(Activation.phone.contains(phone_digits(f.phone), autoescape=True))
     if f.email:
         stmt = stmt.join(User, User.id == Activation.user_id).where(
             User.email.contains(accounts.normalise_email(f.email), autoescape=True)

@@ -7,9 +7,10 @@ ours (`reseller.countries`, re-exported here).
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from ..countries import (  # noqa: F401 - callers use them as catalog.parse_country etc.
     ID_TO_ISO,
@@ -31,6 +32,53 @@ def service(code: str) -> Service | None:
 
 def country(country_id: int) -> Country | None:
     return db.session.get(Country, country_id)
+
+
+# "Telegram (tg)", "USA (187)": how the console suggests a service or a country.
+_NAMED_CODE = re.compile(r"^(?P<name>.*?)\s*\((?P<code>[^()]+)\)$")
+
+
+def find_service(text: str | None) -> Service | None:
+    """A service by its code, its name (any case) or "Name (code)"; None when unknown."""
+    text = (text or "").strip()
+    if not text or len(text) > 160:
+        return None
+    named = _NAMED_CODE.match(text)
+    if named and (found := service(named["code"].strip())) is not None:
+        return found
+    found = service(text) or service(text.lower())
+    if found is not None:
+        return found
+    return (
+        db.session.execute(
+            select(Service).where(func.lower(Service.name) == text.lower()).order_by(Service.code)
+        )
+        .scalars()
+        .first()
+    )
+
+
+def find_country(text: str | None) -> Country | None:
+    """A country by its id, alpha-2 code, name (any case) or "Name (id)"; None when
+    unknown."""
+    text = (text or "").strip()
+    if not text or len(text) > 160:
+        return None
+    named = _NAMED_CODE.match(text)
+    for candidate in ([named["code"].strip()] if named else []) + [text]:
+        try:
+            found = country(parse_country(candidate))
+        except UnknownCountry:
+            continue
+        if found is not None:
+            return found
+    return (
+        db.session.execute(
+            select(Country).where(func.lower(Country.name) == text.lower()).order_by(Country.id)
+        )
+        .scalars()
+        .first()
+    )
 
 
 def enabled_services() -> list[Service]:
@@ -164,7 +212,7 @@ def refresh_all() -> dict[str, dict]:
         except UpstreamError as exc:
             db.session.rollback()
             results[name] = {"error": exc.token}
-            _store_reading(name, {"error": exc.token})
+            _store_reading(name, {"error": provider_accounts.failure_reason(exc)})
             db.session.commit()
     rebuild_offers()
     return results

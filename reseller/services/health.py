@@ -52,8 +52,10 @@ def upstream_status() -> dict:
 
 
 def providers_status() -> dict:
-    """{name: {"enabled", "breaker", "reachable", "balance", "checked_at", "age_seconds"}}
-    for every provider, from the shared readings and breaker state (no provider is asked)."""
+    """{name: {"enabled", "breaker", "reachable", "balance", "checked_at", "age_seconds"[,
+    "error"]}} for every provider, from the shared readings and breaker state (no provider
+    is asked). "error" is why its calls or its balance last failed, in words, while they
+    fail."""
     from . import provider, routing
     from .stats import stored_provider_balances
 
@@ -74,6 +76,9 @@ def providers_status() -> dict:
             if reading.checked_at
             else None,
         }
+        error = (row.last_error if row.failures else None) or reading.error
+        if error and (row.failures or not reading.reachable):
+            report[row.name]["error"] = error
     return report
 
 

@@ -47,11 +47,22 @@ def _apply_markup(cost: int, percent) -> int:
 def retail_price(
     cost: int, service: str, country_id: int, rules=None, *, rent: bool = False
 ) -> tuple[int, str]:
-    """(retail price, rule description) for an upstream cost.
+    """(retail price, rule description) for an upstream cost, never below it.
 
     `rent`: the price of a rented number's period. Markup rules apply as to activations; a
     fixed-price rule (an activation's price) does not, and the rent markup
     (`rent_markup_percent`) stands in for the global one."""
+    price, label = _asked_price(cost, service, country_id, rules, rent=rent)
+    if price < cost:
+        price, label = cost, label + " (raised to cost)"
+    return round_up_to_cent(price), label
+
+
+def _asked_price(
+    cost: int, service: str, country_id: int, rules=None, *, rent: bool = False
+) -> tuple[int, str]:
+    """(price, rule description) as the rules and the minimum price ask, before the price
+    is raised to the cost."""
     rules = _rules() if rules is None else rules
     rule = None
     label = "rent markup" if rent else "global markup"
@@ -74,9 +85,57 @@ def retail_price(
     minimum = settings.get("minimum_price")
     if price < minimum:
         price, label = minimum, label + " (minimum price)"
-    if price < cost:
-        price, label = cost, label + " (raised to cost)"
-    return round_up_to_cent(price), label
+    return price, label
+
+
+_SCOPE_LABELS = {
+    (True, True): "service+country rule",
+    (True, False): "service rule",
+    (False, True): "country rule",
+}
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A (service, country) a rule would price below its upstream cost."""
+
+    service: str
+    country_id: int
+    cost: int  # money units
+    asked: int  # the rule's price (raised to the minimum price), money units
+
+    @property
+    def loss(self) -> int:
+        """How much below the cost the rule asks, per number."""
+        return self.cost - self.asked
+
+
+def below_cost(
+    service: str | None,
+    country_id: int | None,
+    *,
+    fixed_price: int | None = None,
+    markup_percent=None,
+) -> list[Shortfall]:
+    """The cached pairs that a rule for this scope (a fixed price or a markup) would price
+    below their upstream cost, the largest loss first. `retail_price` raises such a price
+    to the cost: the pair sells without a margin, not at the price the rule names."""
+    label = _SCOPE_LABELS.get((service is not None, country_id is not None))
+    if label is None:
+        return []
+    rules = _rules()
+    rules[(service, country_id)] = _Rule(fixed_price, markup_percent)
+    stmt = select(UpstreamPrice)
+    if service is not None:
+        stmt = stmt.where(UpstreamPrice.service == service)
+    if country_id is not None:
+        stmt = stmt.where(UpstreamPrice.country_id == country_id)
+    found = []
+    for row in db.session.execute(stmt).scalars():
+        asked, applied = _asked_price(row.cost, row.service, row.country_id, rules)
+        if applied.startswith(label) and asked < row.cost:
+            found.append(Shortfall(row.service, row.country_id, row.cost, asked))
+    return sorted(found, key=lambda s: (-s.loss, s.service, s.country_id))
 
 
 def _rules_for(service: str, country_id: int) -> dict[tuple[str | None, int | None], PricingRule]:

@@ -74,6 +74,16 @@ def masked_key(provider: Provider) -> str:
     return "…" + key[-4:] if len(key) > 8 else "set"
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why a provider call failed, in the words the console shows: the client's message
+    ("grizzly getBalance: connection refused at 127.0.0.1:5999", "BAD_KEY"). The clients
+    keep keys out of their messages; anything else is named by its class only, since its
+    text may carry anything."""
+    if isinstance(exc, up.UpstreamError):
+        return str(exc)[:200] or exc.token
+    return type(exc).__name__
+
+
 # --- rows ---------------------------------------------------------------------------------
 
 
@@ -193,7 +203,7 @@ class OutsideTransaction:
                 result = target(*args, **kwargs)
             except up.UpstreamError as exc:
                 if breaker.counts_against(exc):
-                    breaker.record_failure(self.name, exc.token)
+                    breaker.record_failure(self.name, failure_reason(exc))
                 raise
             # Not judged from the row this client was built from: another process may
             # have counted a failure since.

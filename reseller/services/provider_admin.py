@@ -6,6 +6,7 @@ audit log (only whether one was set or changed) nor shown back in full.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -265,11 +266,52 @@ def set_policy(policy: str, actor: User | None = None) -> None:
 
 
 @dataclass(frozen=True)
+class Health:
+    """One provider's state as the console shows it, on its card and in the banner alike.
+
+    `state`: "ok", "low" (balance under the warning threshold), "unreachable" (its
+    balance could not be read), "failing" (calls failed lately), "open" (the circuit
+    breaker skips it), "unchecked" (not read yet) or "disabled". `reason` is the last
+    failure in words ("connection refused at 127.0.0.1:5999", "BAD_KEY").
+    """
+
+    state: str
+    reason: str | None = None
+    at: dt.datetime | None = None  # when the reason was seen
+    until: dt.datetime | None = None  # "open": skipped until then
+
+    @property
+    def problem(self) -> bool:
+        return self.state in ("low", "unreachable", "failing", "open")
+
+
+def health(provider: Provider, reading, breaker_state: routing.BreakerState) -> Health:
+    """The one state of a provider, from its balance reading (stats.BalanceReading or
+    None) and its circuit breaker: the worst of them wins."""
+    if not provider.enabled:
+        return Health("disabled")
+    if breaker_state.state == "open":
+        return Health(
+            "open", breaker_state.last_error, provider.last_failure_at, breaker_state.open_until
+        )
+    if reading is not None and reading.checked_at and not reading.reachable:
+        return Health("unreachable", reading.error, reading.checked_at)
+    if breaker_state.failures:
+        return Health("failing", breaker_state.last_error, provider.last_failure_at)
+    if reading is not None and reading.low:
+        return Health("low", None, reading.checked_at)
+    if reading is None or not reading.checked_at:
+        return Health("unchecked")
+    return Health("ok", None, reading.checked_at)
+
+
+@dataclass(frozen=True)
 class ConsoleRow:
     provider: Provider
     key: str  # masked
     breaker: routing.BreakerState
     balance: object  # stats.BalanceReading
+    health: Health
     catalogue: int  # (service, country) rows in its catalogue
     in_stock: int
     reading: dict  # the last catalogue sync: counts, skipped names, error
@@ -277,12 +319,15 @@ class ConsoleRow:
     open_activations: int
 
 
-def console_rows() -> list[ConsoleRow]:
-    """Everything the Providers page shows, per provider (balances as last read)."""
+def console_rows(balances: dict | None = None) -> list[ConsoleRow]:
+    """Everything the Providers page shows, per provider. `balances`: the readings to show
+    ({name: stats.BalanceReading}, as the view read them for its banner too); default:
+    as last read, asking no provider."""
     from . import stats
 
     providers = provider_accounts.all_providers()
-    balances = stats.stored_provider_balances()
+    if balances is None:
+        balances = stats.stored_provider_balances()
     figures = stats.provider_figures()
     sizes = dict(
         db.session.execute(
@@ -304,17 +349,40 @@ def console_rows() -> list[ConsoleRow]:
         ).all()
     )
     empty = {key: stats.ProviderFigures() for key, _label, _days in stats.PERIODS}
-    return [
-        ConsoleRow(
-            provider=p,
-            key=masked_key(p),
-            breaker=routing.breaker_state(p),
-            balance=balances.get(p.name),
-            catalogue=sizes.get(p.id, 0),
-            in_stock=stocked.get(p.id, 0),
-            reading=catalog.catalogue_reading(p.name),
-            figures=figures.get(p.name, empty),
-            open_activations=open_counts.get(p.name, 0),
+    rows = []
+    for p in providers:
+        breaker_state = routing.breaker_state(p)
+        balance = balances.get(p.name)
+        rows.append(
+            ConsoleRow(
+                provider=p,
+                key=masked_key(p),
+                breaker=breaker_state,
+                balance=balance,
+                health=health(p, balance, breaker_state),
+                catalogue=sizes.get(p.id, 0),
+                in_stock=stocked.get(p.id, 0),
+                reading=catalog.catalogue_reading(p.name),
+                figures=figures.get(p.name, empty),
+                open_activations=open_counts.get(p.name, 0),
+            )
         )
-        for p in providers
+    return rows
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A provider on the overview and in the banner: its row, balance reading and health."""
+
+    provider: Provider
+    balance: object  # stats.BalanceReading
+    health: Health
+
+
+def standings(balances: dict) -> list[Standing]:
+    """Every provider with the given balance readings and its health (no figures): what
+    the overview and the banner show."""
+    return [
+        Standing(p, balances.get(p.name), health(p, balances.get(p.name), routing.breaker_state(p)))
+        for p in provider_accounts.all_providers()
     ]

@@ -149,7 +149,7 @@ SPECS: tuple[SettingSpec, ...] = (
         "Low upstream balance warning",
         "LOW_BALANCE_THRESHOLD",
         "money",
-        "Admin pages warn below this upstream balance.",
+        "The overview and the Providers page warn when a provider holds less.",
         0,
         1_000_000,
     ),

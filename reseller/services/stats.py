@@ -28,10 +28,18 @@ import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from ..extensions import db
-from ..models import Activation, ActivationEvent, JobState, LedgerEntry, LedgerKind, utcnow
+from ..models import (
+    Activation,
+    ActivationEvent,
+    JobState,
+    LedgerEntry,
+    LedgerKind,
+    User,
+    utcnow,
+)
 from ..models import ActivationStatus as S
 from ..money import to_units
 from . import jobs, provider, settings
@@ -54,14 +62,14 @@ class Figures:
     """Totals over one or more days (money in money units)."""
 
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    purchases: int = 0
+    charged: int = 0  # money charged for numbers ("purchases" elsewhere count numbers)
     refunds: int = 0
     cost: int = 0
     cost_unknown: int = 0
 
     @property
     def revenue(self) -> int:
-        return self.purchases - self.refunds
+        return self.charged - self.refunds
 
     @property
     def profit(self) -> int:
@@ -76,7 +84,7 @@ class Figures:
     def add(self, other: Figures) -> None:
         for key in OUTCOMES:
             self.outcomes[key] += other.outcomes[key]
-        self.purchases += other.purchases
+        self.charged += other.charged
         self.refunds += other.refunds
         self.cost += other.cost
         self.cost_unknown += other.cost_unknown
@@ -155,7 +163,7 @@ def overview(now: dt.datetime | None = None, top: int = 5) -> Overview:
         total = int(total or 0)
         figures = daily[day]
         if kind == LedgerKind.PURCHASE.value:
-            figures.purchases += -total
+            figures.charged += -total
         else:
             figures.refunds += total
         for row in ranked(day, service, country_id):
@@ -259,6 +267,7 @@ class BalanceReading:
     balance: int | None  # our money units (converted at the provider's rate); None: no answer
     error: str | None  # why not, when it did not
     checked_at: dt.datetime | None
+    amount: str | None = None  # what the provider said, in its own currency
 
     @property
     def reachable(self) -> bool:
@@ -276,7 +285,9 @@ def _stored_reading(job: JobState | None) -> BalanceReading:
         data = json.loads(job.value)
     except ValueError:
         return BalanceReading(None, "not checked yet", None)
-    return BalanceReading(data.get("balance"), data.get("error"), job.last_run_at)
+    return BalanceReading(
+        data.get("balance"), data.get("error"), job.last_run_at, data.get("amount")
+    )
 
 
 def stored_upstream_balance(name: str | None = None) -> BalanceReading:
@@ -294,16 +305,19 @@ def upstream_balance(max_age: int = BALANCE_MAX_AGE, name: str | None = None) ->
     job_name = BALANCE_JOB.format(name)
     if not jobs.claim_job(job_name, every=max_age, hold=60):
         return _stored_reading(db.session.get(JobState, job_name))
-    balance, error = None, None
+    balance, error, amount = None, None, None
     try:
         seller = provider.upstream(name)
         amount = Decimal(seller.get_balance())
         balance = to_units(amount * routing_rate(name))
     except Exception as exc:  # noqa: BLE001 - the console must render whatever the provider does
         db.session.rollback()
-        error = getattr(exc, "token", None) or type(exc).__name__
+        error = provider.failure_reason(exc)
         log.warning("%s balance: %s", name, exc)
-    jobs.finish_job(job_name, value=json.dumps({"balance": balance, "error": error}))
+    if balance is None:
+        amount = None
+    value = {"balance": balance, "error": error, "amount": None if amount is None else str(amount)}
+    jobs.finish_job(job_name, value=json.dumps(value))
     return _stored_reading(db.session.get(JobState, job_name))
 
 
@@ -323,6 +337,13 @@ def enabled_provider_balances(max_age: int = BALANCE_MAX_AGE) -> dict[str, Balan
     return {
         p.name: upstream_balance(max_age, p.name) for p in provider.all_providers() if p.enabled
     }
+
+
+def console_balances(max_age: int = BALANCE_MAX_AGE) -> dict[str, BalanceReading]:
+    """Every provider's reading as a console page shows it, read once for its banner and
+    its cards: the enabled ones refreshed when older than `max_age`, the others as last
+    read."""
+    return stored_provider_balances() | enabled_provider_balances(max_age)
 
 
 def stored_provider_balances() -> dict[str, BalanceReading]:
@@ -399,3 +420,69 @@ def provider_figures(now: dt.datetime | None = None) -> dict[str, dict[str, Prov
             elif status in (S.CANCELLED.value, S.EXPIRED.value):
                 figures.cancelled += count
     return result
+
+
+# --- customers and what they are owed --------------------------------------------------------
+
+
+@dataclass
+class CustomerFigures:
+    """Customer accounts (admins left out): how many, how many new and active per period."""
+
+    total: int = 0
+    disabled: int = 0
+    new: dict[str, int] = field(default_factory=dict)  # period key → signed up in it
+    active: dict[str, int] = field(default_factory=dict)  # logged in or used the API in it
+    buying: dict[str, int] = field(default_factory=dict)  # bought at least one number in it
+
+
+def customer_figures(now: dt.datetime | None = None) -> CustomerFigures:
+    """Customers (accounts that are not admins) per period of UTC days: signed up, active
+    (logged in or called the API) and buying (an activation created)."""
+    now = now or utcnow()
+    today = dt.datetime.combine(now.date(), dt.time())
+    customers = User.is_admin.is_(False)
+    figures = CustomerFigures()
+    figures.total, figures.disabled = db.session.execute(
+        select(func.count(User.id), func.count(User.id).filter(User.active.is_(False))).where(
+            customers
+        )
+    ).one()
+    for key, _label, days in PERIODS:
+        start = today - dt.timedelta(days=days - 1)
+        figures.new[key], figures.active[key] = db.session.execute(
+            select(
+                func.count(User.id).filter(User.created_at >= start),
+                func.count(User.id).filter(
+                    or_(User.last_login_at >= start, User.last_activity_at >= start)
+                ),
+            ).where(customers)
+        ).one()
+        figures.buying[key] = db.session.execute(
+            select(func.count(func.distinct(Activation.user_id)))
+            .join(User, User.id == Activation.user_id)
+            .where(customers, Activation.created_at >= start)
+        ).scalar_one()
+    return figures
+
+
+@dataclass(frozen=True)
+class Funding:
+    """What customers' wallets hold (money we owe them) against what the providers hold."""
+
+    owed: int  # the sum of every wallet, our money units
+    held: int  # the sum of the provider balances that could be read, our money units
+    unread: list[str]  # enabled providers whose balance is not known
+
+    @property
+    def short(self) -> int:
+        """How much more the wallets hold than the providers (0: covered)."""
+        return max(0, self.owed - self.held)
+
+
+def funding(readings: dict[str, BalanceReading]) -> Funding:
+    """Wallets against the given providers' readings (balances already in our money)."""
+    owed = db.session.execute(select(func.coalesce(func.sum(User.balance), 0))).scalar_one()
+    held = sum(r.balance for r in readings.values() if r.balance is not None)
+    unread = sorted(name for name, r in readings.items() if r.balance is None)
+    return Funding(int(owed), int(held), unread)

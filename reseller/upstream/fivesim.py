@@ -58,7 +58,7 @@ from .errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from .transport import describe_failure, retry_after, session_for
+from .transport import describe_failure, nothing_sent, retry_after, session_for
 
 log = logging.getLogger(__name__)
 
@@ -500,7 +500,7 @@ class FiveSimClient(Upstream):
     def _once(self, path: str, params: dict[str, str]) -> Any:
         failure, response = self._send(path, params)
         if response is None:
-            if failure == "connection failed":
+            if nothing_sent(failure):
                 raise UpstreamUnavailable(f"{self.name} {path}: {failure}")
             raise _Lost(failure)
         if response.status_code == 429:

@@ -57,7 +57,7 @@ from .errors import (
     UpstreamUnavailable,
     error_for_token,
 )
-from .transport import describe_failure, retry_after, session_for
+from .transport import describe_failure, nothing_sent, retry_after, session_for
 
 log = logging.getLogger(__name__)
 
@@ -510,7 +510,7 @@ class SmsActivateClient(Upstream):
         """
         failure, response = self._send(action, params)
         if response is None:
-            if failure == "connection failed":
+            if nothing_sent(failure):
                 raise UpstreamUnavailable(f"{self.name} {action}: {failure}")
             raise _Lost(failure)
         if response.status_code == 429:
