@@ -34,3 +34,15 @@ def test_rents_page_is_for_admins(client, customer, auth):
     auth.login(customer.email)
     assert client.get("/admin/rents").status_code == 403
     assert db.session.execute(select(Rental)).first() is None
+
+
+def test_a_rents_status_is_in_a_rents_words(client, customer, api, boss):
+    """Rents share status names with activations but not their money: an ended rent is not
+    "Expired, refunded"."""
+    answer = api("getRentNumber", service="tg", rent_time="4", country="12").get_json()
+    rental = db.session.get(Rental, answer["phone"]["id"])
+    rental.status = "expired"
+    db.session.commit()
+    for page in (client.get("/admin/rents"), client.get(f"/admin/rents/{rental.id}")):
+        text = page.get_data(as_text=True)
+        assert ">Ended</span>" in text and "refunded" not in text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..models import ActivationStatus, LedgerKind
+from ..models import ActivationStatus, LedgerKind, RentalStatus
 
 STATUS_LABELS: dict[str, str] = {
     ActivationStatus.PENDING: "Buying",
@@ -16,6 +16,18 @@ STATUS_LABELS: dict[str, str] = {
     ActivationStatus.FAILED: "Failed, refunded",
 }
 
+# A rent's words: its statuses share names with an activation's, not their money (an expired
+# or finished rent is not refunded).
+RENT_STATUS_LABELS: dict[str, str] = {
+    RentalStatus.PENDING: "Renting",
+    RentalStatus.UNKNOWN: "Answer lost, being settled",
+    RentalStatus.ACTIVE: "Rented",
+    RentalStatus.FINISHED: "Finished",
+    RentalStatus.CANCELLED: "Cancelled, refunded",
+    RentalStatus.EXPIRED: "Ended",
+    RentalStatus.FAILED: "Failed, refunded",
+}
+
 LEDGER_LABELS: dict[str, str] = {
     LedgerKind.TOPUP: "Credit by an operator",
     LedgerKind.ADJUSTMENT: "Debit by an operator",
@@ -23,4 +35,7 @@ LEDGER_LABELS: dict[str, str] = {
     LedgerKind.REFUND: "Refund",
     LedgerKind.PAYMENT: "Top-up payment",
     LedgerKind.PAYMENT_BONUS: "Top-up bonus",
+    LedgerKind.RENT: "Number rented",
+    LedgerKind.RENT_EXTENSION: "Rent extended",
+    LedgerKind.RENT_REFUND: "Rent refund",
 }

@@ -38,7 +38,7 @@ from .forms import (
     RuleValueForm,
     settings_form_class,
 )
-from .labels import LEDGER_LABELS, STATUS_LABELS
+from .labels import LEDGER_LABELS, RENT_STATUS_LABELS, STATUS_LABELS
 
 PER_PAGE = 50
 PRICE_ROWS_PER_PAGE = 100
@@ -71,6 +71,7 @@ def inject_console():
         "cost": format_cost,
         "setting": settings.get,
         "status_labels": STATUS_LABELS,
+        "rent_status_labels": RENT_STATUS_LABELS,
         "ledger_labels": LEDGER_LABELS,
     }
 
