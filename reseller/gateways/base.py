@@ -102,6 +102,8 @@ class Gateway(abc.ABC):
     named_only: bool = False
     # Seconds a customer has to pay an invoice.
     lifetime: int = 3600
+    # Paid inside a chat front-end (the Telegram bot), never offered on a web page.
+    in_chat_only: bool = False
 
     @classmethod
     @abc.abstractmethod

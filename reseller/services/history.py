@@ -68,3 +68,8 @@ def codes_received(activation_ids: Iterable[int]) -> dict[int, list[str]]:
     for activation_id, code in rows:
         codes.setdefault(activation_id, []).append(code)
     return codes
+
+
+def recent_activations(user_id: int, limit: int = 10) -> list[Activation]:
+    """The user's latest activations, newest first."""
+    return list(db.session.execute(activations_query(user_id).limit(limit)).scalars())

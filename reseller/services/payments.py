@@ -115,14 +115,14 @@ def use_gateway(app: Flask, gateway: Gateway) -> None:
         available()[gateway.name] = gateway
 
 
-def offered() -> list[Gateway]:
+def offered(*, in_chat: bool = False) -> list[Gateway]:
     """The gateways customers may choose now: the running ones the operator has not
-    switched off in the console (setting `payment_gateways`)."""
+    switched off in the console (setting `payment_gateways`). Those paid only inside a chat
+    (Telegram Stars) are offered to the bot (`in_chat`), not to web pages."""
     running = available()
     chosen = [n.strip().lower() for n in settings.get("payment_gateways").split(",") if n.strip()]
-    if not chosen:
-        return list(running.values())
-    return [running[name] for name in chosen if name in running]
+    found = list(running.values()) if not chosen else [running[n] for n in chosen if n in running]
+    return [g for g in found if in_chat or not g.in_chat_only]
 
 
 def gateway_label(name: str) -> str:
@@ -203,11 +203,13 @@ def order_id(payment: Payment) -> str:
     return f"topup-{payment.id}"
 
 
-def start_topup(user: User, amount: int, gateway_name: str, urls: Urls) -> Payment:
+def start_topup(
+    user: User, amount: int, gateway_name: str, urls: Urls, *, in_chat: bool = False
+) -> Payment:
     """Create our payment row, then the gateway's invoice. Returns the payment with its
     `pay_url`. Raises GatewayNotOffered, BadTopUpAmount, TooManyTopUps, or InvoiceFailed
-    (the row is then `failed`, nothing charged)."""
-    gateway = next((g for g in offered() if g.name == gateway_name), None)
+    (the row is then `failed`, nothing charged). `in_chat`: started in the bot's chat."""
+    gateway = next((g for g in offered(in_chat=in_chat) if g.name == gateway_name), None)
     if gateway is None:
         raise GatewayNotOffered()
     rules = limits()
@@ -691,6 +693,13 @@ def check_now(payment: Payment) -> Outcome | None:
 
 
 # -- reading ------------------------------------------------------------------------------
+
+
+def find(gateway_name: str, invoice_id: str) -> Payment | None:
+    """Our payment for a gateway's invoice id, or None."""
+    return db.session.execute(
+        select(Payment).where(Payment.gateway == gateway_name, Payment.invoice_id == invoice_id)
+    ).scalar_one_or_none()
 
 
 def history_query(user_id: int):

@@ -40,6 +40,8 @@ class PassReport:
     prices_refreshed: bool = False
     payments_credited: int = 0
     payments_expired: int = 0
+    telegram_sent: int = 0
+    telegram_failed: int = 0
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -54,6 +56,11 @@ class PassReport:
             f"webhooks delivered {self.webhooks_delivered} failed {self.webhooks_failed}, "
             f"prices {'refreshed' if self.prices_refreshed else 'fresh'}, "
             f"top-ups credited {self.payments_credited}, expired {self.payments_expired}"
+            + (
+                f", telegram sent {self.telegram_sent} failed {self.telegram_failed}"
+                if self.telegram_sent or self.telegram_failed
+                else ""
+            )
             + (f", errors: {'; '.join(self.errors)}" if self.errors else "")
         )
 
@@ -389,6 +396,17 @@ def deliver_webhooks(report: PassReport) -> None:
     webhooks.prune_if_due()
 
 
+def deliver_telegram(report: PassReport) -> None:
+    """Push the bot's outbox (codes polled above, expiries, broadcasts) to Telegram chats."""
+    if not current_app.config.get("TELEGRAM_BOT_TOKEN"):
+        return
+    from ..telegram import push  # the bot's sender (aiogram loads only where the bot runs)
+
+    counts = push.deliver_due()
+    report.telegram_sent += counts.sent
+    report.telegram_failed += counts.failed
+
+
 def refresh_prices(report: PassReport, *, force: bool = False) -> None:
     """Every enabled provider's catalogue, then the offers (`PRICE_REFRESH_INTERVAL`)."""
     every = current_app.config["PRICE_REFRESH_INTERVAL"]
@@ -441,6 +459,7 @@ STEPS = (
     reconcile_payments,
     poll_due,
     deliver_webhooks,
+    deliver_telegram,
     refresh_upstream_balance,
     refresh_prices,
     refresh_offers,
