@@ -13,7 +13,7 @@ import pytest
 from reseller.extensions import db
 from reseller.models import TelegramAccount, User
 from reseller.services import telegram as tg
-from tests.fake_telegram import TOKEN, FakeTelegram, user
+from tests.fake_telegram import TOKEN, FakeTelegram, buttons, user
 
 ANN = user(5001, "Ann", "en")
 BORIS = user(5002, "Boris", "ru")
@@ -103,3 +103,107 @@ def test_start_makes_an_account_with_a_wallet_and_an_api_key(bot, telegram):
     assert telegram.called("getMe")
     assert tg.bot_username() == "reseller_test_bot"
     db.session.commit()
+
+
+@pytest.fixture
+def funded(app, stocked, bot, telegram):
+    """Ann has a bot account with 10.00 in her wallet; the catalogue is filled."""
+    from reseller.money import parse_amount
+    from reseller.services import wallet
+
+    say(telegram, ANN, "/start")
+    wallet.adjust(account_of(ANN).user_id, parse_amount("10.00"), note="test balance")
+    db.session.commit()
+    return account_of(ANN)
+
+
+def _worker_pass():
+    from reseller.services import worker
+
+    report = worker.run_once()
+    db.session.commit()
+    return report
+
+
+def test_buy_with_arguments_push_the_code_and_edit_the_number_message(funded, telegram, clock):
+    from reseller.models import Activation
+
+    reply = say(telegram, ANN, "/buy tg ru")
+    assert "Activation: #" in reply["text"] and "Price:" in reply["text"]
+    assert list(buttons(reply)) == ["Cancel"]
+    activation = db.session.execute(db.select(Activation)).scalar_one()
+    db.session.commit()
+    assert f"#{activation.id}" in reply["text"] and activation.phone in reply["text"]
+    # The sandbox's code comes after SANDBOX_CODE_DELAY; the worker polls it and pushes it.
+    clock.travel(6)
+    report = _worker_pass()
+    assert report.telegram_sent == 1
+    db.session.expire_all()
+    code = db.session.get(Activation, activation.id).code
+    db.session.commit()
+    assert code
+    texts = telegram.texts(ANN["id"])
+    assert texts[-1] == f"Code for #{activation.id} (+{activation.phone}, Telegram): {code}"
+    number = telegram.messages[reply["message_id"]]
+    assert f"Code: {code}" in number["text"]
+    assert list(buttons(number)) == ["Another SMS", "Complete"]
+    # Once per code: another pass sends nothing more.
+    assert _worker_pass().telegram_sent == 0
+    assert len(telegram.texts(ANN["id"])) == len(texts)
+
+
+def test_buy_by_buttons_then_cancel_by_button(app, funded, telegram, clock):
+    picker = say(telegram, ANN, "/buy")
+    assert picker["text"].startswith("Choose a service")
+    service_button = next(d for label, d in buttons(picker).items() if label.startswith("Telegram"))
+    db.session.commit()
+    telegram.send(telegram.press(ANN, picker, service_button))
+    countries = telegram.wait_for(
+        lambda: (
+            "choose a country" in telegram.messages[picker["message_id"]]["text"]
+            and telegram.messages[picker["message_id"]]
+        )
+    )
+    choice = next(d for d in buttons(countries).values() if d.startswith("buy:tg:"))
+    before = len(telegram.sent_to(ANN["id"]))
+    telegram.send(telegram.press(ANN, countries, choice))
+    telegram.wait_for(lambda: len(telegram.sent_to(ANN["id"])) > before)
+    number = telegram.sent_to(ANN["id"])[-1]
+    assert "Activation: #" in number["text"]
+    assert len(telegram.called("answerCallbackQuery")) == 2  # every press is answered
+
+    # Too early to cancel: the press is answered with the reason, nothing changes.
+    telegram.send(telegram.press(ANN, number, buttons(number)["Cancel"]))
+    telegram.wait_for(lambda: len(telegram.called("answerCallbackQuery")) == 3)
+    assert "Too early" in telegram.called("answerCallbackQuery")[-1]["text"]
+    app.config["EARLY_CANCEL_WINDOW"] = 0  # (the sandbox's code would come before 120 s)
+    telegram.send(telegram.press(ANN, number, buttons(number)["Cancel"]))
+    edited = telegram.wait_for(
+        lambda: (
+            "cancelled" in telegram.messages[number["message_id"]]["text"]
+            and telegram.messages[number["message_id"]]
+        )
+    )
+    assert buttons(edited) == {}
+    assert "returned" in telegram.called("answerCallbackQuery")[-1]["text"]
+    assert say(telegram, ANN, "/balance")["text"] == "Your balance: 10.00 USD"
+    from reseller.services.ledger import verify_ledger
+
+    assert verify_ledger() == []
+    db.session.commit()
+
+
+def test_lang_switches_to_russian_and_back(funded, telegram):
+    reply = say(telegram, ANN, "/lang ru")
+    assert reply["text"] == "Язык: Русский"
+    assert say(telegram, ANN, "/balance")["text"] == "Ваш баланс: 10.00 USD"
+    picker = say(telegram, ANN, "/lang")
+    assert set(buttons(picker)) == {"English", "Русский", "中文", "Español"}
+    db.session.commit()
+    telegram.send(telegram.press(ANN, picker, "lang:en"))
+    telegram.wait_for(lambda: say(telegram, ANN, "/balance")["text"].startswith("Your balance"))
+
+
+def test_a_russian_telegram_user_is_answered_in_russian(bot, telegram):
+    assert "/buy" in say(telegram, BORIS, "/start")["text"]
+    assert say(telegram, BORIS, "/balance")["text"] == "Ваш баланс: 0.00 USD"

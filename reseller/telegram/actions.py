@@ -277,7 +277,7 @@ def _act(account, operation: str, raw_id: str, *, pressed: bool = False) -> Repl
             notice = None
     except err.ServiceError as exc:
         text = _failure(exc)
-        return Reply(text, notice=text) if pressed else Reply(text)
+        return Reply(notice=text) if pressed else Reply(text)
     reply = number_reply(activation)
     reply.notice, reply.edit = notice, pressed
     if not pressed and notice:
@@ -509,7 +509,7 @@ def _callback(account, data: str) -> list[Reply]:
         return [_edited(_countries_page(rest[0], int(rest[1])))]
     if kind == "buy" and len(rest) == 2:
         reply = _purchase(account, rest[0], rest[1])
-        if reply.number is None:
+        if reply.number is None:  # refused: the reason as the press's notice, and in the chat
             reply.notice = reply.text
         return [reply]
     if kind == "lang" and len(rest) == 1 and rest[0] in i18n.LANGUAGES:
