@@ -66,6 +66,13 @@ def bot(app, telegram):
     db.session.commit()
     running = RunningBot(app)
     running.start()
+
+    def known():  # the poller has asked getMe and stored the bot's username
+        found = tg.bot_username()
+        db.session.commit()
+        return found
+
+    telegram.wait_for(known)
     yield running
     db.session.commit()
     running.stop()
@@ -207,3 +214,69 @@ def test_lang_switches_to_russian_and_back(funded, telegram):
 def test_a_russian_telegram_user_is_answered_in_russian(bot, telegram):
     assert "/buy" in say(telegram, BORIS, "/start")["text"]
     assert say(telegram, BORIS, "/balance")["text"] == "Ваш баланс: 0.00 USD"
+
+
+# --- linking a web account ----------------------------------------------------------------
+
+
+def _link_from_account_page(client) -> str:
+    import re
+
+    page = client.post("/dashboard/account/telegram/link").get_data(as_text=True)
+    found = re.search(r'href="https://t.me/reseller_test_bot\?start=([A-Za-z0-9_-]+)"', page)
+    assert found, page
+    db.session.commit()
+    return found.group(1)
+
+
+@pytest.fixture
+def web_user(make_user, auth, bot):
+    user = make_user(email="web@example.com", balance="3.00")
+    auth.login("web@example.com")
+    db.session.commit()
+    return user
+
+
+def test_linking_from_the_account_page_replaces_an_empty_bot_account(web_user, client, telegram):
+    say(telegram, ANN, "/start")  # a bot account with no money and no history
+    made = account_of(ANN).user_id
+    payload = _link_from_account_page(client)
+    assert len(payload) <= 64
+    reply = say(telegram, ANN, f"/start {payload}")
+    assert reply["text"].startswith("Linked! This chat now uses the account web@example.com")
+    assert account_of(ANN).user_id == web_user.id
+    assert db.session.get(User, made).active is False  # the replaced account is closed
+    assert say(telegram, ANN, "/balance")["text"] == "Your balance: 3.00 USD"
+    page = client.get("/dashboard/account").get_data(as_text=True)
+    assert 'id="telegram-user">Ann<' in page
+    # Single use: another Telegram user cannot use the same link.
+    assert "Ссылка недействительна" in say(telegram, BORIS, f"/start {payload}")["text"]
+    assert account_of(BORIS).user_id != web_user.id
+    # Unlink: the bot forgets the link; Ann's next message gets her a fresh bot account.
+    client.post("/dashboard/account/telegram/unlink")
+    db.session.commit()
+    assert account_of(ANN) is None
+    assert say(telegram, ANN, "/balance")["text"] == "Your balance: 0.00 USD"
+
+
+def test_a_bot_account_with_money_is_never_merged(web_user, client, telegram):
+    from reseller.money import parse_amount
+    from reseller.services import wallet
+
+    say(telegram, ANN, "/start")
+    own = account_of(ANN).user_id
+    wallet.adjust(own, parse_amount("1.00"), note="test balance")
+    payload = _link_from_account_page(client)
+    reply = say(telegram, ANN, f"/start {payload}")
+    assert "cannot be linked" in reply["text"] and "Nothing was changed" in reply["text"]
+    assert account_of(ANN).user_id == own
+    assert db.session.get(User, own).active
+    db.session.commit()
+
+
+def test_an_expired_link_links_nothing(web_user, client, telegram, clock):
+    payload = _link_from_account_page(client)
+    clock.travel(15 * 60 + 1)
+    assert "not valid" in say(telegram, ANN, f"/start {payload}")["text"]
+    assert account_of(ANN).user_id != web_user.id
+    assert "not valid" in say(telegram, ANN, "/start not-a-real-link")["text"]
