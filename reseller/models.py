@@ -72,6 +72,7 @@ class LedgerKind(enum.StrEnum):
     ADJUSTMENT = "adjustment"
     PAYMENT = "payment"  # a customer's own top-up through a payment gateway
     PAYMENT_BONUS = "payment_bonus"  # the top-up bonus for that payment
+    PAYMENT_REFUND = "payment_refund"  # a paid top-up given back at the gateway (and its bonus)
 
 
 class LedgerEntry(db.Model):
@@ -399,6 +400,7 @@ class PaymentStatus(enum.StrEnum):
     EXPIRED = "expired"  # the invoice's lifetime ran out unpaid
     FAILED = "failed"  # the invoice could not be created, or the gateway says it failed
     FLAGGED = "flagged"  # the gateway's word disagrees with ours: the operator decides
+    REFUNDED = "refunded"  # paid, then given back at the gateway; the wallet was debited
 
 
 class Payment(db.Model):

@@ -280,3 +280,105 @@ def test_an_expired_link_links_nothing(web_user, client, telegram, clock):
     assert "not valid" in say(telegram, ANN, f"/start {payload}")["text"]
     assert account_of(ANN).user_id != web_user.id
     assert "not valid" in say(telegram, ANN, "/start not-a-real-link")["text"]
+
+
+# --- Telegram Stars ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stars(app):
+    app.config["TELEGRAM_STARS_RATE"] = "0.013"
+    app.extensions.pop("reseller.gateways", None)  # built again with Stars
+    return app
+
+
+def _stars_invoice(telegram, sender, amount="10"):
+    """/topup AMOUNT, then the Stars button: the invoice Telegram got."""
+    offer = say(telegram, sender, f"/topup {amount}")
+    assert offer["text"] == f"Top up {amount}.00 USD with:"
+    choice = buttons(offer)["Telegram Stars ⭐"]
+    db.session.commit()
+    telegram.send(telegram.press(sender, offer, choice))
+    return telegram.wait_for(lambda: telegram.called("sendInvoice"))[-1]
+
+
+def _checkout(telegram, sender, payload, stars_count, currency="XTR"):
+    before = len(telegram.called("answerPreCheckoutQuery"))
+    db.session.commit()
+    telegram.send(telegram.pre_checkout(sender, payload, stars_count, currency))
+    answers = telegram.wait_for(
+        lambda: (
+            len(telegram.called("answerPreCheckoutQuery")) > before
+            and telegram.called("answerPreCheckoutQuery")
+        )
+    )
+    return answers[-1]
+
+
+def _balance_of(sender):
+    db.session.expire_all()
+    balance = db.session.get(User, account_of(sender).user_id).balance
+    db.session.commit()
+    return balance
+
+
+def test_stars_top_up_credits_exactly_once(stars, bot, telegram, client, boss):
+    from reseller.models import Payment
+    from reseller.money import parse_amount
+    from reseller.services.ledger import verify_ledger
+
+    say(telegram, ANN, "/start")
+    say(telegram, BORIS, "/start")
+    invoice = _stars_invoice(telegram, ANN, "10")
+    assert invoice["currency"] == "XTR" and not invoice.get("provider_token")
+    assert invoice["prices"] == [{"label": "Top-up of 10.00 USD", "amount": 770}]  # 10 ÷ 0.013↑
+    payload = invoice["payload"]
+
+    # Forged or stale checkouts are refused: another user, another amount, another
+    # currency, a payload we never issued.
+    assert _checkout(telegram, BORIS, payload, 770)["ok"] == "false"
+    assert _checkout(telegram, ANN, payload, 1)["ok"] == "false"
+    assert _checkout(telegram, ANN, payload, 770, currency="USD")["ok"] == "false"
+    refused = _checkout(telegram, ANN, "topup-999:10.00:USD", 770)
+    assert refused["ok"] == "false" and "no longer valid" in refused["error_message"]
+    assert _checkout(telegram, ANN, payload, 770)["ok"] == "true"
+
+    paid = telegram.successful_payment(ANN, payload, 770, "charge-1")
+    db.session.commit()
+    update = telegram.send(paid)
+    telegram.wait_for(lambda: any("Paid, thank you" in t for t in telegram.texts(ANN["id"])))
+    assert _balance_of(ANN) == parse_amount("10.00")
+    # The same payment again in a new update (a replay): no second credit.
+    telegram.send({k: v for k, v in update.items() if k != "update_id"})
+    telegram.wait_for(lambda: "already credited" in telegram.texts(ANN["id"])[-1])
+    assert _balance_of(ANN) == parse_amount("10.00")
+    payment = db.session.execute(db.select(Payment)).scalar_one()
+    assert (payment.gateway, payment.status) == ("stars", "paid")
+    assert payment.gateway_reference == f"{ANN['id']}:charge-1"
+    assert verify_ledger() == []
+    db.session.commit()
+
+    # The console shows it with its timeline and refunds it with refundStarPayment.
+    page = client.get(f"/admin/payments/{payment.id}").get_data(as_text=True)
+    assert "Telegram Stars" in page and "telegram" in page and "Refund" in page
+    client.post(f"/admin/payments/{payment.id}/refund")
+    db.session.expire_all()
+    assert telegram.called("refundStarPayment") == [
+        {"user_id": ANN["id"], "telegram_payment_charge_id": "charge-1"}
+    ]
+    assert db.session.get(Payment, payment.id).status == "refunded"
+    assert _balance_of(ANN) == 0
+    assert verify_ledger() == []
+    # A second refund is refused before Telegram is asked.
+    client.post(f"/admin/payments/{payment.id}/refund")
+    assert len(telegram.called("refundStarPayment")) == 1
+    db.session.commit()
+
+
+def test_stars_are_offered_in_the_bot_only(stars, client, make_user, auth):
+    make_user(email="web@example.com")
+    auth.login("web@example.com")
+    page = client.get("/dashboard/topup").get_data(as_text=True)
+    assert "Telegram Stars" not in page
+    response = client.post("/payments/stars/webhook", data=b"{}")
+    assert response.status_code == 401  # a Stars payment never arrives by a web request

@@ -35,6 +35,7 @@ LEDGER_LABELS = {
     LedgerKind.ADJUSTMENT.value: "Adjustment",
     LedgerKind.PAYMENT.value: "Top-up",
     LedgerKind.PAYMENT_BONUS.value: "Top-up bonus",
+    LedgerKind.PAYMENT_REFUND.value: "Top-up refunded",
 }
 
 

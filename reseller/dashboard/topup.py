@@ -22,6 +22,7 @@ STATUS_TEXT = {
     "expired": "Expired",
     "failed": "Failed",
     "flagged": "Under review",
+    "refunded": "Refunded",
 }
 
 

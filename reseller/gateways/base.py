@@ -104,6 +104,8 @@ class Gateway(abc.ABC):
     lifetime: int = 3600
     # Paid inside a chat front-end (the Telegram bot), never offered on a web page.
     in_chat_only: bool = False
+    # Whether `refund` can give a paid invoice's money back (the console's Refund).
+    can_refund: bool = False
 
     @classmethod
     @abc.abstractmethod
@@ -118,6 +120,11 @@ class Gateway(abc.ABC):
     def check_invoices(self, invoices: list[tuple[str, str | None]]) -> list[PaymentEvent]:
         """The current state of `(invoice_id, reference)` pairs; those it cannot tell are left
         out. Raises GatewayUnavailable or GatewayRefused."""
+
+    def refund(self, invoice_id: str, reference: str | None) -> None:
+        """Give a paid invoice's money back to the payer. Raises GatewayRefused or
+        GatewayUnavailable."""
+        raise GatewayRefused(f"{self.label or self.name} payments cannot be refunded here")
 
     @abc.abstractmethod
     def verify_notification(self, body: bytes, headers: Mapping[str, str]) -> PaymentEvent:

@@ -17,6 +17,7 @@ from typing import Any
 from .base import (
     BadSignature,
     Gateway,
+    GatewayRefused,
     Invoice,
     InvoiceRequest,
     InvoiceState,
@@ -25,6 +26,7 @@ from .base import (
     parse_json,
     text_field,
 )
+from .http import JsonClient
 
 CURRENCY = "XTR"
 
@@ -44,19 +46,28 @@ class TelegramStars(Gateway):
     name = "stars"
     label = "Telegram Stars"
     can_check = False  # nothing to ask: Telegram tells the bot when it is paid
+    can_refund = True  # refundStarPayment
     in_chat_only = True  # paid in the bot's chat, never from a web page
     required_settings = ("TELEGRAM_BOT_TOKEN", "TELEGRAM_STARS_RATE")
     lifetime = 3600
 
-    def __init__(self, rate: Decimal):
+    def __init__(self, rate: Decimal, client: JsonClient | None = None):
         self.rate = rate
+        self.client = client
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TelegramStars | None:
         rate = parse_rate(config.get("TELEGRAM_STARS_RATE"))
-        if not config.get("TELEGRAM_BOT_TOKEN") or rate is None:
+        token = config.get("TELEGRAM_BOT_TOKEN")
+        if not token or rate is None:
             return None
-        return cls(rate)
+        root = str(config.get("TELEGRAM_API_URL") or "https://api.telegram.org").rstrip("/")
+        client = JsonClient(
+            f"{root}/bot{token}",
+            connect_timeout=float(config.get("PAYMENT_CONNECT_TIMEOUT", 5.0)),
+            read_timeout=float(config.get("PAYMENT_READ_TIMEOUT", 15.0)),
+        )
+        return cls(rate, client)
 
     def stars_for(self, amount: Decimal) -> int:
         """Stars for a wallet amount: AMOUNT ÷ rate, rounded up."""
@@ -87,10 +98,15 @@ class TelegramStars(Gateway):
         raise BadSignature("Telegram Stars payments arrive only through the bot's updates")
 
     def paid_event(self, body: bytes) -> PaymentEvent:
-        """The event in a `successful_payment` object as Telegram sent it to the bot (the
-        channel — our token's long poll, or the webhook with its secret — vouches for it).
-        Raises MalformedNotification."""
-        data = parse_json(body)
+        """The event in a message with `successful_payment` as Telegram sent it to the bot
+        (the channel — our token's long poll, or the webhook with its secret — vouches for
+        it). Its reference is "<payer's Telegram id>:<telegram_payment_charge_id>", what a
+        refund needs. Raises MalformedNotification."""
+        message = parse_json(body)
+        payer = (message.get("from") or {}).get("id")
+        data = message.get("successful_payment")
+        if isinstance(payer, bool) or not isinstance(payer, int) or not isinstance(data, dict):
+            raise MalformedNotification("not a message with a successful_payment")
         payload = text_field(data, "invoice_payload", required=True)
         charge = data.get("telegram_payment_charge_id")
         if not isinstance(charge, str) or not charge or len(charge) > 200:
@@ -110,7 +126,20 @@ class TelegramStars(Gateway):
             amount=worth,
             currency=currency,
             order_id=order,
-            reference=charge,
+            reference=f"{payer}:{charge}",
             body=body.decode(),
-            details={"stars": total},
+            details={"stars": total, "charge_id": charge, "payer": payer},
         )
+
+    def refund(self, invoice_id: str, reference: str | None) -> None:
+        payer, _, charge = (reference or "").partition(":")
+        if not payer.isdigit() or not charge or self.client is None:
+            raise GatewayRefused("no Telegram charge to refund")
+        answer = self.client.call(
+            "POST",
+            "refundStarPayment",
+            headers={},
+            json={"user_id": int(payer), "telegram_payment_charge_id": charge},
+        )
+        if not isinstance(answer, dict) or answer.get("ok") is not True:
+            raise GatewayRefused(f"Telegram refused: {(answer or {}).get('description')}")

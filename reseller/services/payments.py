@@ -89,6 +89,11 @@ class TooManyTopUps(TopUpError):
     )
 
 
+class RefundRefused(TopUpError):
+    kind = "REFUND_REFUSED"
+    message = "This top-up cannot be refunded."
+
+
 class UnknownInvoice(BadNotification):
     """A verified notification about an invoice we never created."""
 
@@ -547,6 +552,52 @@ def _record(
 
 def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- refunds (the console) -------------------------------------------------------------------
+
+
+def can_refund(payment: Payment) -> bool:
+    gateway = available().get(payment.gateway)
+    return bool(gateway is not None and gateway.can_refund and payment.status == P.PAID.value)
+
+
+def refund(payment: Payment, *, source: str) -> Outcome:
+    """Give a paid top-up back at its gateway, then debit the wallet its amount and bonus
+    in one transaction with the guarded paid → refunded move. Raises RefundRefused (not
+    refundable, or the balance no longer covers it: nothing changed) and GatewayError (the
+    gateway refused or did not answer: nothing changed)."""
+    if not can_refund(payment):
+        raise RefundRefused("Only a paid top-up of a gateway that refunds can be refunded.")
+    total = payment.amount + payment.bonus
+    if db.session.get(User, payment.user_id).balance < total:
+        raise RefundRefused("The customer's balance no longer covers this top-up and its bonus.")
+    payment_id, user_id = payment.id, payment.user_id
+    invoice_id, reference = payment.invoice_id, payment.gateway_reference
+    db.session.commit()  # no transaction is open while the gateway is called
+    available()[payment.gateway].refund(invoice_id, reference)
+    try:
+        if not _transition(
+            payment_id, [P.PAID], P.REFUNDED, source=source, note="refunded: wallet debited"
+        ):
+            db.session.rollback()
+            return Outcome(payment_id, "unchanged")
+        wallet.debit(
+            user_id,
+            total,
+            LedgerKind.PAYMENT_REFUND,
+            payment_id=payment_id,
+            note=f"{gateway_label(payment.gateway)} refund",
+        )
+        db.session.commit()
+    except wallet.InsufficientFunds:  # spent between the check and the gateway's answer
+        db.session.rollback()
+        reason = "refunded at the gateway but the balance no longer covered it: debit by hand"
+        _flag_only(db.session.get(Payment, payment_id), None, source, reason)
+        db.session.commit()
+        return Outcome(payment_id, "flagged")
+    log.info("payment %s refunded (%s) to user %s", payment_id, total, user_id)
+    return Outcome(payment_id, "refunded")
 
 
 # -- reconciliation and expiry (flask worker) ---------------------------------------------

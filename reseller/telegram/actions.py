@@ -86,16 +86,31 @@ def on_successful_payment(sender: tg.TelegramUser, body: bytes) -> list[Reply]:
         if gateway is None:
             log.error("telegram: a Stars payment arrived but Stars are not configured")
             return [Reply(str(SOMETHING_WENT_WRONG))]
-        event = gateway.paid_event(body)
-        outcome = payments.apply_event(event, source="telegram")
+        try:
+            event = gateway.paid_event(body)
+            outcome = payments.apply_event(event, source="telegram")
+        except Exception:  # unreadable, or not an invoice of ours: logged for the operator
+            db.session.rollback()
+            log.exception("telegram: a Stars payment from %s could not be applied", sender.id)
+            return [Reply(str(SOMETHING_WENT_WRONG))]
         tg.record_star_charge(
-            outcome.payment_id, event.reference, sender.id, int(event.details["stars"])
+            outcome.payment_id,
+            event.details["charge_id"],
+            event.details["payer"],
+            int(event.details["stars"]),
         )
         balance = db.session.get(accounts.User, account.user_id).balance
         if outcome.result == "credited":
             return [Reply(_("Paid, thank you! Your balance: %(balance)s", balance=money(balance)))]
         if outcome.result == "duplicate":
-            return []
+            return [
+                Reply(
+                    _(
+                        "This payment was already credited. Your balance: %(balance)s",
+                        balance=money(balance),
+                    )
+                )
+            ]
         return [Reply(_("We received your payment; the operator is checking it. Nothing is lost."))]
 
 

@@ -130,7 +130,7 @@ def build_dispatcher(services: Services) -> Dispatcher:
     @router.message(F.successful_payment)
     async def paid(message: Message, bot: Bot) -> None:
         body = json.dumps(
-            message.successful_payment.model_dump(mode="json", exclude_none=True)
+            message.model_dump(mode="json", exclude_none=True, by_alias=True)
         ).encode()
         for reply in await services(
             actions.on_successful_payment, sender_of(message.from_user), body
