@@ -382,3 +382,112 @@ def test_stars_are_offered_in_the_bot_only(stars, client, make_user, auth):
     assert "Telegram Stars" not in page
     response = client.post("/payments/stars/webhook", data=b"{}")
     assert response.status_code == 401  # a Stars payment never arrives by a web request
+
+
+# --- webhook mode -----------------------------------------------------------------------------
+
+SECRET = "s3cret-for-the-webhook_0123"
+
+
+def test_webhook_mode_with_and_without_the_secret(app, telegram, client, runner):
+    app.config["TELEGRAM_WEBHOOK_SECRET"] = SECRET
+    result = runner.invoke(args=["telegram", "set-webhook"])
+    assert result.exit_code == 0, result.output
+    assert telegram.webhook == {
+        "url": "https://sms.example.com/telegram/webhook",
+        "secret_token": SECRET,
+    }
+    update = {"update_id": 77, **telegram.message(ANN, "/balance")}
+    assert client.post("/telegram/webhook", json=update).status_code == 401
+    wrong = {"X-Telegram-Bot-Api-Secret-Token": "not-the-secret"}
+    assert client.post("/telegram/webhook", json=update, headers=wrong).status_code == 403
+    assert telegram.sent_to(ANN["id"]) == [] and account_of(ANN) is None  # nothing happened
+    right = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    assert client.post("/telegram/webhook", json=update, headers=right).status_code == 200
+    assert telegram.texts(ANN["id"]) == ["Your balance: 0.00 USD"]
+    # Telegram retries an update it thinks failed: processed once.
+    assert client.post("/telegram/webhook", json=update, headers=right).status_code == 200
+    assert len(telegram.sent_to(ANN["id"])) == 1
+    assert client.post("/telegram/webhook", data=b"[]", headers=right).status_code == 400
+    # Polling is refused while the webhook is set (Telegram answers 409); delete-webhook ends it.
+    result = runner.invoke(args=["telegram", "delete-webhook"])
+    assert result.exit_code == 0 and telegram.webhook is None
+
+
+def test_set_webhook_needs_public_url_and_secret(app, runner):
+    result = runner.invoke(args=["telegram", "set-webhook"])
+    assert result.exit_code != 0 and "TELEGRAM_WEBHOOK_SECRET" in result.output
+    app.config["TELEGRAM_BOT_TOKEN"] = None
+    result = runner.invoke(args=["telegram", "poll"])
+    assert result.exit_code != 0 and "TELEGRAM_BOT_TOKEN is not set" in result.output
+
+
+# --- pushes: a blocked user, 429, 5xx, broadcasts ------------------------------------------
+
+
+def _bought(telegram, sender):
+    from reseller.models import Activation
+
+    say(telegram, sender, "/buy tg ru")
+    found = db.session.execute(db.select(Activation)).scalars().all()[-1]
+    db.session.commit()
+    return found
+
+
+def test_a_user_who_blocked_the_bot_stops_getting_pushes(funded, telegram, clock):
+    from reseller.models import TelegramMessage
+
+    _bought(telegram, ANN)
+    telegram.blocked.add(ANN["id"])
+    clock.travel(6)
+    report = _worker_pass()
+    assert (report.telegram_sent, report.telegram_failed) == (0, 1)
+    assert account_of(ANN).blocked_at is not None
+    row = db.session.execute(db.select(TelegramMessage)).scalar_one()
+    assert (row.status, row.last_error) == ("failed", "blocked by the user")
+    db.session.commit()
+    # Writing to the bot again (they unblocked it) brings pushes back.
+    telegram.blocked.discard(ANN["id"])
+    say(telegram, ANN, "/balance")
+    assert account_of(ANN).blocked_at is None
+
+
+def test_429_waits_retry_after_and_5xx_retries(funded, telegram, clock):
+    from reseller.models import TelegramMessage
+
+    _bought(telegram, ANN)
+    telegram.rate_limited["sendMessage"] = [30]
+    clock.travel(6)
+    assert _worker_pass().telegram_failed == 1
+    row = db.session.execute(db.select(TelegramMessage)).scalar_one()
+    assert row.status == "queued" and (row.next_attempt_at - clock.utcnow()).total_seconds() > 25
+    db.session.commit()
+    clock.travel(10)
+    assert _worker_pass().telegram_sent == 0  # not before retry_after
+    telegram.server_errors["sendMessage"] = 1
+    clock.travel(25)
+    assert _worker_pass().telegram_failed == 1  # a 502: retried with backoff
+    clock.travel(60)
+    assert _worker_pass().telegram_sent == 1
+    assert telegram.texts(ANN["id"])[-1].startswith("Code for #")
+
+
+def test_broadcast_reaches_every_bot_user_but_those_who_blocked_it(bot, telegram, client, boss):
+    for sender in (ANN, BORIS, user(5003, "Carl")):
+        say(telegram, sender, "/start")
+    telegram.blocked.add(5003)
+    page = client.get("/admin/broadcast")
+    assert page.status_code == 200 and "3 Telegram users" in page.get_data(as_text=True)
+    assert client.post("/admin/broadcast", data={"text": ""}).status_code == 400
+    client.post("/admin/broadcast", data={"text": "New countries are on sale!"})
+    db.session.commit()
+    report = _worker_pass()
+    assert (report.telegram_sent, report.telegram_failed) == (2, 1)
+    assert telegram.texts(ANN["id"])[-1] == "New countries are on sale!"
+    assert telegram.texts(BORIS["id"])[-1] == "New countries are on sale!"
+    progress = tg.broadcasts()[0]
+    assert (progress.broadcast.recipients, progress.sent, progress.failed) == (3, 2, 1)
+    db.session.commit()
+    # The customer page shows the Telegram link.
+    page = client.get(f"/admin/customers/{account_of(ANN).user_id}").get_data(as_text=True)
+    assert "account made by the bot" in page
