@@ -491,3 +491,22 @@ def test_broadcast_reaches_every_bot_user_but_those_who_blocked_it(bot, telegram
     # The customer page shows the Telegram link.
     page = client.get(f"/admin/customers/{account_of(ANN).user_id}").get_data(as_text=True)
     assert "account made by the bot" in page
+
+
+def test_a_slow_upstream_for_one_user_never_stalls_another(bot, telegram, monkeypatch):
+    from reseller.services import activations, errors
+
+    release = threading.Event()
+
+    def slow_purchase(user, request):  # the upstream hangs for Ann's purchase
+        release.wait(20)
+        raise errors.NoNumbers()
+
+    monkeypatch.setattr(activations, "buy_number", slow_purchase)
+    say(telegram, ANN, "/start")
+    telegram.send(telegram.message(ANN, "/buy tg ru"))
+    assert say(telegram, BORIS, "/balance")["text"] == "Ваш баланс: 0.00 USD"
+    assert len(telegram.sent_to(ANN["id"])) == 1  # Ann's purchase still waits
+    release.set()
+    telegram.wait_for(lambda: len(telegram.sent_to(ANN["id"])) == 2)
+    assert "No numbers available" in telegram.texts(ANN["id"])[-1]
