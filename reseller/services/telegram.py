@@ -471,7 +471,7 @@ def start_broadcast(text: str, active_days: int | None, actor: User | None) -> T
         audience = audience.where(
             _tg_accounts.c.last_seen_at >= now - dt.timedelta(days=active_days)
         )
-    result = db.session.execute(
+    db.session.execute(
         insert(_messages).from_select(
             [
                 "chat_id",
@@ -485,7 +485,10 @@ def start_broadcast(text: str, active_days: int | None, actor: User | None) -> T
             audience,
         )
     )
-    broadcast.recipients = result.rowcount
+    # Counted, not taken from the INSERT's rowcount (psycopg answers -1 for INSERT … SELECT).
+    broadcast.recipients = db.session.execute(
+        select(func.count()).where(_messages.c.broadcast_id == broadcast.id)
+    ).scalar_one()
     db.session.commit()
     return broadcast
 
