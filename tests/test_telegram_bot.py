@@ -510,3 +510,56 @@ def test_a_slow_upstream_for_one_user_never_stalls_another(bot, telegram, monkey
     release.set()
     telegram.wait_for(lambda: len(telegram.sent_to(ANN["id"])) == 2)
     assert "No numbers available" in telegram.texts(ANN["id"])[-1]
+
+
+def test_a_disabled_account_cannot_use_the_bot(app, bot, telegram):
+    from reseller.services import admin
+
+    say(telegram, ANN, "/start")
+    admin.set_active(db.session.get(User, account_of(ANN).user_id), False, None)
+    db.session.commit()
+    assert "disabled" in say(telegram, ANN, "/buy tg ru")["text"]
+
+
+def test_configuration_refuses_bad_telegram_settings(monkeypatch):
+    from config import ConfigError, TestConfig
+
+    for name, value in (
+        ("TELEGRAM_STARS_RATE", "-1"),
+        ("TELEGRAM_STARS_RATE", "abc"),
+        ("TELEGRAM_WEBHOOK_SECRET", "short"),
+        ("TELEGRAM_BOT_TOKEN", "not a token"),
+    ):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match=name):
+            TestConfig().validate()
+        monkeypatch.delenv(name)
+
+
+def test_ledger_verify_catches_a_refunded_top_up_never_debited(app, make_user):
+    from reseller.models import LedgerKind, Payment
+    from reseller.money import parse_amount
+    from reseller.services import wallet
+    from reseller.services.ledger import verify_ledger
+
+    owner = make_user()
+    payment = Payment(
+        user_id=owner.id, gateway="stars", amount=parse_amount("5.00"), currency="USD"
+    )
+    db.session.add(payment)
+    db.session.flush()
+    payment.status = "refunded"
+    wallet.credit(owner.id, payment.amount, LedgerKind.PAYMENT, payment_id=payment.id)
+    db.session.commit()
+    assert f"payment {payment.id}: refunded but never debited" in verify_ledger()
+
+
+def test_old_update_ids_are_forgotten_but_the_last_one(app, clock):
+    for update_id in (10, 11, 12):
+        assert tg.claim_update(update_id)
+    assert not tg.claim_update(11)  # a second delivery
+    clock.travel(3 * 86400)
+    tg.prune_if_due()
+    assert tg.last_update_id() == 12
+    assert tg.claim_update(11)  # forgotten (long past any redelivery)
+    assert not tg.claim_update(12)

@@ -39,12 +39,13 @@ from ..models import ActivationStatus as S
 from ..models import TelegramMessageStatus as M
 from . import accounts
 from .errors import ServiceError
-from .jobs import backoff_seconds, claim_rows
+from .jobs import backoff_seconds, claim_job, claim_rows, finish_job
 
 log = logging.getLogger(__name__)
 
 LINK_LIFETIME = dt.timedelta(minutes=15)
 UPDATES_KEPT = dt.timedelta(days=2)
+MESSAGES_KEPT = dt.timedelta(days=7)
 # Activation moves that push a message to the owner's chat (and edit the number's message).
 PUSHED = {S.CODE_RECEIVED: "sms", S.EXPIRED: "expired"}
 MAX_ATTEMPTS = 8
@@ -295,16 +296,27 @@ def last_update_id() -> int | None:
     return db.session.execute(select(func.max(TelegramUpdate.update_id))).scalar()
 
 
-def prune_updates() -> None:
-    """Forget old update ids, keeping the last one. Commits."""
+def prune_if_due() -> None:
+    """Hourly (one worker on any host): forget old update ids, keeping the last one, and
+    finished pushes older than MESSAGES_KEPT. Commits."""
+    if not claim_job("telegram.prune", every=3600):
+        return
+    now = utcnow()
     last = last_update_id()
     db.session.execute(
         delete(TelegramUpdate).where(
-            TelegramUpdate.received_at < utcnow() - UPDATES_KEPT,
+            TelegramUpdate.received_at < now - UPDATES_KEPT,
             TelegramUpdate.update_id != (last if last is not None else -1),
         )
     )
+    db.session.execute(
+        delete(TelegramMessage).where(
+            TelegramMessage.status != M.QUEUED.value,
+            TelegramMessage.finished_at < now - MESSAGES_KEPT,
+        )
+    )
     db.session.commit()
+    finish_job("telegram.prune")
 
 
 # --- the push outbox ----------------------------------------------------------------------
@@ -317,7 +329,7 @@ def record_transition(activation_id: int, user_id: int, target: S) -> None:
     """Queue the push an activation's move causes to its owner's chat, if the owner uses
     the bot and has not blocked it: one INSERT … SELECT in the caller's transaction."""
     kind = PUSHED.get(target)
-    if kind is None:
+    if kind is None or not current_app.config.get("TELEGRAM_BOT_TOKEN"):
         return
     now = utcnow()
     chats = select(

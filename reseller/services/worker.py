@@ -20,7 +20,7 @@ from ..models import Activation, JobState, utcnow
 from ..models import ActivationStatus as S
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer
-from . import activations, catalog, payments, provider, settings, webhooks
+from . import activations, catalog, payments, provider, settings, telegram, webhooks
 from .jobs import claim_job, claim_rows, finish_job, release
 from .provider import upstream
 
@@ -405,6 +405,7 @@ def deliver_telegram(report: PassReport) -> None:
     counts = push.deliver_due()
     report.telegram_sent += counts.sent
     report.telegram_failed += counts.failed
+    telegram.prune_if_due()
 
 
 def refresh_prices(report: PassReport, *, force: bool = False) -> None:

@@ -127,6 +127,8 @@ def _guarded(sender, handle: Callable, pressed: bool = False) -> list[Reply]:
         account = tg.account_for(sender)
         language = account.language or sender.language_code
         with i18n.in_language(language):
+            if not _customer(account).active:
+                return [Reply(str(FAILURES["ACCOUNT_INACTIVE"]), notice="…")]
             return handle(account)
     except RateLimitExceeded as exc:
         with i18n.in_language(language):

@@ -122,6 +122,7 @@ def expired_pushed(activation: Activation) -> str:
 
 # The services' failures in the user's language, by kind (services.errors).
 FAILURES = {
+    "ACCOUNT_INACTIVE": _l("This account is disabled. Please contact support."),
     "BAD_SERVICE": _l("Unknown or unavailable service."),
     "BAD_COUNTRY": _l("Unknown or unavailable country."),
     "NO_BALANCE": _l("Your balance is too low for this number. Top up with /topup."),
