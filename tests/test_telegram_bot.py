@@ -563,3 +563,37 @@ def test_old_update_ids_are_forgotten_but_the_last_one(app, clock):
     assert tg.last_update_id() == 12
     assert tg.claim_update(11)  # forgotten (long past any redelivery)
     assert not tg.claim_update(12)
+
+
+def test_the_whole_journey(app, stocked, stars, web_user, client, telegram, clock):
+    """The issue's 'done when': link the web account, buy, get the code pushed, cancel with
+    the button, switch to Russian, top up with Stars — credited once."""
+    from reseller.money import parse_amount
+    from reseller.services.ledger import verify_ledger
+
+    payload = _link_from_account_page(client)
+    assert say(telegram, ANN, f"/start {payload}")["text"].startswith("Linked!")
+    first = _bought(telegram, ANN)
+    clock.travel(6)
+    assert _worker_pass().telegram_sent == 1
+    assert telegram.texts(ANN["id"])[-1].startswith(f"Code for #{first.id}")
+    app.config["EARLY_CANCEL_WINDOW"] = 0
+    number = say(telegram, ANN, "/buy tg ru")
+    telegram.send(telegram.press(ANN, number, buttons(number)["Cancel"]))
+    telegram.wait_for(lambda: "cancelled" in telegram.messages[number["message_id"]]["text"])
+    assert say(telegram, ANN, "/lang ru")["text"] == "Язык: Русский"
+    before = _balance_of(ANN)
+    offer = say(telegram, ANN, "/topup 10")
+    assert offer["text"] == "Пополнить на 10.00 USD через:"
+    db.session.commit()
+    telegram.send(telegram.press(ANN, offer, buttons(offer)["Telegram Stars ⭐"]))
+    invoice = telegram.wait_for(lambda: telegram.called("sendInvoice"))[-1]
+    assert _checkout(telegram, ANN, invoice["payload"], 770)["ok"] == "true"
+    paid = telegram.successful_payment(ANN, invoice["payload"], 770, "charge-9")
+    for _ in range(2):  # Telegram's message and a replay of it
+        telegram.send(paid)
+    telegram.wait_for(lambda: "уже зачислен" in " ".join(telegram.texts(ANN["id"])))
+    assert _balance_of(ANN) == before + parse_amount("10.00")
+    assert account_of(ANN).user_id == web_user.id
+    assert verify_ledger() == []
+    db.session.commit()
