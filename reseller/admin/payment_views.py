@@ -131,6 +131,10 @@ def payment_refund(payment_id: int):
         outcome = payments.refund(item, source=f"admin:{current_user.id}")
     except (payments.RefundRefused, GatewayError) as exc:
         db.session.rollback()
+        admin.audit(
+            current_user, "payment.refund", f"payment:{payment_id}", before, f"refused: {exc}"
+        )
+        db.session.commit()
         flash(f"Not refunded: {exc}", "error")
         return redirect(url_for(".payment", payment_id=payment_id))
     item = db.session.get(Payment, payment_id)

@@ -17,6 +17,7 @@ from flask_babel import gettext as _
 from .. import i18n
 from ..extensions import db, limiter
 from ..models import ActivationStatus as S
+from ..models import PaymentStatus
 from ..money import to_decimal
 from ..rate_limits import RateLimitExceeded
 from ..services import accounts, activations, catalog, history, payments, pricing, settings
@@ -26,6 +27,7 @@ from ..services.activations import PurchaseRequest
 from .replies import (
     FAILURES,
     SOMETHING_WENT_WRONG,
+    STATUS,
     TOO_FAST,
     Button,
     Reply,
@@ -68,7 +70,7 @@ def on_pre_checkout(sender: tg.TelegramUser, payload: str, currency: str, total:
             account is None
             or payment is None
             or payment.user_id != account.user_id
-            or payment.status != "pending"
+            or payment.status != PaymentStatus.PENDING.value
             or currency != "XTR"
             or total != gateway.stars_for(to_decimal(payment.amount))
         ):
@@ -306,8 +308,6 @@ def _history(account, *_args) -> list[Reply]:
     rows = history.recent_activations(account.user_id, 10)
     if not rows:
         return [Reply(_("No numbers yet. Buy one with /buy."))]
-    from .replies import STATUS
-
     lines = [
         f"#{a.id} +{a.phone or '…'} {service_name(a.service)} · {money(a.price)} · "
         f"{STATUS[S(a.status)]}" + (f" · {a.code}" if a.code else "")
