@@ -597,3 +597,17 @@ def test_the_whole_journey(app, stocked, stars, web_user, client, telegram, cloc
     assert account_of(ANN).user_id == web_user.id
     assert verify_ledger() == []
     db.session.commit()
+
+
+def test_per_user_rate_limit(app, bot, telegram):
+    import dataclasses
+
+    from reseller import rate_limits
+
+    app.config["TELEGRAM_RATE_LIMIT"] = "2 per minute"
+    counters = app.extensions[rate_limits.EXTENSION]  # (the test configuration turns them off)
+    app.extensions[rate_limits.EXTENSION] = dataclasses.replace(counters, enabled=True)
+    say(telegram, ANN, "/balance")
+    say(telegram, ANN, "/balance")
+    assert say(telegram, ANN, "/balance")["text"].startswith("Slow down a little")
+    assert say(telegram, BORIS, "/balance")["text"].startswith("Ваш баланс")  # per user
