@@ -13,6 +13,7 @@ import pytest
 from reseller.extensions import db
 from reseller.models import TelegramAccount, User
 from reseller.services import telegram as tg
+from reseller.telegram import runtime  # noqa: F401  (aiogram loads here, not in a test's wait)
 from tests.fake_telegram import TOKEN, FakeTelegram, buttons, user
 
 ANN = user(5001, "Ann", "en")
@@ -72,10 +73,12 @@ def bot(app, telegram):
         db.session.commit()
         return found
 
-    telegram.wait_for(known)
-    yield running
-    db.session.commit()
-    running.stop()
+    try:
+        telegram.wait_for(known, timeout=60)
+        yield running
+    finally:
+        db.session.commit()
+        running.stop()
 
 
 def say(telegram, sender, text, expect=1):
@@ -499,6 +502,7 @@ def test_a_slow_upstream_for_one_user_never_stalls_another(bot, telegram, monkey
     release = threading.Event()
 
     def slow_purchase(user, request):  # the upstream hangs for Ann's purchase
+        db.session.commit()  # as buy_number does: no transaction open while calling out
         release.wait(20)
         raise errors.NoNumbers()
 

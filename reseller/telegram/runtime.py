@@ -9,6 +9,7 @@ user's slow upstream call never stalls another user's update.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -197,7 +198,18 @@ async def poll(app: Flask, stop: asyncio.Event | None = None) -> None:
     dispatcher = build_dispatcher(services)
     tasks: set[asyncio.Task] = set()
     try:
-        me = await bot.get_me()
+        delay = 1.0
+        while True:  # Telegram (or the network) may be down when we start: wait for it
+            try:
+                me = await bot.get_me()
+                break
+            except TelegramAPIError as exc:
+                log.warning("telegram: getMe failed: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
+                delay = min(delay * 2, 30.0)
         await services(tg.remember_bot, me.username or "")
         log.info("telegram: polling as @%s", me.username)
         last = await services(tg.last_update_id)
