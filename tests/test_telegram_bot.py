@@ -144,6 +144,7 @@ def test_buy_with_arguments_push_the_code_and_edit_the_number_message(funded, te
     activation = db.session.execute(db.select(Activation)).scalar_one()
     db.session.commit()
     assert f"#{activation.id}" in reply["text"] and activation.phone in reply["text"]
+    shown(telegram, activation.id)
     # The sandbox's code comes after SANDBOX_CODE_DELAY; the worker polls it and pushes it.
     clock.travel(6)
     report = _worker_pass()
@@ -434,7 +435,20 @@ def _bought(telegram, sender):
     say(telegram, sender, "/buy tg ru")
     found = db.session.execute(db.select(Activation)).scalars().all()[-1]
     db.session.commit()
+    shown(telegram, found.id)
     return found
+
+
+def shown(telegram, activation_id: int):
+    """Wait until the bot has noted which message shows the number (it does so right after
+    Telegram answers the send; the worker edits that message when the code comes)."""
+
+    def noted():
+        found = tg.number_message(activation_id)
+        db.session.commit()
+        return found
+
+    return telegram.wait_for(noted)
 
 
 def test_a_user_who_blocked_the_bot_stops_getting_pushes(funded, telegram, clock):
