@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export FLASK_APP := wsgi
 
-.PHONY: run test install install-test system-packages migrate lint format bench clean
+.PHONY: run test install install-test system-packages migrate lint format bench clean \
+	translations-extract translations-update translations-compile
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +16,27 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[test,postgres,redis]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed translations-compile
+
+# Translations (gettext through Flask-Babel): the catalogues are
+# reseller/translations/<lang>/LC_MESSAGES/messages.po; the compiled .mo files are built here
+# by `make install` (they are not committed).
+LANGS := ru zh es
+CATALOGUES := $(foreach l,$(LANGS),reseller/translations/$(l)/LC_MESSAGES/messages)
+
+translations-extract: $(VENV)/.installed
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _l -k lazy_gettext -k ngettext:1,2 \
+		--no-location --sort-by-file --project reseller -o reseller/translations/messages.pot .
+
+translations-update: translations-extract
+	$(VENV)/bin/pybabel update -i reseller/translations/messages.pot -d reseller/translations \
+		--no-fuzzy-matching
+
+translations-compile: $(addsuffix .mo,$(CATALOGUES))
+
+reseller/translations/%/LC_MESSAGES/messages.mo: reseller/translations/%/LC_MESSAGES/messages.po \
+		| $(VENV)/.installed
+	$(VENV)/bin/pybabel compile --statistics -l $* -i $< -o $@
 
 system-packages:
 	@scripts/system-packages.sh

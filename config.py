@@ -218,6 +218,19 @@ class Config:
         self.WEBHOOK_DELIVERY_DEADLINE = _env_float("WEBHOOK_DELIVERY_DEADLINE", 10.0, 1, 60)
         self.WEBHOOK_THREADS = _env_int("WEBHOOK_THREADS", 4, 1, 64)
 
+        # The Telegram bot (README, "Telegram bot"): on when the token is set.
+        self.TELEGRAM_BOT_TOKEN = _env("TELEGRAM_BOT_TOKEN")
+        # The Bot API server's root: Telegram's, or an operator's local telegram-bot-api.
+        self.TELEGRAM_API_URL = _env("TELEGRAM_API_URL", "https://api.telegram.org")
+        # Sent back by Telegram with every webhook update (`flask telegram set-webhook`).
+        self.TELEGRAM_WEBHOOK_SECRET = _env("TELEGRAM_WEBHOOK_SECRET")
+        # The wallet money one Telegram Star buys (e.g. 0.013); Stars are off when unset.
+        self.TELEGRAM_STARS_RATE = _env("TELEGRAM_STARS_RATE")
+        # Updates one Telegram user may send (like API_RATE_LIMIT for a key).
+        self.TELEGRAM_RATE_LIMIT = _env("TELEGRAM_RATE_LIMIT", "30 per minute")
+        # Updates handled at once by `flask telegram poll` (each a thread for the services).
+        self.TELEGRAM_WORKERS = _env_int("TELEGRAM_WORKERS", 16, 1, 256)
+
         # Rate limits (reseller.rate_limits, on the `limits` package). Use redis://… when
         # several processes or hosts serve. Answers carry no X-RateLimit-* headers (each
         # would cost storage reads); a 429 says when to come back with `Retry-After`.
@@ -254,11 +267,29 @@ class Config:
             )
         if self.HEALTHZ_TOKEN is not None and len(self.HEALTHZ_TOKEN) < 16:
             raise ConfigError("HEALTHZ_TOKEN must be at least 16 characters (or unset)")
+        self.validate_telegram()
         from reseller.gateways import config_problem
 
         problem = config_problem(vars(self))
         if problem:
             raise ConfigError(problem)
+
+    def validate_telegram(self) -> None:
+        import re
+
+        from reseller.gateways.stars import parse_rate
+
+        secret = self.TELEGRAM_WEBHOOK_SECRET
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", secret):
+            raise ConfigError(
+                "TELEGRAM_WEBHOOK_SECRET must be 16 to 256 characters of A-Z, a-z, 0-9, _ and -"
+            )
+        rate = self.TELEGRAM_STARS_RATE
+        if rate is not None and parse_rate(rate) is None:
+            raise ConfigError(f"TELEGRAM_STARS_RATE must be a positive number, got {rate!r}")
+        token = self.TELEGRAM_BOT_TOKEN
+        if token is not None and not re.fullmatch(r"\d+:[A-Za-z0-9_-]+", token):
+            raise ConfigError("TELEGRAM_BOT_TOKEN must look like 123456:ABC-DEF… (from @BotFather)")
 
 
 class DevelopmentConfig(Config):

@@ -8,7 +8,7 @@ from flask import Flask, render_template
 from werkzeug.routing import IntegerConverter
 
 from .application import Application
-from .extensions import csrf, db, limiter, login_manager, migrate
+from .extensions import babel, csrf, db, limiter, login_manager, migrate
 from .models import User
 from .security import session_identifier
 
@@ -97,6 +97,11 @@ def register_extensions(app: Flask) -> None:
     login_manager._session_identifier_generator = session_identifier
     csrf.init_app(app)
     limiter.init_app(app)
+    from .i18n import select_locale
+
+    babel.init_app(
+        app, locale_selector=select_locale, default_translation_directories="translations"
+    )
 
 
 @login_manager.user_loader
@@ -127,8 +132,18 @@ def register_blueprints(app: Flask) -> None:
     from .docs import bp as docs_bp
     from .main import bp as main_bp
     from .payments import bp as payments_bp
+    from .telegram import bp as telegram_bp
 
-    for blueprint in (main_bp, auth_bp, docs_bp, api_bp, dashboard_bp, admin_bp, payments_bp):
+    for blueprint in (
+        main_bp,
+        auth_bp,
+        docs_bp,
+        api_bp,
+        dashboard_bp,
+        admin_bp,
+        payments_bp,
+        telegram_bp,
+    ):
         app.register_blueprint(blueprint)
 
 

@@ -150,3 +150,6 @@ def register(app: Flask) -> None:
     worker_commands.register(app)
     admin_commands.register(app)
     provider_commands.register(app)
+    from .telegram.cli import telegram_cli
+
+    app.cli.add_command(telegram_cli)

@@ -1,5 +1,6 @@
 """Extension singletons, bound to the app in `create_app` with `init_app`."""
 
+from flask_babel import Babel
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -27,3 +28,4 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = RateLimiter()
+babel = Babel()

@@ -78,6 +78,7 @@ class LedgerKind(enum.StrEnum):
     RENT = "rent"  # a rented number's first period
     RENT_EXTENSION = "rent_extension"  # a further period (continueRentNumber)
     RENT_REFUND = "rent_refund"  # a period given back (a cancel the upstream accepted)
+    PAYMENT_REFUND = "payment_refund"  # a paid top-up given back at the gateway (and its bonus)
 
 
 class LedgerEntry(db.Model):
@@ -428,6 +429,7 @@ class PaymentStatus(enum.StrEnum):
     FLAGGED = "flagged"  # the gateway's word disagrees with ours: the operator decides
     # The customer gave the unpaid invoice up; a payment that arrives anyway still credits.
     CANCELLED = "cancelled"
+    REFUNDED = "refunded"  # paid, then given back at the gateway; the wallet was debited
 
 
 class Payment(db.Model):
@@ -701,3 +703,119 @@ class SandboxRental(db.Model):
     status: Mapped[str] = mapped_column(String(20), default="active")  # active/finished/cancelled
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     ends_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+# --- the Telegram bot (reseller.telegram; rules in reseller.services.telegram) -------------
+
+
+class TelegramAccount(db.Model):
+    """A Telegram user of the bot and the account (wallet, API key) they use."""
+
+    __tablename__ = "telegram_accounts"
+
+    # Telegram's user id (also the private chat's id).
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    username: Mapped[str | None] = mapped_column(String(64))
+    first_name: Mapped[str | None] = mapped_column(String(128))
+    # The user's choice (/lang), else Telegram's language_code as it last came.
+    language: Mapped[str | None] = mapped_column(String(8))
+    language_code: Mapped[str | None] = mapped_column(String(16))
+    # The account was made by the bot (no e-mail login): it may be replaced by a link.
+    made_by_bot: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Sends fail with 403 (the user blocked the bot): no pushes until they write again.
+    blocked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    user: Mapped[User] = relationship()
+
+
+class TelegramLinkToken(db.Model):
+    """A one-time `/start` payload that links a Telegram user to a web account."""
+
+    __tablename__ = "telegram_link_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # A keyed hash of the payload: a database dump reveals no usable link.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TelegramUpdate(db.Model):
+    """An update taken for processing: a second delivery of the same id (a webhook retry,
+    a poller restarted before confirming) finds its row and is dropped."""
+
+    __tablename__ = "telegram_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class TelegramMessageStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"  # attempts exhausted, or the user blocked the bot
+
+
+class TelegramMessage(db.Model):
+    """The bot's outbox: a message to push to a chat (a code that arrived, a broadcast),
+    written in the transaction that causes it and sent by the worker."""
+
+    __tablename__ = "telegram_messages"
+    __table_args__ = (
+        Index("ix_telegram_messages_due", "status", "next_attempt_at"),
+        Index("ix_telegram_messages_broadcast", "broadcast_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(20))  # sms, cancelled, expired, broadcast
+    activation_id: Mapped[int | None] = mapped_column(ForeignKey("activations.id"))
+    broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("telegram_broadcasts.id"))
+    status: Mapped[str] = mapped_column(String(20), default=TelegramMessageStatus.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TelegramNumberMessage(db.Model):
+    """The chat message that shows a number: edited when its code arrives or it closes."""
+
+    __tablename__ = "telegram_number_messages"
+
+    activation_id: Mapped[int] = mapped_column(ForeignKey("activations.id"), primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class TelegramBroadcast(db.Model):
+    """An operator's message to every bot user (or those active lately)."""
+
+    __tablename__ = "telegram_broadcasts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    active_days: Mapped[int | None] = mapped_column(Integer)
+    recipients: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TelegramStarCharge(db.Model):
+    """A Telegram Stars payment as Telegram names it: the charge id is unique, and a refund
+    (`refundStarPayment`) needs it with the payer's Telegram id."""
+
+    __tablename__ = "telegram_star_charges"
+
+    charge_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), unique=True)
+    telegram_user_id: Mapped[int] = mapped_column(BigInteger)
+    stars: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

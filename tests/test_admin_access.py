@@ -49,6 +49,9 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("admin.payments_page", "GET", "/admin/payments?status=pending", None),
     ("admin.payment", "GET", "/admin/payments/{payment}", None),
     ("admin.payment_check", "POST", "/admin/payments/{payment}/check", {}),
+    ("admin.payment_refund", "POST", "/admin/payments/{payment}/refund", {}),
+    ("admin.broadcast_page", "GET", "/admin/broadcast", None),
+    ("admin.broadcast_page", "POST", "/admin/broadcast", {"text": "Hello"}),
     ("admin.pricing_page", "GET", "/admin/pricing?service=tg", None),
     (
         "admin.pricing_global",

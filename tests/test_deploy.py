@@ -345,7 +345,9 @@ def _unit(name: str) -> configparser.ConfigParser:
     return parser
 
 
-@pytest.mark.parametrize("name", ["reseller-web.service", "reseller-worker.service"])
+@pytest.mark.parametrize(
+    "name", ["reseller-web.service", "reseller-worker.service", "reseller-telegram.service"]
+)
 def test_units_run_as_the_service_user_with_the_environment_file(name):
     service = _unit(name)["Service"]
     assert service["User"] == "reseller"
@@ -369,6 +371,14 @@ def test_worker_unit_runs_flask_worker():
     argv = shlex.split(service["ExecStart"])
     assert Path(argv[0]).name == "flask"
     assert argv[1:] == ["--app", "wsgi", "worker"]
+    assert service["Restart"] == "always"
+
+
+def test_telegram_unit_polls_with_the_bot_command():
+    service = _unit("reseller-telegram.service")["Service"]
+    argv = shlex.split(service["ExecStart"])
+    assert Path(argv[0]).name == "flask"
+    assert argv[1:] == ["--app", "wsgi", "telegram", "poll"]
     assert service["Restart"] == "always"
 
 

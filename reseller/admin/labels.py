@@ -38,4 +38,5 @@ LEDGER_LABELS: dict[str, str] = {
     LedgerKind.RENT: "Number rented",
     LedgerKind.RENT_EXTENSION: "Rent extended",
     LedgerKind.RENT_REFUND: "Rent refund",
+    LedgerKind.PAYMENT_REFUND: "Top-up refunded",
 }

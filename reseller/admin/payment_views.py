@@ -80,6 +80,7 @@ def payment(payment_id: int):
         ledger=payments.ledger_rows(item.id),
         action_form=PostForm(),
         can_check=payments.can_check(item),
+        can_refund=payments.can_refund(item),
         pretty=_pretty_json,
     )
 
@@ -113,4 +114,31 @@ def payment_check(payment_id: int):
         flash("The gateway knows nothing new about this payment.", "info")
     else:
         flash(f"Checked: {outcome.result}; the payment is {item.status}.", "success")
+    return redirect(url_for(".payment", payment_id=payment_id))
+
+
+@bp.post("/payments/<int:payment_id>/refund")
+@admin_required
+def payment_refund(payment_id: int):
+    """Give a paid top-up back at its gateway (Telegram Stars: refundStarPayment) and debit
+    the wallet."""
+    item = db.get_or_404(Payment, payment_id)
+    if not PostForm().validate_on_submit():
+        flash("The form expired; try again.", "error")
+        return redirect(url_for(".payment", payment_id=payment_id))
+    before = item.status
+    try:
+        outcome = payments.refund(item, source=f"admin:{current_user.id}")
+    except (payments.RefundRefused, GatewayError) as exc:
+        db.session.rollback()
+        admin.audit(
+            current_user, "payment.refund", f"payment:{payment_id}", before, f"refused: {exc}"
+        )
+        db.session.commit()
+        flash(f"Not refunded: {exc}", "error")
+        return redirect(url_for(".payment", payment_id=payment_id))
+    item = db.session.get(Payment, payment_id)
+    admin.audit(current_user, "payment.refund", f"payment:{payment_id}", before, item.status)
+    db.session.commit()
+    flash(f"Refund: {outcome.result}; the payment is {item.status}.", "success")
     return redirect(url_for(".payment", payment_id=payment_id))

@@ -23,6 +23,7 @@ from ..money import format_amount, format_cost
 from ..pagination import page_number
 from ..services import admin, catalog, payments, pricing, provider_admin, settings, stats, webhooks
 from ..services import provider as provider_accounts
+from ..services import telegram as telegram_accounts
 from ..upstream.registry import PRESETS, PROTOCOLS
 from . import bp
 from .chart import money_chart
@@ -173,6 +174,7 @@ def _render_customer(user: User, credit_form: CreditForm, status: int = 200):
             webhook=webhook,
             webhook_failures=webhooks.recent_failures(webhook.id) if webhook else [],
             webhook_queued=webhooks.queued_count(webhook.id) if webhook else 0,
+            telegram=telegram_accounts.account_of_user(user.id),
         ),
         status,
     )

@@ -29,6 +29,7 @@ from ..services import (
     webhooks,
 )
 from ..services import errors as err
+from ..services import telegram as telegram_accounts
 from ..services.activations import PurchaseRequest
 from ..services.bulk import MAX_QUANTITY
 from . import bp
@@ -50,6 +51,7 @@ LEDGER_LABELS = {
     LedgerKind.RENT.value: "Number rented",
     LedgerKind.RENT_EXTENSION.value: "Rent extended",
     LedgerKind.RENT_REFUND.value: "Rent refund",
+    LedgerKind.PAYMENT_REFUND.value: "Top-up refunded",
 }
 
 
@@ -496,7 +498,7 @@ def account():
     return _render_account(form=form)
 
 
-def _render_account(form=None, webhook_form=None):
+def _render_account(form=None, webhook_form=None, telegram_link=None):
     endpoint = webhooks.endpoint_for(current_user.id)
     if webhook_form is None:
         webhook_form = WebhookForm(formdata=None, url=endpoint.url if endpoint else None)
@@ -510,6 +512,9 @@ def _render_account(form=None, webhook_form=None):
         webhook_secret=webhooks.reveal_secret(endpoint) if endpoint else None,
         webhook_attempts=webhooks.recent_attempts(endpoint.id) if endpoint else [],
         webhook_queued=webhooks.queued_count(endpoint.id) if endpoint else 0,
+        telegram_bot=telegram_accounts.bot_username(),
+        telegram_account=telegram_accounts.account_of_user(current_user.id),
+        telegram_link=telegram_link,
     )
 
 
@@ -579,3 +584,25 @@ def webhook_secret():
 @bp.post("/account/webhook/remove")
 def webhook_remove():
     return _webhook_action(webhooks.remove, "Webhook removed: no more events are sent.")
+
+
+@bp.post("/account/telegram/link")
+@limiter.limit(_webhook_limit, key_func=_account_key)
+def telegram_link():
+    """A one-time link that opens the bot and links this account (valid 15 minutes)."""
+    if not PostForm().validate_on_submit():
+        abort(400)
+    bot = telegram_accounts.bot_username()
+    if not bot:
+        abort(404)
+    payload = telegram_accounts.new_link(current_user)
+    return _render_account(telegram_link=f"https://t.me/{bot}?start={payload}")
+
+
+@bp.post("/account/telegram/unlink")
+def telegram_unlink():
+    if not PostForm().validate_on_submit():
+        abort(400)
+    if telegram_accounts.unlink(current_user):
+        flash("Telegram is unlinked: the bot no longer uses this account.", "success")
+    return redirect(url_for(".account") + "#telegram")

@@ -24,6 +24,7 @@ STATUS_TEXT = {
     "failed": "Failed",
     "flagged": "Under review",
     "cancelled": "Cancelled",
+    "refunded": "Refunded",
 }
 
 

@@ -13,11 +13,13 @@ from .base import Gateway
 from .cryptopay import CryptoPay
 from .nowpayments import NowPayments
 from .sandbox import SandboxGateway
+from .stars import TelegramStars
 
 GATEWAYS: dict[str, type[Gateway]] = {
     CryptoPay.name: CryptoPay,
     NowPayments.name: NowPayments,
     SandboxGateway.name: SandboxGateway,
+    TelegramStars.name: TelegramStars,
 }
 
 

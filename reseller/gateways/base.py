@@ -118,6 +118,10 @@ class Gateway(abc.ABC):
     named_only: bool = False
     # Seconds a customer has to pay an invoice.
     lifetime: int = 3600
+    # Paid inside a chat front-end (the Telegram bot), never offered on a web page.
+    in_chat_only: bool = False
+    # Whether `refund` can give a paid invoice's money back (the console's Refund).
+    can_refund: bool = False
 
     @classmethod
     @abc.abstractmethod
@@ -133,6 +137,11 @@ class Gateway(abc.ABC):
         """The current state of invoices, each given with the references of the payments
         made on it that we know of; those it cannot tell are left out. Raises
         GatewayUnavailable or GatewayRefused when it cannot answer for the batch."""
+
+    def refund(self, invoice_id: str, reference: str | None) -> None:
+        """Give a paid invoice's money back to the payer. Raises GatewayRefused or
+        GatewayUnavailable."""
+        raise GatewayRefused(f"{self.label or self.name} payments cannot be refunded here")
 
     @abc.abstractmethod
     def verify_notification(self, body: bytes, headers: Mapping[str, str]) -> PaymentEvent:

@@ -231,6 +231,26 @@ def create_user(email: str, password: str, *, is_admin: bool = False) -> User:
     return user
 
 
+# Accounts made by a front-end without e-mail (the Telegram bot) get an address under the
+# reserved .invalid domain (never deliverable) and a random password nobody knows.
+NO_EMAIL_DOMAIN = "telegram.invalid"
+
+
+def create_user_without_email(label: str) -> User:
+    """An account with a wallet and an API key but no e-mail login, added to the session
+    (flushed, not committed: the caller commits it with what it belongs to)."""
+    email = f"{label}-{secrets.token_hex(4)}@{NO_EMAIL_DOMAIN}"
+    user = User(email=email, password_hash=generate_password_hash(secrets.token_urlsafe(32)))
+    _store_api_key(user, new_api_key())
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def has_email_login(user: User) -> bool:
+    return not user.email.endswith("@" + NO_EMAIL_DOMAIN)
+
+
 def authenticate(email: str, password: str) -> User | None:
     """The user for these credentials, or None (same answer for every kind of failure)."""
     user = user_by_email(email)

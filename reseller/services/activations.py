@@ -40,7 +40,7 @@ from ..money import to_decimal, to_units
 from ..upstream import deadline
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer, UpstreamState
-from . import catalog, pricing, routing, settings, wallet, webhooks
+from . import catalog, pricing, routing, settings, telegram, wallet, webhooks
 from . import errors as err
 from .accounts import CALLER_COLUMNS, ApiCaller
 from .provider import OutsideTransaction, guarded, session_holds_work, upstream
@@ -200,6 +200,7 @@ def _move(
         source, endpoint_id, charged = row.status, row.webhook_endpoint_id, row.charged
     _record_event(activation_id, source, target, note=note, actor=actor)
     webhooks.record_transition(endpoint_id, activation_id, target, values)
+    telegram.record_transition(activation_id, moved.user_id, target)
     if target in REFUNDING_STATES and moved.price > 0 and charged:
         wallet.credit(
             moved.user_id,

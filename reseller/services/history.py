@@ -117,3 +117,8 @@ def api_history(
         ):
             texts.setdefault(activation_id, []).append(text or code)
     return [(a, texts.get(a.id, [])) for a in rows]
+
+
+def recent_activations(user_id: int, limit: int = 10) -> list[Activation]:
+    """The user's latest activations, newest first."""
+    return list(db.session.execute(activations_query(user_id).limit(limit)).scalars())

@@ -191,12 +191,19 @@ def rent_problems() -> list[str]:
     return problems
 
 
-PAYMENT_KINDS = (LedgerKind.PAYMENT.value, LedgerKind.PAYMENT_BONUS.value)
+PAYMENT_KINDS = (
+    LedgerKind.PAYMENT.value,
+    LedgerKind.PAYMENT_BONUS.value,
+    LedgerKind.PAYMENT_REFUND.value,
+)
+# A refunded top-up was paid and credited first.
+CREDITED = (P.PAID.value, P.REFUNDED.value)
 
 
 def payment_problems() -> list[str]:
-    """Every top-up credit matches a paid payment (its customer, its amount, its bonus), and
-    every paid payment was credited exactly once."""
+    """Every top-up credit matches a paid payment (its customer, its amount, its bonus),
+    every paid payment was credited exactly once, and every refunded one debited once (its
+    amount and bonus)."""
     problems: list[str] = []
     credits: dict[tuple[int, str], list[tuple[int, int]]] = {}
     for entry_id, payment_id, kind, user_id, amount in db.session.execute(
@@ -227,16 +234,26 @@ def payment_problems() -> list[str]:
         if payment is None:
             problems.append(f"payment {payment_id}: credited but no such payment")
             continue
-        if payment.status != P.PAID.value:
+        refund = kind == LedgerKind.PAYMENT_REFUND.value
+        if refund and payment.status != P.REFUNDED.value:
+            problems.append(f"payment {payment_id}: debited but its status is {payment.status}")
+        elif payment.status not in CREDITED:
             problems.append(f"payment {payment_id}: credited but its status is {payment.status}")
-        expected = payment.amount if kind == LedgerKind.PAYMENT.value else payment.bonus
+        if refund:
+            expected = -(payment.amount + payment.bonus)
+        else:
+            expected = payment.amount if kind == LedgerKind.PAYMENT.value else payment.bonus
         for user_id, amount in rows:
             if user_id != payment.user_id:
                 problems.append(f"payment {payment_id}: {kind} credited to user {user_id}")
             if amount != expected:
                 problems.append(f"payment {payment_id}: {kind} of {amount}, expected {expected}")
     for payment in payments.values():
-        if payment.status != P.PAID.value:
+        if payment.status == P.REFUNDED.value and (
+            (payment.id, LedgerKind.PAYMENT_REFUND.value) not in credits
+        ):
+            problems.append(f"payment {payment.id}: refunded but never debited")
+        if payment.status not in CREDITED:
             continue
         if (payment.id, LedgerKind.PAYMENT.value) not in credits:
             problems.append(f"payment {payment.id}: paid but never credited")

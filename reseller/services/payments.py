@@ -101,6 +101,11 @@ class TooManyTopUps(TopUpError):
     )
 
 
+class RefundRefused(TopUpError):
+    kind = "REFUND_REFUSED"
+    message = "This top-up cannot be refunded."
+
+
 class UnknownInvoice(BadNotification):
     """A verified notification about an invoice we never created."""
 
@@ -127,14 +132,14 @@ def use_gateway(app: Flask, gateway: Gateway) -> None:
         available()[gateway.name] = gateway
 
 
-def offered() -> list[Gateway]:
+def offered(*, in_chat: bool = False) -> list[Gateway]:
     """The gateways customers may choose now: the running ones the operator has not
-    switched off in the console (setting `payment_gateways`)."""
+    switched off in the console (setting `payment_gateways`). Those paid only inside a chat
+    (Telegram Stars) are offered to the bot (`in_chat`), not to web pages."""
     running = available()
     chosen = [n.strip().lower() for n in settings.get("payment_gateways").split(",") if n.strip()]
-    if not chosen:
-        return list(running.values())
-    return [running[name] for name in chosen if name in running]
+    found = list(running.values()) if not chosen else [running[n] for n in chosen if n in running]
+    return [g for g in found if in_chat or not g.in_chat_only]
 
 
 def gateway_label(name: str) -> str:
@@ -215,11 +220,13 @@ def order_id(payment: Payment) -> str:
     return f"topup-{payment.id}"
 
 
-def start_topup(user: User, amount: int, gateway_name: str, urls: Urls) -> Payment:
+def start_topup(
+    user: User, amount: int, gateway_name: str, urls: Urls, *, in_chat: bool = False
+) -> Payment:
     """Create our payment row, then the gateway's invoice. Returns the payment with its
     `pay_url`. Raises GatewayNotOffered, BadTopUpAmount, TooManyTopUps, or InvoiceFailed
-    (the row is then `failed`, nothing charged)."""
-    gateway = next((g for g in offered() if g.name == gateway_name), None)
+    (the row is then `failed`, nothing charged). `in_chat`: started in the bot's chat."""
+    gateway = next((g for g in offered(in_chat=in_chat) if g.name == gateway_name), None)
     if gateway is None:
         raise GatewayNotOffered()
     rules = limits()
@@ -674,6 +681,52 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# -- refunds (the console) -------------------------------------------------------------------
+
+
+def can_refund(payment: Payment) -> bool:
+    gateway = available().get(payment.gateway)
+    return bool(gateway is not None and gateway.can_refund and payment.status == P.PAID.value)
+
+
+def refund(payment: Payment, *, source: str) -> Outcome:
+    """Give a paid top-up back at its gateway, then debit the wallet its amount and bonus
+    in one transaction with the guarded paid → refunded move. Raises RefundRefused (not
+    refundable, or the balance no longer covers it: nothing changed) and GatewayError (the
+    gateway refused or did not answer: nothing changed)."""
+    if not can_refund(payment):
+        raise RefundRefused("Only a paid top-up of a gateway that refunds can be refunded.")
+    total = payment.amount + payment.bonus
+    if db.session.get(User, payment.user_id).balance < total:
+        raise RefundRefused("The customer's balance no longer covers this top-up and its bonus.")
+    payment_id, user_id = payment.id, payment.user_id
+    invoice_id, reference = payment.invoice_id, payment.gateway_reference
+    db.session.commit()  # no transaction is open while the gateway is called
+    available()[payment.gateway].refund(invoice_id, reference)
+    try:
+        if not _transition(
+            payment_id, [P.PAID], P.REFUNDED, source=source, note="refunded: wallet debited"
+        ):
+            db.session.rollback()
+            return Outcome(payment_id, "unchanged")
+        wallet.debit(
+            user_id,
+            total,
+            LedgerKind.PAYMENT_REFUND,
+            payment_id=payment_id,
+            note=f"{gateway_label(payment.gateway)} refund",
+        )
+        db.session.commit()
+    except wallet.InsufficientFunds:  # spent between the check and the gateway's answer
+        db.session.rollback()
+        reason = "refunded at the gateway but the balance no longer covered it: debit by hand"
+        _flag_only(db.session.get(Payment, payment_id), None, source, reason)
+        db.session.commit()
+        return Outcome(payment_id, "flagged")
+    log.info("payment %s refunded (%s) to user %s", payment_id, total, user_id)
+    return Outcome(payment_id, "refunded")
+
+
 # -- reconciliation and expiry (flask worker) ---------------------------------------------
 
 
@@ -863,6 +916,13 @@ def cancel_topup(user: User, payment_id: int) -> Payment:
 
 
 # -- reading ------------------------------------------------------------------------------
+
+
+def find(gateway_name: str, invoice_id: str) -> Payment | None:
+    """Our payment for a gateway's invoice id, or None."""
+    return db.session.execute(
+        select(Payment).where(Payment.gateway == gateway_name, Payment.invoice_id == invoice_id)
+    ).scalar_one_or_none()
 
 
 def history_query(user_id: int):

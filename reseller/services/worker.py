@@ -20,7 +20,7 @@ from ..models import Activation, JobState, utcnow
 from ..models import ActivationStatus as S
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer
-from . import activations, catalog, payments, provider, rentals, settings, webhooks
+from . import activations, catalog, payments, provider, rentals, settings, telegram, webhooks
 from .jobs import claim_job, claim_rows, finish_job, release
 from .provider import upstream
 
@@ -43,6 +43,8 @@ class PassReport:
     rent_sms: int = 0
     rentals_expired: int = 0
     rentals_settled: int = 0
+    telegram_sent: int = 0
+    telegram_failed: int = 0
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -61,6 +63,11 @@ class PassReport:
                 f", rent SMS {self.rent_sms}, rentals expired {self.rentals_expired} "
                 f"settled {self.rentals_settled}"
                 if self.rent_sms or self.rentals_expired or self.rentals_settled
+                else ""
+            )
+            + (
+                f", telegram sent {self.telegram_sent} failed {self.telegram_failed}"
+                if self.telegram_sent or self.telegram_failed
                 else ""
             )
             + (f", errors: {'; '.join(self.errors)}" if self.errors else "")
@@ -398,6 +405,18 @@ def deliver_webhooks(report: PassReport) -> None:
     webhooks.prune_if_due()
 
 
+def deliver_telegram(report: PassReport) -> None:
+    """Push the bot's outbox (codes polled above, expiries, broadcasts) to Telegram chats."""
+    if not current_app.config.get("TELEGRAM_BOT_TOKEN"):
+        return
+    from ..telegram import push  # the bot's sender (aiogram loads only where the bot runs)
+
+    counts = push.deliver_due()
+    report.telegram_sent += counts.sent
+    report.telegram_failed += counts.failed
+    telegram.prune_if_due()
+
+
 def refresh_prices(report: PassReport, *, force: bool = False) -> None:
     """Every enabled provider's catalogue, then the offers (`PRICE_REFRESH_INTERVAL`)."""
     every = current_app.config["PRICE_REFRESH_INTERVAL"]
@@ -470,6 +489,7 @@ STEPS = (
     poll_due,
     poll_rentals,
     deliver_webhooks,
+    deliver_telegram,
     refresh_upstream_balance,
     refresh_prices,
     refresh_offers,
