@@ -508,3 +508,22 @@ def test_env_example_is_a_valid_production_configuration(monkeypatch):
     config.validate()
     assert config.TRUSTED_PROXIES == 1
     assert config.SQLALCHEMY_ENGINE_OPTIONS["pool_size"] >= int(values["GUNICORN_THREADS"])
+
+
+def test_setup_cfg_declares_every_runtime_dependency_in_its_options():
+    """An option in the wrong section is silently ignored by setuptools: install_requires
+    under [options.package_data] installed none of the app's dependencies on a new machine."""
+    parser = configparser.ConfigParser()
+    parser.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    required = {
+        re.split(r"[<>=\[]", line.strip())[0].lower()
+        for line in parser["options"].get("install_requires", "").splitlines()
+        if line.strip()
+    }
+    imported = {"flask", "flask-login", "flask-sqlalchemy", "flask-migrate", "flask-wtf"}
+    imported |= {"requests", "httpx", "anyio", "idna", "flask-babel", "aiogram", "gunicorn"}
+    assert imported <= required, sorted(imported - required)
+    assert parser["options"].get("python_requires") == ">=3.11"
+    for section in parser.sections():
+        if section.startswith("options."):
+            assert "install_requires" not in parser[section], section
