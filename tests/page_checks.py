@@ -3,8 +3,10 @@ reference implementation of the HTML parsing algorithm in Python, MIT licence) a
 references a page makes to its own ids. Offline, no Java, no network.
 
 `html_problems(text)` lists what is wrong, `[]` for a clean page; `assert_valid_html(text,
-where)` fails a test with that list. Both the customer pages' and the console's tests use
-them (tests/browser/test_pages.py walks every page at two widths through it).
+where)` fails a test with that list. In a browser, `page_overflow(page)` says why a page
+scrolls sideways (tables scroll in their own box) and `wrapped(page, selector)` which short
+texts (dates, badges) broke over two lines. The customer pages' and the console's tests both
+use them (tests/browser/test_storefront_pages.py, test_console_pages.py).
 """
 
 from __future__ import annotations
@@ -104,3 +106,36 @@ def _inside(parents, element, tag: str) -> bool:
 def assert_valid_html(text: str, where: str = "page") -> None:
     problems = html_problems(text)
     assert not problems, f"{where}: invalid HTML:\n  " + "\n  ".join(problems[:30])
+
+
+# The page is wider than the window by more than a rounding pixel: the widest culprits.
+PAGE_OVERFLOW_JS = """(allowed) => {
+  const root = document.documentElement;
+  const wide = [...document.querySelectorAll("body *")].filter((el) => {
+    const box = el.getBoundingClientRect();
+    return box.right > root.clientWidth + 1 && !el.parentElement.closest(allowed);
+  }).slice(0, 5).map((el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "")
+    + (typeof el.className === "string" && el.className ? "." + el.className : ""));
+  return {scroll: root.scrollWidth, client: root.clientWidth, wide};
+}"""
+
+# Inline elements broken over two lines.
+WRAPPED_JS = """(selector) => [...document.querySelectorAll(selector)]
+  .filter((el) => el.getClientRects().length > 1)
+  .slice(0, 5).map((el) => el.textContent.trim())"""
+
+# Boxes that scroll (or may overflow) inside themselves without moving the page.
+SCROLL_BOXES = ".table-wrap, pre, .service-list"
+
+
+def page_overflow(page, allowed: str = SCROLL_BOXES) -> str | None:
+    """Why the page scrolls sideways (None when it does not)."""
+    found = page.evaluate(PAGE_OVERFLOW_JS, allowed)
+    if found["scroll"] <= found["client"] + 1:
+        return None
+    return f"page {found['scroll']} px wide in a {found['client']} px window: {found['wide']}"
+
+
+def wrapped(page, selector: str) -> list[str]:
+    """The texts of elements matching `selector` that wrap onto more than one line."""
+    return page.evaluate(WRAPPED_JS, selector)

@@ -1,4 +1,4 @@
-"""Every console page is valid HTML (tests/console_page_checks.py), in the states an operator
+"""Every console page is valid HTML (tests/page_checks.py), in the states an operator
 meets: lists with rows, a failing provider, a refused form, a filter with errors."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from reseller.extensions import db
 from reseller.models import Payment, PricingRule
 from reseller.services import provider_admin, routing
-from tests.console_page_checks import html_errors
+from tests.page_checks import html_problems
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ PAGES = [
 def test_console_page_is_valid_html(client, console, path):
     response = client.get(path.format(**console))
     assert response.status_code in (200, 400), path
-    assert html_errors(response.get_data(as_text=True)) == []
+    assert html_problems(response.get_data(as_text=True)) == []
 
 
 @pytest.mark.parametrize(
@@ -81,11 +81,12 @@ def test_console_page_is_valid_html(client, console, path):
 def test_refused_console_forms_are_valid_html(client, console, path, data):
     response = client.post(path.format(**console), data=data)
     assert response.status_code == 400, path
-    assert html_errors(response.get_data(as_text=True)) == []
+    assert html_problems(response.get_data(as_text=True)) == []
 
 
 def test_the_checker_finds_a_form_nested_in_a_paragraph():
     page = '<!doctype html><html lang="en"><head><title>t</title></head><body>'
-    assert html_errors(page + "<p>a</p></body></html>") == []
-    assert html_errors(page + "<p><form></form></p></body></html>") != []
-    assert html_errors(page + '<i id="a"></i><b id="a"></b></body></html>') == ["duplicate id 'a'"]
+    assert html_problems(page + "<p>a</p></body></html>") == []
+    assert html_problems(page + "<p><form></form></p></body></html>") != []
+    twice = html_problems(page + '<i id="a"></i><b id="a"></b></body></html>')
+    assert twice == ["duplicate id 'a' (2 times)"]

@@ -15,7 +15,7 @@ from reseller.models import Payment, PricingRule
 from reseller.services import accounts, provider_admin, wallet
 from tests.browser.test_customer_journey import flash, in_app, log_in, new_page  # noqa: F401
 from tests.conftest import Api, api_key_of
-from tests.console_page_checks import html_errors, page_overflow, wrapped
+from tests.page_checks import html_problems, page_overflow, wrapped
 
 pytestmark = pytest.mark.browser
 
@@ -80,7 +80,7 @@ def test_every_console_page_at_laptop_and_phone_width(new_page, live_server, scr
             response = page.goto(url)
             assert response.status == 200, url
             name = f"{width}px {path}"
-            failures += [f"{name}: {e}" for e in html_errors(response.text())]
+            failures += [f"{name}: {e}" for e in html_problems(response.text())]
             overflow = page_overflow(page)
             if overflow:
                 failures.append(f"{name}: {overflow}")

@@ -17,7 +17,7 @@ from reseller.extensions import db
 from reseller.models import Payment, PricingRule
 from reseller.money import to_units
 from reseller.services import accounts, wallet
-from tests.page_checks import html_problems
+from tests.page_checks import html_problems, page_overflow
 
 pytestmark = pytest.mark.browser
 
@@ -104,15 +104,9 @@ def check_page(page, url: str) -> list[str]:
     response = page.goto(url)
     problems = [] if response.ok else [f"HTTP {response.status}"]
     problems += html_problems(response.text())
-    wide = page.evaluate(
-        "() => [document.documentElement.scrollWidth, window.innerWidth,"
-        " Array.from(document.querySelectorAll('body *')).filter(e => {"
-        "   const r = e.getBoundingClientRect(); return r.right > window.innerWidth + 1 &&"
-        "   !e.closest('.table-wrap, pre, .service-list'); }).slice(0, 3)"
-        "   .map(e => e.tagName + '.' + e.className)]"
-    )
-    if wide[0] > wide[1]:
-        problems.append(f"scrolls sideways: {wide[0]} px wide in {wide[1]} px ({wide[2]})")
+    overflow = page_overflow(page)
+    if overflow:
+        problems.append(f"scrolls sideways: {overflow}")
     problems += page.problems
     page.problems.clear()
     return problems
