@@ -339,3 +339,26 @@ def test_rent_fails_over_to_5sim_hosting(routed, fake, grizzly, clock):
     assert routed("setRentStatus", id=rental.id, status="1").get_json() == {"status": "success"}
     assert fake.orders[int(order_id)]["status"] == "FINISHED"
     assert verify_ledger() == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "ERROR_SQL",
+        '{"status":"error","message":"ERROR_SQL"}',
+        '{"status":"error","message":"NO_ACTIVATION"}',  # a token of another action
+        "Something went wrong on our side",  # free text we do not know
+    ],
+)
+def test_an_unknown_rent_answer_never_fails_over(routed, fake, grizzly, answer):
+    """As at purchase (issue 23, item 7): only an answer that says nothing was rented fails
+    over; anything else may have rented a number, so the hold stays with that provider and
+    no other provider is asked."""
+    fake.hosting[("usa", "1day")] = (Decimal("1.00"), 3)
+    grizzly.script("getRentNumber", Reply(answer))
+    reply = routed("getRentNumber", service="tg", rent_time="24", country="us").get_json()
+    assert reply == {"status": "error", "message": "ERROR_SQL"}, reply
+    rental = db.session.execute(select(Rental)).scalar_one()
+    assert (rental.status, rental.upstream_name) == ("unknown", "grizzly")
+    assert not [o for o in fake.orders.values() if o["_category"] == "hosting"]
+    assert verify_ledger() == []

@@ -40,7 +40,7 @@ from ..money import to_decimal, to_units
 from ..upstream import deadline
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer, UpstreamState
-from . import catalog, pricing, routing, settings, telegram, wallet, webhooks
+from . import catalog, pricing, refusals, routing, settings, telegram, wallet, webhooks
 from . import errors as err
 from .accounts import CALLER_COLUMNS, ApiCaller
 from .provider import OutsideTransaction, guarded, session_holds_work, upstream
@@ -480,38 +480,14 @@ def _hold(
         raise
 
 
-# The answers to a purchase that say nothing was sold: the hold fails over to the next
-# provider (or is refunded). Every other answer leaves the outcome unknown (ERROR_SQL: the
-# provider's database failed, perhaps after it sold; a token that answers another action;
-# free text we do not know; a lost answer): the hold stays with that provider until the
-# worker settles it there, and no other provider is asked.
-_DEFINITE_PURCHASE_ERRORS: dict[type[up.UpstreamError], type[err.ServiceError]] = {
-    up.NoNumbers: err.NoNumbers,
-    up.NoBalance: err.NoNumbers,  # our upstream wallet is empty: to the customer, no numbers
-    up.ServiceUnavailableRegion: err.NoNumbers,
-    up.RefusedInWords: err.NoNumbers,  # e.g. "prohibited for sale by administration"
-    up.BadService: err.BadService,
-    up.BadCountry: err.BadCountry,
-    up.BadAction: err.ServiceUnavailable,  # the provider does not know the action
-    up.ActionNotAvailable: err.ServiceUnavailable,
-    up.Banned: err.ServiceUnavailable,
-    up.BadKey: err.ServiceUnavailable,
-    up.NoKey: err.ServiceUnavailable,
-    up.IpNotAllowed: err.ServiceUnavailable,
-    up.AccountInactive: err.ServiceUnavailable,
-    up.UpstreamUnavailable: err.ServiceUnavailable,  # nothing was sent, or taken on: 503, 429
-}
 # When every provider refused, the customer hears the most useful of their answers.
 _REFUSAL_RANK = (err.WrongMaxPrice, err.NoNumbers, err.BadService, err.BadCountry)
 
 
 def _definite_error(exc: up.UpstreamError) -> type[err.ServiceError] | None:
     """The customer's error for a purchase refusal that sold nothing; None when the
-    outcome is unknown."""
-    for cls in type(exc).__mro__:
-        if cls in _DEFINITE_PURCHASE_ERRORS:
-            return _DEFINITE_PURCHASE_ERRORS[cls]
-    return None
+    outcome is unknown (`refusals`)."""
+    return refusals.definite_refusal(exc, refusals.PURCHASE_REFUSALS)
 
 
 def _switch_provider(activation_id: int, name: str) -> bool:
@@ -533,7 +509,7 @@ def _purchase_upstream(
     """Buy from the routed providers in turn: the next one only after a definite refusal,
     one attempt each. A lost answer keeps the hold with that provider (reconciliation
     settles it there). Raises the customer-facing error when none sold."""
-    refusals: list[err.ServiceError] = []
+    refused: list[err.ServiceError] = []
     at_loss = settings.get("serve_at_loss") == "yes"
     for attempt, candidate in enumerate(route):
         # The hold named the first; a later one is recorded before it is called.
@@ -548,7 +524,7 @@ def _purchase_upstream(
             log.info("purchase %s: %s dearer now (%s)", activation_id, candidate.name, exc)
             routing.learn_cost(candidate.name, service, country_id, exc.min_price)
             catalog.rebuild_offer(service, country_id)
-            refusals.append(err.WrongMaxPrice(price))
+            refused.append(err.WrongMaxPrice(price))
             continue
         except up.UpstreamError as exc:
             mapped = _definite_error(exc)
@@ -560,7 +536,7 @@ def _purchase_upstream(
                     _commit()
                 raise err.ServiceUnavailable() from None
             log.info("purchase %s refused by %s: %s", activation_id, candidate.name, exc.token)
-            refusals.append(mapped())
+            refused.append(mapped())
             continue
         except Exception:
             log.exception("purchase %s: unexpected failure; keeping the hold", activation_id)
@@ -571,7 +547,7 @@ def _purchase_upstream(
         return _allocate(activation_id, provider, number, candidate.rate)
 
     _fail(activation_id, "refused by " + ", ".join(f"{c.name}" for c in route))
-    raise _best_refusal(refusals, service, country_id)
+    raise _best_refusal(refused, service, country_id)
 
 
 def _best_refusal(refusals: list[err.ServiceError], service: str, country_id: int):

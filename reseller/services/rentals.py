@@ -37,7 +37,7 @@ from ..money import to_units
 from ..upstream import deadline
 from ..upstream import errors as up
 from ..upstream.base import RentState
-from . import catalog, rent_offers, settings, wallet, webhooks
+from . import catalog, refusals, rent_offers, settings, wallet, webhooks
 from . import errors as err
 from .activations import Customer, web_poll_budget
 from .provider import upstream
@@ -213,31 +213,13 @@ def offer_country(raw: str | None) -> int:
     return _country(raw)
 
 
-# Definite refusals of a rent (nothing rented): the next provider is tried; the customer
-# hears the most useful. ERROR_SQL is no refusal: the provider's own failure may come after
-# the sale, so it is an unknown outcome like a lost answer.
-_REFUSALS: dict[type[up.UpstreamError], type[err.ServiceError]] = {
-    up.NoNumbers: err.NoNumbers,
-    up.OutOfStock: err.NoNumbers,
-    up.NoBalance: err.NoNumbers,  # our provider wallet is empty
-    up.RentUnsupported: err.NoNumbers,
-    up.ServiceUnavailableRegion: err.NoNumbers,
-    up.UpstreamRejected: err.NoNumbers,
-    up.BadService: err.BadService,
-    up.BadCountry: err.BadCountry,
-    up.InvalidTime: err.InvalidTime,
-}
 _REFUSAL_RANK = (err.NoNumbers, err.InvalidTime, err.BadService, err.BadCountry)
 
 
 def _refusal(exc: up.UpstreamError) -> type[err.ServiceError] | None:
-    """The customer's error for a definite refusal; None for an unknown outcome."""
-    if isinstance(exc, up.UnknownOutcome | up.ErrorSql):
-        return None
-    for cls in type(exc).__mro__:
-        if cls in _REFUSALS:
-            return _REFUSALS[cls]
-    return err.ServiceUnavailable  # any other token, or nothing sent: refused
+    """The customer's error for a definite refusal (nothing rented); None for an unknown
+    outcome, which stays with that provider until the worker settles it (`refusals`)."""
+    return refusals.definite_refusal(exc, refusals.RENT_REFUSALS)
 
 
 def rent_number(user: Customer, request: RentRequest) -> Rental:
@@ -258,7 +240,7 @@ def rent_number(user: Customer, request: RentRequest) -> Rental:
         c for c in quote.route if settings.get("serve_at_loss") == "yes" or c.cost <= quote.price
     ]
     rental_id = _hold(user.id, quote, operator, route[0].name)
-    refusals: list[err.ServiceError] = []
+    refused: list[err.ServiceError] = []
     for attempt, candidate in enumerate(route):
         if attempt and not _switch_provider(rental_id, candidate.name):
             raise err.ServiceUnavailable()  # settled meanwhile
@@ -272,7 +254,7 @@ def rent_number(user: Customer, request: RentRequest) -> Rental:
                     _commit()
                 raise err.ServiceUnavailable() from None
             log.info("rent %s refused by %s: %s", rental_id, candidate.name, exc.token)
-            refusals.append(mapped())
+            refused.append(mapped())
             continue
         except Exception:
             log.exception("rent %s: unexpected failure; keeping the hold", rental_id)
@@ -283,7 +265,7 @@ def rent_number(user: Customer, request: RentRequest) -> Rental:
         return _start(rental_id, candidate, number, hours)
     if _move(rental_id, R.FAILED, note="refused by every provider", closed_at=utcnow()):
         _commit()
-    raise _best(refusals)
+    raise _best(refused)
 
 
 def _best(refusals: list[err.ServiceError]) -> err.ServiceError:
