@@ -48,3 +48,10 @@ def definite_refusal(
         if cls in refusals:
             return refusals[cls]
     return None
+
+
+# Continuing a rent: also refused when the rent has ended upstream.
+CONTINUE_REFUSALS: dict[type[up.UpstreamError], type[err.ServiceError]] = {
+    **RENT_REFUSALS,
+    up.RentDie: err.RentDie,
+}

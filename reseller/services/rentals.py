@@ -569,7 +569,7 @@ def continue_rent(user: Customer, raw_id, raw_hours) -> Rental:
     try:
         number = upstream(seller).continue_rent(upstream_id, hours)
     except up.UpstreamError as exc:
-        mapped = _refusal(exc)
+        mapped = refusals.definite_refusal(exc, refusals.CONTINUE_REFUSALS)
         period = db.session.get(RentPeriod, period_id)
         if mapped is None:
             log.warning("continue rent %s: unknown outcome (%s)", rental_id, exc)
