@@ -8,7 +8,7 @@ from flask import Flask, render_template
 from werkzeug.routing import IntegerConverter
 
 from .application import Application
-from .extensions import csrf, db, limiter, login_manager, migrate
+from .extensions import csrf, db, limiter, login_manager, mail, migrate
 from .models import User
 from .security import session_identifier
 
@@ -97,6 +97,7 @@ def register_extensions(app: Flask) -> None:
     login_manager._session_identifier_generator = session_identifier
     csrf.init_app(app)
     limiter.init_app(app)
+    mail.init_app(app)
 
 
 @login_manager.user_loader

@@ -1,4 +1,12 @@
-from wtforms import Form, HiddenField, PasswordField, SelectField, StringField, SubmitField
+from wtforms import (
+    EmailField,
+    Form,
+    HiddenField,
+    PasswordField,
+    SelectField,
+    StringField,
+    SubmitField,
+)
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from ..forms import PageForm
@@ -60,3 +68,13 @@ class WebhookForm(PageForm):
         render_kw={"placeholder": "https://example.com/sms-webhook", "inputmode": "url"},
     )
     submit = SubmitField("Save webhook")
+
+
+class ChangeEmailForm(PageForm):
+    email = EmailField(
+        "New e-mail address",
+        filters=[lambda v: v.strip() if isinstance(v, str) else v],
+        validators=[DataRequired(), Length(max=254)],
+    )
+    password = PasswordField("Current password", validators=[DataRequired(), Length(max=256)])
+    submit = SubmitField("Send the confirmation link")

@@ -66,7 +66,13 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(tmp_path):
+def live_overrides():
+    """Override in a test module to change the live server's settings: return a dict."""
+    return {}
+
+
+@pytest.fixture
+def live_server(tmp_path, live_overrides):
     """The app on 127.0.0.1 (a free port) with tiny time windows: the code arrives 2 s after
     purchase, cancelling opens after 3 s, the upstream is polled at most once a second."""
     app = create_app(
@@ -76,6 +82,7 @@ def live_server(tmp_path):
             EARLY_CANCEL_WINDOW=3,
             UPSTREAM_POLL_INTERVAL=1,
             WTF_CSRF_ENABLED=True,
+            **live_overrides,
         )
     )
 
