@@ -110,6 +110,18 @@ def users_enable(email: str) -> None:
     _set_active(email, True)
 
 
+@users_cli.command("verify-email")
+@click.argument("email")
+def users_verify_email(email: str) -> None:
+    """Mark EMAIL's address as confirmed (the customer proved it another way; audited): its
+    API key works under REQUIRE_EMAIL_VERIFICATION."""
+    from .services import account_links
+
+    user = _user_or_fail(email)
+    account_links.mark_verified(user, actor=None)
+    click.echo(f"{user.email}: e-mail address confirmed")
+
+
 @users_cli.command("reset-2fa")
 @click.argument("email")
 def users_reset_two_factor(email: str) -> None:

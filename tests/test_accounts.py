@@ -604,3 +604,62 @@ def test_the_tokens_of_mailed_links_are_blanked_in_log_lines(line, expected):
     from reseller.observability import redact
 
     assert redact(line) == expected
+
+
+def test_users_verify_email_lets_the_key_work(app, runner, make_user):
+    app.config["REQUIRE_EMAIL_VERIFICATION"] = True
+    user = make_user(email="me@example.com")
+    api = Api(app.test_client(), api_key_of(user))
+    assert api.text("getBalance") == "BAD_KEY"
+    result = runner.invoke(args=["users", "verify-email", "me@example.com"])
+    assert result.exit_code == 0, result.output
+    assert api.text("getBalance").startswith("ACCESS_BALANCE")
+    assert "user.email_verified" in audit_actions(user.id)
+
+
+def test_users_create_counts_the_address_as_confirmed(app, runner):
+    app.config["REQUIRE_EMAIL_VERIFICATION"] = True
+    result = runner.invoke(args=["users", "create", "op@example.com", "--password", PASSWORD])
+    assert result.exit_code == 0, result.output
+    user = accounts.user_by_email("op@example.com")
+    assert Api(app.test_client(), api_key_of(user)).text("getBalance").startswith("ACCESS")
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def test_admins_need_two_factor_in_production_only_by_default(monkeypatch):
+    from config import DevelopmentConfig, ProductionConfig, TestConfig
+
+    monkeypatch.delenv("ADMIN_REQUIRE_2FA", raising=False)
+    assert ProductionConfig().ADMIN_REQUIRE_2FA is True
+    assert DevelopmentConfig().ADMIN_REQUIRE_2FA is False
+    assert TestConfig().ADMIN_REQUIRE_2FA is False
+    monkeypatch.setenv("ADMIN_REQUIRE_2FA", "false")
+    assert ProductionConfig().ADMIN_REQUIRE_2FA is False
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"MAIL_SERVER": "smtp.example.com"}, "MAIL_DEFAULT_SENDER"),
+        (
+            {
+                "MAIL_SERVER": "s",
+                "MAIL_DEFAULT_SENDER": "a@b",
+                "MAIL_USE_TLS": "1",
+                "MAIL_USE_SSL": "1",
+            },
+            "MAIL_USE_TLS and MAIL_USE_SSL",
+        ),
+        ({"MAIL_PORT": "0"}, "MAIL_PORT"),
+        ({"REQUIRE_EMAIL_VERIFICATION": "maybe"}, "REQUIRE_EMAIL_VERIFICATION"),
+    ],
+)
+def test_mail_settings_are_checked_at_start_up(monkeypatch, env, message):
+    from config import ConfigError, DevelopmentConfig
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        DevelopmentConfig().validate()

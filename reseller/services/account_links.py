@@ -156,6 +156,14 @@ def verify_email(token: str) -> User:
     return user
 
 
+def mark_verified(user: User, actor: User | None) -> None:
+    """The operator confirms the account's address (no link); commits with an audit row."""
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()
+        audit(actor, "user.email_verified", f"user:{user.id}", None, {"by": "operator"})
+    db.session.commit()
+
+
 # --- e-mail change ----------------------------------------------------------------------------
 
 
