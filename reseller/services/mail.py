@@ -71,8 +71,13 @@ def queue(kind: str, recipient: str, *, user_id: int | None, language: str | Non
     html = render_template(f"mail/{kind}.html", subject=subject, **context)
     if not current_app.config.get("MAIL_SERVER"):
         if available():
-            log.info(
-                "mail (no MAIL_SERVER: logged, not sent) to %s: %s\n%s", recipient, subject, text
+            # A warning: it is shown by `flask run` as it is (no logging set up in debug), and
+            # no mail leaves. Outside production only (`available`).
+            log.warning(
+                "no MAIL_SERVER: this mail is logged, not sent. To %s: %s\n%s",
+                recipient,
+                subject,
+                text,
             )
         return None
     sealed = (
