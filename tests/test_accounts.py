@@ -131,6 +131,20 @@ def test_a_mail_server_that_is_down_fails_the_mail_after_its_attempts(
     assert row.sealed is None
 
 
+def test_finished_mails_are_pruned_after_their_retention(app, client, smtp, make_user, clock):
+    make_user(email="me@example.com")
+    client.post("/password/forgot", data={"email": "me@example.com"})
+    client.post("/password/forgot", data={"email": "me@example.com"})
+    deliver()
+    clock.travel(mail.RETENTION.total_seconds() - 60)
+    client.post("/password/forgot", data={"email": "me@example.com"})  # still queued
+    assert mail.prune() == 0
+    clock.travel(120)
+    assert mail.prune() == 2
+    [left] = db.session.execute(select(MailMessage)).scalars()
+    assert left.status == MailStatus.QUEUED
+
+
 @pytest.mark.parametrize("config_overrides", [{"MAIL_SERVER": None}])
 def test_without_a_mail_server_development_logs_the_mail(app, client, make_user, caplog):
     make_user(email="me@example.com")

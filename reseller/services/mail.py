@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 from flask import current_app, render_template
 from flask_mail import Connection, Message
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ..extensions import db
 from ..models import MailMessage, MailStatus, utcnow
 from .accounts import fernet_for
-from .jobs import backoff_seconds, claim_rows, release
+from .jobs import backoff_seconds, claim_job, claim_rows, finish_job, release
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ FIRST_RETRY = 60
 LAST_RETRY = 6 * 3600
 BATCH = 50  # mails claimed per pass
 PASS_BUDGET = 20.0  # seconds after which a pass starts no new mail (the rest wait)
+RETENTION = dt.timedelta(days=30)  # sent and failed mails (without their text) kept this long
+PRUNE_EVERY = 3600
 
 # The subject of each mail, by template name.
 SUBJECTS = {
@@ -224,3 +226,25 @@ def _close(connection) -> None:
         return
     with contextlib.suppress(smtplib.SMTPException, OSError):
         connection.__exit__(None, None, None)
+
+
+def prune(now: dt.datetime | None = None) -> int:
+    """Delete the outbox rows of mails sent or given up more than RETENTION ago (their text
+    is gone already); commits. Returns how many."""
+    cutoff = (now or utcnow()) - RETENTION
+    result = db.session.execute(
+        delete(MailMessage).where(
+            MailMessage.status.in_([MailStatus.SENT.value, MailStatus.FAILED.value]),
+            MailMessage.created_at < cutoff,
+        )
+    )
+    db.session.commit()
+    return result.rowcount
+
+
+def prune_if_due() -> None:
+    if claim_job("mail_prune", every=PRUNE_EVERY, hold=300):
+        try:
+            prune()
+        finally:
+            finish_job("mail_prune")

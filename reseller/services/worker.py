@@ -397,6 +397,7 @@ def deliver_mail(report: PassReport) -> None:
     counts = mail.deliver_due()
     report.mails_sent += counts.sent
     report.mails_failed += counts.failed
+    mail.prune_if_due()
 
 
 def refresh_prices(report: PassReport, *, force: bool = False) -> None:
