@@ -1,6 +1,7 @@
 """In real Chromium, with a real SMTP server on loopback: a customer resets a forgotten
-password through the mailed link, then turns on two-factor sign-in by scanning nothing (the
-secret shown as text), logs in with a code, and with a recovery code."""
+password through the mailed link; another turns on two-factor sign-in (the secret read as
+text instead of scanned), logs in with a code (a replayed one refused) and with a recovery
+code, and turns it off with another."""
 
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def test_two_factor_end_to_end(live_server, page, screenshot):
     assert len(codes) == 10 and all(re.fullmatch(r"[a-z0-9]{5}-[a-z0-9]{5}", c) for c in codes)
     screenshot(page, "two-factor-recovery-codes")
 
-    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Log out", exact=True).click()
     log_in(page, live, PASSWORD)
     page.wait_for_url(re.compile(r"/login/two-factor$"))
     page.get_by_label("Code").fill(code_now(totp))  # the code that turned it on: refused
@@ -138,7 +139,7 @@ def test_two_factor_end_to_end(live_server, page, screenshot):
     page.goto(live("/dashboard/account/two-factor"))
     assert page.locator("#recovery-left").inner_text() == "10"
 
-    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Log out", exact=True).click()
     log_in(page, live, PASSWORD)
     page.wait_for_url(re.compile(r"/login/two-factor$"))
     page.get_by_label("Code").fill(codes[0])
@@ -146,4 +147,13 @@ def test_two_factor_end_to_end(live_server, page, screenshot):
     page.wait_for_url(re.compile(r"/(\?.*)?$"))
     page.goto(live("/dashboard/account/two-factor"))
     assert page.locator("#recovery-left").inner_text() == "9"
+    screenshot(page, "two-factor-on")
+
+    page.locator("#disable-code").fill(codes[1])  # turning it off needs a code
+    page.get_by_role("button", name="Turn off two-factor authentication").click()
+    page.wait_for_url(re.compile(r"/dashboard/account$"))
+    assert "Two-factor authentication is off." in page.content()
+    page.get_by_role("button", name="Log out", exact=True).click()
+    log_in(page, live, PASSWORD)  # the password alone again
+    page.wait_for_url(re.compile(r"/(\?.*)?$"))
     assert page.problems == []
