@@ -75,7 +75,10 @@ class User(UserMixin, db.Model):
         """Flask-Login: what the session and remember-me cookies hold. The id and a keyed
         fingerprint of the password hash and the session generation, so that changing the
         password or "log out other sessions" ends every other session at once."""
-        state = f"{self.session_generation or 0}|{self.password_hash}"
+        generation = self.session_generation or 0
+        # Generation 0 fingerprints the hash alone, as before generations: sessions started
+        # before the upgrade stay valid.
+        state = f"{generation}|{self.password_hash}" if generation else self.password_hash
         return f"{self.id}.{keyring.fingerprint(b'session', state)}"
 
     def __repr__(self) -> str:

@@ -677,3 +677,15 @@ def test_mail_settings_are_checked_at_start_up(monkeypatch, env, message):
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=message):
         DevelopmentConfig().validate()
+
+
+def test_sessions_from_before_the_upgrade_stay_valid(app, make_user):
+    """Generation 0 names a session as before session generations existed."""
+    from reseller import keyring
+
+    user = make_user(email="me@example.com")
+    before = f"{user.id}.{keyring.fingerprint(b'session', user.password_hash)}"
+    assert user.get_id() == before
+    assert accounts.user_for_session(before).id == user.id
+    accounts.end_other_sessions(user)
+    assert accounts.user_for_session(before) is None
