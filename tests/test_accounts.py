@@ -117,6 +117,22 @@ def test_a_refusing_mail_server_is_retried_with_backoff(
     assert ours and not [m for m in ours if "/password/reset/" in m]  # never a link in the log
 
 
+def test_a_mail_another_worker_sent_meanwhile_is_not_sent_again(
+    app, client, smtp, make_user, monkeypatch
+):
+    """A worker whose claim ran out (a very slow pass) finds the mail sent by another."""
+    make_user(email="me@example.com")
+    client.post("/password/forgot", data={"email": "me@example.com"})
+    row = db.session.execute(select(MailMessage)).scalar_one()
+    row.status, row.sealed = MailStatus.SENT.value, None
+    db.session.commit()
+    monkeypatch.setattr(mail, "claim_rows", lambda *args, **kwargs: [row.id])
+    assert deliver().sent == 0
+    assert smtp.received == []
+    db.session.expire_all()
+    assert db.session.get(MailMessage, row.id).attempts == 0
+
+
 def test_a_mail_server_that_is_down_fails_the_mail_after_its_attempts(
     app, client, make_user, clock
 ):

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import smtplib
+import time
 from dataclasses import dataclass
 
 from flask import current_app, render_template
@@ -157,36 +158,41 @@ def deliver_due(*, budget: float = PASS_BUDGET) -> DeliveryCounts:
             MailMessage.next_attempt_at <= now,
         )
         .order_by(MailMessage.next_attempt_at, MailMessage.id),
-        claim_seconds=int(budget + 4 * current_app.config["MAIL_TIMEOUT"]) + 30,
+        # Past the budget no send starts; one started may take several SMTP steps.
+        claim_seconds=int(budget + 10 * current_app.config["MAIL_TIMEOUT"]) + 30,
         batch=BATCH,
     )
     if not ids:
         return counts
-    started = dt.datetime.now(dt.UTC)
+    started = time.monotonic()
     connection = None
     try:
         for message_id in ids:
-            if (dt.datetime.now(dt.UTC) - started).total_seconds() > budget:
+            if time.monotonic() - started > budget:
                 release(MailMessage, message_id)
                 continue
             try:
                 if connection is None:
                     connection = TimedConnection(current_app.extensions["mail"]).__enter__()
-                _send(connection, message_id)
+                sent = _send(connection, message_id)
             except Exception as exc:  # noqa: BLE001 - any failure is this mail's, retried
                 # The connection may be unusable: the next mail opens a new one.
                 _close(connection)
                 connection = None
                 _record_failure(message_id, exc, counts)
             else:
-                counts.sent += 1
+                counts.sent += sent
     finally:
         _close(connection)
     return counts
 
 
-def _send(connection: Connection, message_id: int) -> None:
+def _send(connection: Connection, message_id: int) -> bool:
+    """Send one claimed mail and record it sent; False when it is no longer queued."""
     row = db.session.get(MailMessage, message_id)
+    if row is None or row.status != MailStatus.QUEUED.value or row.sealed is None:
+        db.session.rollback()
+        return False
     content = json.loads(_fernet().decrypt(row.sealed.encode()))
     message = Message(
         subject=content["subject"],
@@ -200,11 +206,14 @@ def _send(connection: Connection, message_id: int) -> None:
     row.attempts += 1
     row.claimed_until, row.last_error = None, None
     db.session.commit()
+    return True
 
 
 def _record_failure(message_id: int, exc: Exception, counts: DeliveryCounts) -> None:
     db.session.rollback()
     row = db.session.get(MailMessage, message_id)
+    if row is None or row.status != MailStatus.QUEUED.value:
+        return
     row.attempts += 1
     # The error's kind and the server's code only: an SMTP answer may quote the message.
     code = getattr(exc, "smtp_code", None)
