@@ -705,3 +705,44 @@ def test_sessions_from_before_the_upgrade_stay_valid(app, make_user):
     assert accounts.user_for_session(before).id == user.id
     accounts.end_other_sessions(user)
     assert accounts.user_for_session(before) is None
+
+
+def test_one_code_or_link_sent_twice_at_once_is_taken_once(app, client, smtp, make_user, clock):
+    """Two requests with the same TOTP code, the same recovery code or the same reset link
+    at the same moment: the guarded updates let exactly one through."""
+    from tests.conftest import run_threads
+
+    user = make_user(email="me@example.com")
+    log_in(client, "me@example.com")
+    totp, codes = turn_on(client, clock)
+    path = reset_link(app.test_client(), smtp, "me@example.com")
+    token = path.rsplit("/", 1)[1]
+    user_id, code = user.id, code_now(totp)
+    db.session.remove()
+
+    def attempt(check):
+        def run(i):
+            with app.app_context():
+                try:
+                    return check(db.session.get(User, user_id))
+                except accounts.AccountError:
+                    return False
+                finally:
+                    db.session.remove()
+
+        return run
+
+    from reseller.services import account_links
+
+    assert sorted(run_threads(2, attempt(lambda u: two_factor.check_login_code(u, code)))) == [
+        False,
+        True,
+    ]
+    assert sorted(run_threads(2, attempt(lambda u: two_factor.check_login_code(u, codes[0])))) == [
+        False,
+        True,
+    ]
+    outcomes = run_threads(
+        2, attempt(lambda u: account_links.reset_password(token, "brand-new-pass") is not None)
+    )
+    assert sorted(outcomes) == [False, True]
