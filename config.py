@@ -241,6 +241,28 @@ class Config:
         self.LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per minute")
         self.API_RATE_LIMIT = _env("API_RATE_LIMIT", "60 per second")
 
+        # Mail (Flask-Mail's settings): password resets, e-mail verification and changes.
+        # Sent by the worker from an outbox. Without MAIL_SERVER, development writes mails to
+        # the log and production's pages say to contact SUPPORT_CONTACT instead.
+        self.MAIL_SERVER = _env("MAIL_SERVER")
+        self.MAIL_PORT = _env_int("MAIL_PORT", 25, 1, 65535)
+        self.MAIL_USE_TLS = _env_bool("MAIL_USE_TLS", False)
+        self.MAIL_USE_SSL = _env_bool("MAIL_USE_SSL", False)
+        self.MAIL_USERNAME = _env("MAIL_USERNAME")
+        self.MAIL_PASSWORD = _env("MAIL_PASSWORD")
+        self.MAIL_DEFAULT_SENDER = _env("MAIL_DEFAULT_SENDER")
+        # Seconds any one step of an SMTP exchange may take (connect, each command).
+        self.MAIL_TIMEOUT = _env_float("MAIL_TIMEOUT", 10.0, 1, 120)
+        self.MAIL_DEBUG = False  # smtplib's debug output would print the mails, links included
+        self.MAIL_SUPPRESS_SEND = False
+        # Sign-up mails a link; until it is opened, the account's API key answers BAD_KEY.
+        self.REQUIRE_EMAIL_VERIFICATION = _env_bool("REQUIRE_EMAIL_VERIFICATION", False)
+        # Admins must set up two-factor sign-in before any console page (production: on).
+        self.ADMIN_REQUIRE_2FA = _env_bool("ADMIN_REQUIRE_2FA", False)
+        # Two-factor codes tried per account (right or wrong), and mails asked for per account.
+        self.TWO_FACTOR_RATE_LIMIT = _env("TWO_FACTOR_RATE_LIMIT", "5 per minute;30 per hour")
+        self.MAIL_RATE_LIMIT = _env("MAIL_RATE_LIMIT", "3 per 10 minutes;10 per day")
+
         # `Authorization: Bearer <HEALTHZ_TOKEN>` shows /healthz's private figures (the
         # upstream balance) to monitoring; unset, only logged-in admins see them.
         self.HEALTHZ_TOKEN = _env("HEALTHZ_TOKEN")
@@ -265,6 +287,10 @@ class Config:
             raise ConfigError(
                 f"ROUTING_POLICY must be 'priority' or 'cheapest', got {self.ROUTING_POLICY!r}"
             )
+        if self.MAIL_USE_TLS and self.MAIL_USE_SSL:
+            raise ConfigError("MAIL_USE_TLS and MAIL_USE_SSL exclude each other: set one")
+        if self.MAIL_SERVER and not self.MAIL_DEFAULT_SENDER:
+            raise ConfigError("MAIL_DEFAULT_SENDER is required with MAIL_SERVER")
         if self.HEALTHZ_TOKEN is not None and len(self.HEALTHZ_TOKEN) < 16:
             raise ConfigError("HEALTHZ_TOKEN must be at least 16 characters (or unset)")
         self.validate_telegram()
@@ -334,6 +360,7 @@ class ProductionConfig(Config):
         self.SESSION_COOKIE_SECURE = True
         self.REMEMBER_COOKIE_SECURE = True
         self.PREFERRED_URL_SCHEME = "https"
+        self.ADMIN_REQUIRE_2FA = _env_bool("ADMIN_REQUIRE_2FA", True)
         # A pooled connection for every gunicorn thread (8 by default): past the pool, each
         # request would open and close its own database connection.
         uri = self.SQLALCHEMY_DATABASE_URI or ""

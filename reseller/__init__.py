@@ -8,7 +8,7 @@ from flask import Flask, render_template
 from werkzeug.routing import IntegerConverter
 
 from .application import Application
-from .extensions import babel, csrf, db, limiter, login_manager, migrate
+from .extensions import babel, csrf, db, limiter, login_manager, mail, migrate
 from .models import User
 from .security import session_identifier
 
@@ -102,6 +102,7 @@ def register_extensions(app: Flask) -> None:
     babel.init_app(
         app, locale_selector=select_locale, default_translation_directories="translations"
     )
+    mail.init_app(app)
 
 
 @login_manager.user_loader

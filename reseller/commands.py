@@ -28,11 +28,11 @@ def _user_or_fail(email: str) -> User:
 @click.option("--password", help="Prompted for when absent.")
 @click.option("--admin", is_flag=True, help="Make the account an administrator.")
 def users_create(email: str, password: str | None, admin: bool) -> None:
-    """Create an account."""
+    """Create an account (its address counts as confirmed: the operator gives it)."""
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        user = accounts.create_user(email, password, is_admin=admin)
+        user = accounts.create_user(email, password, is_admin=admin, verified=True)
     except accounts.AccountError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created {'admin' if user.is_admin else 'user'} {user.email} (id {user.id})")
@@ -114,6 +114,30 @@ def users_enable(email: str) -> None:
 def users_fill_key_tails() -> None:
     """Keep the last characters of keys issued before they were kept (console key search)."""
     click.echo(f"{accounts.fill_key_tails()} key tail(s) filled")
+
+
+@users_cli.command("verify-email")
+@click.argument("email")
+def users_verify_email(email: str) -> None:
+    """Mark EMAIL's address as confirmed (the customer proved it another way; audited): its
+    API key works under REQUIRE_EMAIL_VERIFICATION."""
+    from .services import account_links
+
+    user = _user_or_fail(email)
+    account_links.mark_verified(user, actor=None)
+    click.echo(f"{user.email}: e-mail address confirmed")
+
+
+@users_cli.command("reset-2fa")
+@click.argument("email")
+def users_reset_two_factor(email: str) -> None:
+    """Turn off two-factor sign-in for EMAIL (a lost authenticator; audited). The account
+    logs in with its password alone until it sets two-factor up again."""
+    from .services import two_factor
+
+    user = _user_or_fail(email)
+    two_factor.reset(user, actor=None)
+    click.echo(f"{user.email}: two-factor authentication is off")
 
 
 @ledger_cli.command("verify")

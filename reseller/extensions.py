@@ -2,6 +2,7 @@
 
 from flask_babel import Babel
 from flask_login import LoginManager
+from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -29,3 +30,4 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = RateLimiter()
 babel = Babel()
+mail = Mail()

@@ -54,15 +54,35 @@ class User(UserMixin, db.Model):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     last_activity_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # When the owner opened the link mailed to `email` (None: never; see
+    # REQUIRE_EMAIL_VERIFICATION).
+    email_verified_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Raised by "log out other sessions": part of every session's identity (`get_id`).
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Two-factor (TOTP): the secret, Fernet under a key derived from SECRET_KEY; it is a
+    # set-up in progress until `totp_enabled_at` is set. `totp_last_step` is the time step of
+    # the last code accepted: a code is never accepted twice.
+    totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    totp_enabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+    @property
+    def two_factor_enabled(self) -> bool:
+        return self.totp_enabled_at is not None
 
     @property
     def is_active(self) -> bool:  # Flask-Login: a disabled account cannot log in
         return bool(self.active)
 
     def get_id(self) -> str:
-        """Flask-Login: what the session cookie holds. The id and a keyed fingerprint of the
-        password hash, so that changing the password ends every other session at once."""
-        return f"{self.id}.{keyring.fingerprint(b'session', self.password_hash)}"
+        """Flask-Login: what the session and remember-me cookies hold. The id and a keyed
+        fingerprint of the password hash and the session generation, so that changing the
+        password or "log out other sessions" ends every other session at once."""
+        generation = self.session_generation or 0
+        # Generation 0 fingerprints the hash alone, as before generations: sessions started
+        # before the upgrade stay valid.
+        state = f"{generation}|{self.password_hash}" if generation else self.password_hash
+        return f"{self.id}.{keyring.fingerprint(b'session', state)}"
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
@@ -818,4 +838,73 @@ class TelegramStarCharge(db.Model):
     payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), unique=True)
     telegram_user_id: Mapped[int] = mapped_column(BigInteger)
     stars: Mapped[int] = mapped_column(Integer)
+
+
+class AccountTokenPurpose(enum.StrEnum):
+    VERIFY_EMAIL = "verify_email"  # the address of the account is its owner's
+    RESET_PASSWORD = "reset_password"  # forgot password
+    CHANGE_EMAIL = "change_email"  # the new address (`email`) is the owner's: switch to it
+
+
+class AccountToken(db.Model):
+    """A link mailed to a customer. Only a keyed hash of the token is stored; the token is
+    used once (`used_at`), runs out at `expires_at`, and is void once a newer one of the same
+    purpose is issued (or, for a reset, once the password changes)."""
+
+    __tablename__ = "account_tokens"
+    __table_args__ = (Index("ix_account_tokens_user_purpose", "user_id", "purpose"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    purpose: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The address the link was mailed to (for an e-mail change: the new address).
+    email: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class RecoveryCode(db.Model):
+    """A one-use two-factor recovery code, stored as a keyed hash only."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MailStatus(enum.StrEnum):
+    QUEUED = "queued"  # waiting for its (next) attempt
+    SENT = "sent"  # the mail server accepted it
+    FAILED = "failed"  # attempts exhausted
+
+
+class MailMessage(db.Model):
+    """The mail outbox: written in the transaction of the change that causes the mail, sent
+    by the worker (claimed like any background row). The message (it carries links) is
+    sealed under a key derived from SECRET_KEY and dropped once sent or failed."""
+
+    __tablename__ = "mail_messages"
+    __table_args__ = (
+        Index("ix_mail_messages_due", "status", "next_attempt_at"),
+        Index("ix_mail_messages_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(30))  # the template: password_reset, ...
+    recipient: Mapped[str] = mapped_column(String(254))
+    # The recipient's language when known (a BCP 47 tag), for the mail's catalogue.
+    language: Mapped[str | None] = mapped_column(String(16))
+    sealed: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default=MailStatus.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

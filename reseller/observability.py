@@ -1,7 +1,8 @@
 """Logs and health: structured logs with a request id, and `/healthz` for load balancers.
 
-Log lines never carry API keys, passwords or cookies: query strings are not logged by us,
-and a filter blanks `api_key=…`, `password=…` and session cookies in any message.
+Log lines never carry API keys, passwords, cookies or the tokens of mailed links: query
+strings are not logged by us, and a filter blanks `api_key=…`, `password=…`, session cookies
+and the token in `/password/reset/…`, `/email/verify/…` and `/email/change/…` in any message.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ _SECRET_PATTERNS = (
     ("password", re.compile(r"(password\w*=)[^&\s\"']+", re.IGNORECASE)),
     ("session=", re.compile(r"(session=)[^;\s\"']+", re.IGNORECASE)),
     ("remember_token=", re.compile(r"(remember_token=)[^;\s\"']+", re.IGNORECASE)),
+    # The tokens of mailed links (password reset, e-mail verification and change) travel in
+    # the path, which access logs record.
+    ("/password/reset/", re.compile(r"(/password/reset/)[^/?#\s\"']+", re.IGNORECASE)),
+    ("/email/verify/", re.compile(r"(/email/verify/)[^/?#\s\"']+", re.IGNORECASE)),
+    ("/email/change/", re.compile(r"(/email/change/)[^/?#\s\"']+", re.IGNORECASE)),
 )
 
 

@@ -533,6 +533,7 @@ def test_the_core_key_lookup_agrees_with_the_orm(app, make_user, clock):
     stamped = make_user(email="stamped@example.com", balance="0.01")
     inactive = make_user(email="off@example.com", balance="5.00")
     stamped.last_activity_at = utcnow().replace(microsecond=0)
+    stamped.email_verified_at = utcnow().replace(microsecond=0)
     inactive.active = False
     db.session.commit()
     keys = [api_key_of(u) for u in (plain, rich, stamped, inactive)]
@@ -547,7 +548,9 @@ def test_the_core_key_lookup_agrees_with_the_orm(app, make_user, clock):
         expected = (
             None
             if orm is None
-            else accounts.ApiCaller(orm.id, orm.active, orm.balance, orm.last_activity_at)
+            else accounts.ApiCaller(
+                orm.id, orm.active, orm.balance, orm.last_activity_at, orm.email_verified_at
+            )
         )
         assert accounts.api_caller(key) == expected, key[:12]
     assert sum(accounts.api_caller(key) is not None for key in keys) == 4

@@ -416,6 +416,15 @@ def test_nginx_logs_never_include_query_strings():
         assert target == "off" or fmt in formats, f"access_log {target} uses a format with keys"
 
 
+def test_nginx_logs_mailed_link_paths_without_their_tokens():
+    site = _nginx()
+    [body] = re.findall(r"log_format reseller_nokeys((?:\s+'[^']*')+);", site)
+    assert "$reseller_logged_uri" in body and "$uri" not in body.replace("_logged_uri", "")
+    mapping = re.search(r"map \$uri \$reseller_logged_uri \{(.*?)\}", site, re.S).group(1)
+    for path in ("/password/reset/", "/email/verify/", "/email/change/"):
+        assert path in mapping
+
+
 def test_nginx_accepts_the_site(tmp_path):
     nginx = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None

@@ -796,6 +796,7 @@ def route_values(shop) -> dict[str, list[str]]:
         "code": ["tg"],
         "name": [provider],
         "filename": ["site.css"],
+        "token": ["not-a-token"],
     }
 
 

@@ -669,6 +669,8 @@ def test_every_page_that_needs_a_login_is_never_stored(
         (endpoint, url)
         for endpoint, url in examples
         if endpoint != "static"
+        # The log-in flow's own steps (the two-factor code) send a visitor back to its start.
+        and not endpoint.startswith("auth.")
         and (answer := anonymous.get(url)).status_code == 302
         and answer.location.startswith("/login")
     ]

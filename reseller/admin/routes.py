@@ -47,7 +47,8 @@ GLOBAL_PRICING_KEYS = ["markup_percent", "minimum_price"]
 
 
 def admin_required(view):
-    """Anonymous: to the login page. Logged in but not an admin: 403.
+    """Anonymous: to the login page. Logged in but not an admin: 403. An admin without
+    two-factor sign-in while ADMIN_REQUIRE_2FA is on: to its set-up page.
 
     A disabled account counts as anonymous (Flask-Login's `is_authenticated` follows
     `is_active`), so an admin disabled mid-session is sent to the login page.
@@ -59,6 +60,9 @@ def admin_required(view):
             return current_app.login_manager.unauthorized()
         if not current_user.is_admin:
             abort(403)
+        if current_app.config["ADMIN_REQUIRE_2FA"] and not current_user.two_factor_enabled:
+            flash("The console needs two-factor authentication: set it up first.", "info")
+            return redirect(url_for("dashboard.two_factor_page"))
         return view(*args, **kwargs)
 
     return wrapped

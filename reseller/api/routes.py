@@ -77,8 +77,11 @@ def _authenticate() -> accounts.ApiCaller:
 
 
 def _admit(caller: accounts.ApiCaller | None) -> accounts.ApiCaller:
-    """The caller behind the request's key, refused when there is none or it is disabled."""
+    """The caller behind the request's key, refused when there is none, its address is not
+    verified yet (REQUIRE_EMAIL_VERIFICATION) or it is disabled."""
     if caller is None:
+        raise err.BadKey()
+    if caller.email_verified_at is None and current_app.config["REQUIRE_EMAIL_VERIFICATION"]:
         raise err.BadKey()
     if not caller.active:
         raise err.AccountInactive()

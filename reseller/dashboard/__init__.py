@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
-from . import rent, routes, topup  # noqa: E402,F401
+from . import account_security, rent, routes, topup  # noqa: E402,F401

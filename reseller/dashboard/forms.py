@@ -1,4 +1,5 @@
 from wtforms import (
+    EmailField,
     Form,
     HiddenField,
     IntegerField,
@@ -79,3 +80,13 @@ class WebhookForm(PageForm):
         render_kw={"placeholder": "https://example.com/sms-webhook", "inputmode": "url"},
     )
     submit = SubmitField("Save webhook")
+
+
+class ChangeEmailForm(PageForm):
+    email = EmailField(
+        "New e-mail address",
+        filters=[lambda v: v.strip() if isinstance(v, str) else v],
+        validators=[DataRequired(), Length(max=254)],
+    )
+    password = PasswordField("Current password", validators=[DataRequired(), Length(max=256)])
+    submit = SubmitField("Send the confirmation link")

@@ -1,4 +1,4 @@
-"""Accounts: sign-up, credentials and API keys.
+"""Accounts: sign-up, credentials, sessions and API keys.
 
 API keys are long random tokens. The database holds only an HMAC of the key (for lookup)
 and the key encrypted under a key derived from SECRET_KEY (so its owner can see it again);
@@ -20,7 +20,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from .. import db_reads, keyring
 from ..extensions import db
-from ..models import User, utcnow
+from ..models import AccountToken, AccountTokenPurpose, User, utcnow
+from .audit import audit
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 256
@@ -148,11 +149,18 @@ class ApiCaller(NamedTuple):
     active: bool
     balance: int
     last_activity_at: dt.datetime | None
+    email_verified_at: dt.datetime | None
 
 
 # The users columns of an ApiCaller, in its order (also read with getStatus's activation,
 # services.activations.caller_and_status_row).
-CALLER_COLUMNS = (User.id, User.active, User.balance, User.last_activity_at)
+CALLER_COLUMNS = (
+    User.id,
+    User.active,
+    User.balance,
+    User.last_activity_at,
+    User.email_verified_at,
+)
 # Built once at import, with a bind parameter: building and caching-keying a statement on
 # every API call cost more than running it. The Core twin of loading the User through the
 # ORM (`select(User).where(User.api_key_hash == …)`); tests check both agree.
@@ -208,16 +216,24 @@ def check_password_strength(password: str) -> None:
         raise AccountError("Use at most 256 characters.")
 
 
-def create_user(email: str, password: str, *, is_admin: bool = False) -> User:
-    """Create and commit an account. Raises AccountError for a taken email (also when a
-    concurrent sign-up takes it first) or a weak password."""
+def create_user(
+    email: str, password: str, *, is_admin: bool = False, verified: bool = False
+) -> User:
+    """Create and commit an account (`verified`: its address is known to be its owner's).
+    Raises AccountError for a taken email (also when a concurrent sign-up takes it first) or
+    a weak password."""
     email = normalise_email(email)
     if not email or "@" not in email:
         raise AccountError("Enter a valid email address.")
     check_password_strength(password)
     if user_by_email(email) is not None:
         raise AccountError("An account with this email already exists.")
-    user = User(email=email, password_hash=generate_password_hash(password), is_admin=is_admin)
+    user = User(
+        email=email,
+        password_hash=generate_password_hash(password),
+        is_admin=is_admin,
+        email_verified_at=utcnow() if verified else None,
+    )
     _store_api_key(user, new_api_key())
     db.session.add(user)
     try:
@@ -263,11 +279,38 @@ def authenticate(email: str, password: str) -> User | None:
     return user
 
 
-def set_password(user: User, password: str) -> None:
-    """Change the password and commit. Raises AccountError for a weak password."""
+def set_password(user: User, password: str, *, action: str = "user.password_change") -> None:
+    """Change the password and commit, with an audit row (`action`). Every other session of
+    the account ends (its identity carries the password hash, see `User.get_id`) and every
+    password-reset link not yet used becomes void. Raises AccountError for a weak password."""
     check_password_strength(password)
     user.password_hash = generate_password_hash(password)
+    db.session.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.user_id == user.id,
+            AccountToken.purpose == AccountTokenPurpose.RESET_PASSWORD.value,
+            AccountToken.used_at.is_(None),
+        )
+        .values(used_at=utcnow())
+    )
+    audit(user, action, f"user:{user.id}")
     db.session.commit()
+
+
+def end_other_sessions(user: User) -> None:
+    """Log out every session of the account, remember-me cookies included, and commit with
+    an audit row: their identity carries the session generation raised here. The caller
+    logs the current session in again (`login_user`) to keep it."""
+    db.session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(session_generation=User.session_generation + 1)
+        .execution_options(synchronize_session=False)
+    )
+    audit(user, "user.sessions_cut", f"user:{user.id}")
+    db.session.commit()
+    db.session.refresh(user)
 
 
 def record_login(user: User) -> None:

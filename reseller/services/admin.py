@@ -7,7 +7,6 @@ raise `AdminError` with a message for people.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -29,23 +28,11 @@ from ..models import (
 )
 from ..money import BadAmount, format_amount, parse_amount
 from . import accounts, catalog, pricing, settings, wallet, worker
+from .audit import audit
 
 
 class AdminError(ValueError):
     """An operator request that cannot be done; the message says why."""
-
-
-def audit(actor: User | None, action: str, target: str | None, before=None, after=None) -> AuditLog:
-    """Add an audit row to the session (the caller commits with the change it records)."""
-    entry = AuditLog(
-        actor_id=actor.id if actor else None,
-        action=action,
-        target=target,
-        before=None if before is None else json.dumps(before, default=str, sort_keys=True),
-        after=None if after is None else json.dumps(after, default=str, sort_keys=True),
-    )
-    db.session.add(entry)
-    return entry
 
 
 # --- accounts ---------------------------------------------------------------------------

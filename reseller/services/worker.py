@@ -20,7 +20,7 @@ from ..models import Activation, JobState, utcnow
 from ..models import ActivationStatus as S
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer
-from . import activations, catalog, payments, provider, rentals, settings, telegram, webhooks
+from . import activations, catalog, mail, payments, provider, rentals, settings, telegram, webhooks
 from .jobs import claim_job, claim_rows, finish_job, release
 from .provider import upstream
 
@@ -37,6 +37,8 @@ class PassReport:
     foreign: int = 0  # upstream activations we did not buy, left alone
     webhooks_delivered: int = 0
     webhooks_failed: int = 0
+    mails_sent: int = 0
+    mails_failed: int = 0
     prices_refreshed: bool = False
     payments_credited: int = 0
     payments_expired: int = 0
@@ -57,6 +59,7 @@ class PassReport:
             )
             + f", orphans cancelled {self.orphans_cancelled}, foreign {self.foreign}, "
             f"webhooks delivered {self.webhooks_delivered} failed {self.webhooks_failed}, "
+            f"mails sent {self.mails_sent} failed {self.mails_failed}, "
             f"prices {'refreshed' if self.prices_refreshed else 'fresh'}, "
             f"top-ups credited {self.payments_credited}, expired {self.payments_expired}"
             + (
@@ -417,6 +420,14 @@ def deliver_telegram(report: PassReport) -> None:
     telegram.prune_if_due()
 
 
+def deliver_mail(report: PassReport) -> None:
+    """Send the queued mails (password resets, e-mail links)."""
+    counts = mail.deliver_due()
+    report.mails_sent += counts.sent
+    report.mails_failed += counts.failed
+    mail.prune_if_due()
+
+
 def refresh_prices(report: PassReport, *, force: bool = False) -> None:
     """Every enabled provider's catalogue, then the offers (`PRICE_REFRESH_INTERVAL`)."""
     every = current_app.config["PRICE_REFRESH_INTERVAL"]
@@ -490,6 +501,7 @@ STEPS = (
     poll_rentals,
     deliver_webhooks,
     deliver_telegram,
+    deliver_mail,
     refresh_upstream_balance,
     refresh_prices,
     refresh_offers,

@@ -69,8 +69,14 @@ class LiveServer:
         return self.url + path
 
 
+@pytest.fixture
+def live_overrides():
+    """Override in a test module to change the live server's settings: return a dict."""
+    return {}
+
+
 @contextlib.contextmanager
-def serving(tmp_path):
+def serving(tmp_path, overrides=None):
     """The app on 127.0.0.1 (a free port) with tiny time windows: the code arrives 2 s after
     purchase, cancelling opens after 3 s, the upstream is polled at most once a second."""
     app = create_app(
@@ -80,6 +86,7 @@ def serving(tmp_path):
             EARLY_CANCEL_WINDOW=3,
             UPSTREAM_POLL_INTERVAL=1,
             WTF_CSRF_ENABLED=True,
+            **(overrides or {}),
         )
     )
 
@@ -108,9 +115,9 @@ def serving(tmp_path):
 
 
 @pytest.fixture
-def live_server(tmp_path):
+def live_server(tmp_path, live_overrides):
     """A fresh app and database for one test (see `serving`)."""
-    with serving(tmp_path) as live:
+    with serving(tmp_path, live_overrides) as live:
         yield live
 
 
