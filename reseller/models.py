@@ -838,6 +838,7 @@ class TelegramStarCharge(db.Model):
     payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), unique=True)
     telegram_user_id: Mapped[int] = mapped_column(BigInteger)
     stars: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class AccountTokenPurpose(enum.StrEnum):

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from flask import current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from wtforms import IntegerField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from ..extensions import db
+from ..forms import PageForm
 from ..services import admin
 from ..services import telegram as telegram_accounts
 from . import bp
 from .routes import admin_required
 
 
-class BroadcastForm(FlaskForm):
+class BroadcastForm(PageForm):
     text = TextAreaField("Message", validators=[DataRequired(), Length(max=4096)])
     active_days = IntegerField(
         "Only users active in the last … days (empty: everyone)",
