@@ -136,7 +136,7 @@ def check_code_limit(user) -> None:
 @limiter.limit(_login_limit, methods=["POST"])
 def two_factor():
     if current_user.is_authenticated:
-        return redirect(url_for("main.index"))
+        return redirect(_landing(current_user))
     user = _two_factor_pending()
     if user is None:
         session.pop("two_factor", None)
@@ -150,7 +150,7 @@ def two_factor():
             session.clear()
             login_user(user)
             accounts.record_login(user)
-            return redirect(next_url or url_for("main.index"))
+            return redirect(next_url or _landing(user))
         form.code.errors.append(two_factor_service.WRONG_CODE)
     return render_template("auth/two_factor.html", form=form)
 

@@ -131,7 +131,7 @@ def change_email():
             )
     else:
         flash("Enter the new address and your current password.", "error")
-    return redirect(url_for(".account") + "#email")
+    return redirect(url_for(".account") + "#email-address")
 
 
 @bp.post("/account/verify")
@@ -147,7 +147,7 @@ def resend_verification():
     else:
         account_links.send_verification(user, language=request_language())
         flash(f"We sent a new link to {user.email}.", "success")
-    return redirect(url_for(".account") + "#email")
+    return redirect(url_for(".account") + "#email-address")
 
 
 def _no_mail_message() -> str:
