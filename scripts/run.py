@@ -149,14 +149,18 @@ def main() -> int:
 
     env = development_environment(args.port)
     prepare(env)
+    return supervise(commands_for(env, args.port), env, args.port)
+
+
+def commands_for(env: dict[str, str], port: int) -> dict[str, list[str]]:
+    """The processes of a run: the web server and the worker, and the bot with a token."""
     commands = {
-        "web": FLASK + ["run", "--host", "127.0.0.1", "--port", str(args.port), "--with-threads"],
+        "web": FLASK + ["run", "--host", "127.0.0.1", "--port", str(port), "--with-threads"],
         "worker": FLASK + ["worker"],
     }
     if env.get("TELEGRAM_BOT_TOKEN"):
         commands["bot"] = FLASK + ["telegram", "poll"]
-
-    return supervise(commands, env, args.port)
+    return commands
 
 
 def supervise(commands: dict[str, list[str]], env: dict[str, str], port: int | None) -> int:

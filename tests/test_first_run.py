@@ -98,3 +98,12 @@ def test_a_process_ending_cleanly_still_stops_the_run(capfd):
     )
     assert code == 1
     assert "b exited with code 0" in capfd.readouterr().out
+
+
+def test_the_bot_runs_only_with_a_token():
+    run = load_run_script()
+    assert list(run.commands_for({}, 5001)) == ["web", "worker"]
+    with_token = run.commands_for({"TELEGRAM_BOT_TOKEN": "123456:ABC"}, 5001)
+    assert list(with_token) == ["web", "worker", "bot"]
+    assert with_token["bot"][-2:] == ["telegram", "poll"]
+    assert "5001" in with_token["web"]
