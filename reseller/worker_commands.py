@@ -33,8 +33,12 @@ def worker_command(once: bool, interval: float, passes: int) -> None:
     try:
         while True:
             report = worker.run_once()
-            for line in passes_log.lines(report, dt.datetime.now(dt.UTC)):
-                click.echo(line)
+            if once:  # cron's one pass: always its account, errors with their tracebacks
+                passes_log.lines(report, dt.datetime.now(dt.UTC))
+                click.echo(report.summary())
+            else:
+                for line in passes_log.lines(report, dt.datetime.now(dt.UTC)):
+                    click.echo(line)
             count += 1
             if once or (passes and count >= passes):
                 if report.errors and once:

@@ -72,3 +72,9 @@ def test_the_worker_loop_is_quiet_when_idle(runner):
     assert result.exit_code == 0, result.output
     # The first pass reads the prices; the two after it have nothing to do.
     assert len([line for line in result.output.splitlines() if line.startswith("polled")]) <= 1
+
+
+def test_one_pass_for_cron_always_gives_its_account(runner):
+    result = runner.invoke(args=["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("polled 0, expired 0, settled 0")
