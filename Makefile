@@ -54,8 +54,7 @@ ifneq ($(PORT_PROBLEM),)
 $(error $(PORT_PROBLEM))
 endif
 endif
-run:
-	@$(MAKE) --no-print-directory install
+run: install
 	@$(PY) scripts/run.py --port $(PORT)
 
 test: install system-packages
