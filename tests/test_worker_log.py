@@ -78,3 +78,23 @@ def test_one_pass_for_cron_always_gives_its_account(runner):
     result = runner.invoke(args=["worker", "--once"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("polled 0, expired 0, settled 0")
+
+
+def test_a_failing_rent_poll_is_a_pass_error_said_once(api, customer, clock, monkeypatch):
+    from reseller.services import rentals, worker
+
+    rent_id = api("getRentNumber", service="tg", time="4", country="12").get_json()["phone"]["id"]
+
+    def broken(rental_id, actor):
+        raise RuntimeError("provider answer unreadable")
+
+    monkeypatch.setattr(rentals, "refresh", broken)
+    passes = PassLog()
+    said = []
+    for second in (30, 70, 110):  # each pass finds the rent's poll slot due again
+        clock.travel(40 if second > 30 else 30)
+        report = worker.run_once()
+        assert f"rent poll {rent_id}: RuntimeError" in report.errors
+        said += passes.lines(report, at(second))
+    errors = [line for line in said if not line.startswith("polled")]  # prices read: work
+    assert errors == [f"failing: rent poll {rent_id}: RuntimeError"]

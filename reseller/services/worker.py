@@ -500,7 +500,12 @@ def settle_rentals(report: PassReport) -> None:
 def poll_rentals(report: PassReport) -> None:
     """New SMS of rented numbers (each queued as a `rent_sms` webhook event)."""
     budget = activations.PollBudget(current_app.config["WORKER_POLL_BUDGET"])
-    report.rent_sms += rentals.poll_due(budget)
+    report.rent_sms += rentals.poll_due(
+        budget,
+        on_error=lambda rental_id, exc: report.fail(
+            f"rent poll {rental_id}: {type(exc).__name__}", exc
+        ),
+    )
 
 
 STEPS = (
