@@ -107,3 +107,19 @@ def test_the_bot_runs_only_with_a_token():
     assert list(with_token) == ["web", "worker", "bot"]
     assert with_token["bot"][-2:] == ["telegram", "poll"]
     assert "5001" in with_token["web"]
+
+
+def test_a_bad_value_in_development_is_one_line_without_the_development_hint():
+    env = production_environment()
+    env.update(RESELLER_ENV="development", ACTIVATION_LIFETIME="nan")
+    done = subprocess.run(
+        [FLASK, "--app", "wsgi", "users", "list"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    (line,) = done.stderr.splitlines()
+    assert "ACTIVATION_LIFETIME" in line and "RESELLER_ENV" not in line
