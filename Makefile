@@ -45,10 +45,17 @@ migrate: install
 	mkdir -p instance
 	RESELLER_ENV=development $(VENV)/bin/flask db upgrade
 
-run: migrate
-	RESELLER_ENV=development $(VENV)/bin/flask seed-demo
-	RESELLER_ENV=development $(VENV)/bin/flask prices sync
-	RESELLER_ENV=development $(VENV)/bin/flask run --host 127.0.0.1 --port 5000 --with-threads
+# The web server, the worker and (with TELEGRAM_BOT_TOKEN) the bot, as one command
+# (scripts/run.py): `make run PORT=5001`. A taken port is said before anything is installed.
+PORT ?= 5000
+ifneq ($(filter run,$(MAKECMDGOALS)),)
+PORT_PROBLEM := $(shell $(PYTHON) scripts/run.py --check-port --port $(PORT) 2>&1)
+ifneq ($(PORT_PROBLEM),)
+$(error $(PORT_PROBLEM))
+endif
+endif
+run: install
+	@$(PY) scripts/run.py --port $(PORT)
 
 test: install system-packages
 	scripts/run-tests.sh $(PYTEST_ARGS)

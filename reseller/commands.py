@@ -151,18 +151,34 @@ def ledger_verify() -> None:
     click.echo("ledger OK")
 
 
+DEMO_ACCOUNTS = (
+    ("admin", "admin@example.com", "admin-password"),
+    ("customer", "customer@example.com", "customer-password"),
+)
+
+
 @click.command("seed-demo")
 def seed_demo() -> None:
-    """Create a demo admin and a demo customer when the database has no users."""
-    if accounts.count_users():
-        click.echo("users exist; no demo accounts created")
+    """Create a demo admin and a demo customer when the database has no users; print them
+    (created or already there) on every run, as `make run` does."""
+    if not accounts.count_users():
+        accounts.create_user("admin@example.com", "admin-password", is_admin=True)
+        customer = accounts.create_user("customer@example.com", "customer-password")
+        wallet.adjust(customer.id, parse_amount("25.00"), note="demo balance")
+        state = "created"
+    else:
+        state = "already there"
+    found = [
+        (role, user, password)
+        for role, email, password in DEMO_ACCOUNTS
+        if (user := accounts.user_by_email(email)) is not None
+    ]
+    if not found:
+        click.echo("users exist; no demo accounts created (the database has other accounts)")
         return
-    admin = accounts.create_user("admin@example.com", "admin-password", is_admin=True)
-    customer = accounts.create_user("customer@example.com", "customer-password")
-    wallet.adjust(customer.id, parse_amount("25.00"), note="demo balance")
-    click.echo("Demo accounts (development only):")
-    click.echo(f"  admin     {admin.email} / admin-password")
-    click.echo(f"  customer  {customer.email} / customer-password (balance 25.00)")
+    click.echo(f"Demo accounts (development only; {state}):")
+    for role, user, password in found:
+        click.echo(f"  {role:<9} {user.email} / {password} (balance {format_amount(user.balance)})")
 
 
 def register(app: Flask) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import time
+from dataclasses import dataclass
 
 import click
 from flask import Flask, current_app
 
 from .money import format_amount
 from .services import pricing, webhooks, worker
+
+log = logging.getLogger(__name__)
 
 prices_cli = click.Group("prices", help="The upstream price cache and our retail prices.")
 
@@ -24,10 +29,16 @@ def worker_command(once: bool, interval: float, passes: int) -> None:
     # neither the pass (expiry, refunds, top-ups) nor another customer's events.
     courier = webhooks.Courier.serve(current_app._get_current_object())
     count = 0
+    passes_log = PassLog()
     try:
         while True:
             report = worker.run_once()
-            click.echo(report.summary())
+            if once:  # cron's one pass: always its account, errors with their tracebacks
+                passes_log.lines(report, dt.datetime.now(dt.UTC))
+                click.echo(report.summary())
+            else:
+                for line in passes_log.lines(report, dt.datetime.now(dt.UTC)):
+                    click.echo(line)
             count += 1
             if once or (passes and count >= passes):
                 if report.errors and once:
@@ -40,6 +51,52 @@ def worker_command(once: bool, interval: float, passes: int) -> None:
             click.echo(
                 f"webhooks finished after the pass: delivered {late.delivered} failed {late.failed}"
             )
+
+
+@dataclass
+class _Failing:
+    text: str
+    since: dt.datetime
+    said: dt.datetime
+
+
+class PassLog:
+    """What `flask worker` says about its passes: one line for a pass that did something (an
+    idle pass says nothing); a failing step once per change of its error (with the traceback
+    behind it), then "still failing since …" every STILL_FAILING_EVERY, and when it recovers.
+
+    A step's errors are grouped by the text before their first colon ("prices", "poll 12",
+    "settle_purchases"), so a step failing at two providers is one error of that step."""
+
+    STILL_FAILING_EVERY = dt.timedelta(minutes=5)
+
+    def __init__(self) -> None:
+        self.failing: dict[str, _Failing] = {}
+
+    def lines(self, report: worker.PassReport, now: dt.datetime) -> list[str]:
+        out = []
+        if report.did_something():
+            out.append(report.summary(errors=False))
+        current: dict[str, list[str]] = {}
+        for error in report.errors:
+            current.setdefault(error.split(":", 1)[0], []).append(error)
+        for step, errors in current.items():
+            text = "; ".join(sorted(errors))
+            known = self.failing.get(step)
+            if known is None or known.text != text:
+                self.failing[step] = _Failing(text, now, now)
+                out.append(f"failing: {text}")
+                for error in errors:
+                    if error in report.exceptions:
+                        exc = report.exceptions[error]
+                        log.error("worker: %s", error, exc_info=(type(exc), exc, exc.__traceback__))
+            elif now - known.said >= self.STILL_FAILING_EVERY:
+                known.said = now
+                out.append(f"still failing since {known.since:%Y-%m-%d %H:%M:%S} UTC: {text}")
+        for step in [step for step in self.failing if step not in current]:
+            gone = self.failing.pop(step)
+            out.append(f"recovered: {step} (failing since {gone.since:%Y-%m-%d %H:%M:%S} UTC)")
+        return out
 
 
 @prices_cli.command("sync")

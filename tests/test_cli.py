@@ -96,9 +96,20 @@ def test_seed_demo_only_on_empty_database(runner):
     assert result.exit_code == 0
     assert "admin@example.com" in result.output
     assert db.session.execute(select(db.func.count(User.id))).scalar_one() == 2
+    assert "created" in result.output
     result = runner.invoke(args=["seed-demo"])
-    assert "no demo accounts" in result.output
+    # Every run names the accounts, so `make run` always prints how to log in.
+    assert "already there" in result.output
+    assert "customer@example.com / customer-password (balance 25.00)" in result.output
     assert db.session.execute(select(db.func.count(User.id))).scalar_one() == 2
+
+
+def test_seed_demo_on_a_database_of_other_users(runner, make_user):
+    make_user(email="someone@example.com")
+    result = runner.invoke(args=["seed-demo"])
+    assert result.exit_code == 0
+    assert "no demo accounts" in result.output
+    assert db.session.execute(select(db.func.count(User.id))).scalar_one() == 1
 
 
 def test_ledger_verify_passes_and_fails(runner, make_user):

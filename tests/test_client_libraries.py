@@ -14,7 +14,7 @@ Libraries (all on PyPI; pinned in setup.cfg's `test` extra):
 - `grizzly-sms-client` 0.1.1 (ISC): synchronous, `httpx`. Its `get_active_activations()`
   parses only a bare JSON array, which SMS-Activate's answer is not and which
   `aiosmsactivate` crashes on; that call is pinned as a known failure below, and the rows
-  are read through the library's generic `call()` instead (README: "Where we differ").
+  are read through the library's generic `call()` instead (docs/api.md: "Where we differ").
 - `herosms` 0.1.1 (MIT): asynchronous, `httpx` and `pydantic`; pages getActiveActivations
   with `start`/`limit` and validates `smsCode` as a string.
 - `aiosmsactivate` 1.5.1 is left out: its package ships the GNU GPL v3 as its licence file

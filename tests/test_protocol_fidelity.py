@@ -1,4 +1,4 @@
-"""Classic-dialect answers checked against what SMS-Activate clients expect (README: "Where
+"""Classic-dialect answers checked against what SMS-Activate clients expect (docs/api.md: "Where
 we differ from SMS-Activate" lists what is left and why)."""
 
 from __future__ import annotations

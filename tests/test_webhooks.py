@@ -899,7 +899,7 @@ def test_a_trickling_receiver_is_cut_at_the_deadline_and_never_served_twice_at_o
 def test_a_claim_outlives_every_delivery_it_covers(app):
     limits = webhooks._Limits.configured()
     assert limits.claim_seconds > webhooks.PER_ENDPOINT * limits.deadline
-    assert limits.deadline == 10  # the default the README states
+    assert limits.deadline == 10  # the default docs/webhooks.md states
 
 
 @pytest.mark.parametrize(

@@ -683,10 +683,11 @@ def settle_lost_rent(rental_id: int, *, unconfirmed: str | None = None) -> bool:
 # --- worker steps (reseller.services.worker runs them each pass) ---------------------------
 
 
-def poll_due(budget) -> int:
+def poll_due(budget, on_error=None) -> int:
     """Ask the providers for the SMS of open rentals whose poll slot is due, within the
     worker's poll `budget` (activations.PollBudget); the rest wait for the next pass.
-    Returns how many new SMS were kept."""
+    Returns how many new SMS were kept. A rental whose poll fails is handed with the
+    exception to `on_error(rental_id, exc)` (by default: logged) and the others go on."""
     from .jobs import claim_rows, release
 
     now = utcnow()
@@ -704,9 +705,12 @@ def poll_due(budget) -> int:
             if not budget.spent:
                 with deadline.within(budget.deadline):
                     new += refresh(rental_id, actor="worker")
-        except Exception:
+        except Exception as exc:
             db.session.rollback()
-            log.exception("rent poll %s failed", rental_id)
+            if on_error is None:
+                log.exception("rent poll %s failed", rental_id)
+            else:
+                on_error(rental_id, exc)
         finally:
             release(Rental, rental_id)
     return new

@@ -48,8 +48,33 @@ class PassReport:
     telegram_sent: int = 0
     telegram_failed: int = 0
     errors: list[str] = field(default_factory=list)
+    # The exception behind an error, by its message: logged with its traceback when the
+    # error first appears (`flask worker` says a repeating error once, not every pass).
+    exceptions: dict[str, BaseException] = field(default_factory=dict)
 
-    def summary(self) -> str:
+    def fail(self, message: str, exc: BaseException) -> None:
+        self.errors.append(message)
+        self.exceptions[message] = exc
+
+    def did_something(self) -> bool:
+        counts = (
+            self.polled,
+            self.expired,
+            self.settled,
+            self.orphans_cancelled,
+            self.webhooks_delivered,
+            self.webhooks_failed,
+            self.payments_credited,
+            self.payments_expired,
+            self.rent_sms,
+            self.rentals_expired,
+            self.rentals_settled,
+            self.telegram_sent,
+            self.telegram_failed,
+        )
+        return self.prices_refreshed or any(counts)
+
+    def summary(self, *, errors: bool = True) -> str:
         return (
             f"polled {self.polled}, expired {self.expired}, settled {self.settled}"
             + (
@@ -73,7 +98,7 @@ class PassReport:
                 if self.telegram_sent or self.telegram_failed
                 else ""
             )
-            + (f", errors: {'; '.join(self.errors)}" if self.errors else "")
+            + (f", errors: {'; '.join(self.errors)}" if errors and self.errors else "")
         )
 
 
@@ -110,8 +135,7 @@ def poll_due(report: PassReport) -> None:
                 report.polled += 1
         except Exception as exc:  # keep going; one bad row must not stop the pass
             db.session.rollback()
-            log.exception("poll %s failed", activation_id)
-            report.errors.append(f"poll {activation_id}: {type(exc).__name__}")
+            report.fail(f"poll {activation_id}: {type(exc).__name__}", exc)
         finally:
             release(Activation, activation_id)
 
@@ -132,8 +156,7 @@ def expire_overdue(report: PassReport) -> None:
                 report.expired += 1
         except Exception as exc:
             db.session.rollback()
-            log.exception("expire %s failed", activation_id)
-            report.errors.append(f"expire {activation_id}: {type(exc).__name__}")
+            report.fail(f"expire {activation_id}: {type(exc).__name__}", exc)
         finally:
             release(Activation, activation_id)
 
@@ -488,7 +511,12 @@ def settle_rentals(report: PassReport) -> None:
 def poll_rentals(report: PassReport) -> None:
     """New SMS of rented numbers (each queued as a `rent_sms` webhook event)."""
     budget = activations.PollBudget(current_app.config["WORKER_POLL_BUDGET"])
-    report.rent_sms += rentals.poll_due(budget)
+    report.rent_sms += rentals.poll_due(
+        budget,
+        on_error=lambda rental_id, exc: report.fail(
+            f"rent poll {rental_id}: {type(exc).__name__}", exc
+        ),
+    )
 
 
 STEPS = (
@@ -518,8 +546,7 @@ def run_once() -> PassReport:
             step(report)
         except Exception as exc:
             db.session.rollback()
-            log.exception("worker step %s failed", step.__name__)
-            report.errors.append(f"{step.__name__}: {type(exc).__name__}")
+            report.fail(f"{step.__name__}: {type(exc).__name__}", exc)
     # Nothing stays open between passes: a step's last read (the offers' check) began a
     # transaction, and `flask worker` sleeps after the pass. On SQLite every transaction
     # holds the write lock (reseller.sqlite), so every purchase, cancel and due poll waited
@@ -528,6 +555,5 @@ def run_once() -> PassReport:
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
-        log.exception("worker pass could not end its transaction")
-        report.errors.append(f"end of pass: {type(exc).__name__}")
+        report.fail(f"end of pass: {type(exc).__name__}", exc)
     return report
