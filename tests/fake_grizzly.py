@@ -51,6 +51,11 @@ SERVICES = {"tg": "Telegram", "wa": "WhatsApp", "go": "Google", "ds": "Discord"}
 PHONE_PREFIX = {0: "7", 12: "1", 16: "44", 187: "1"}
 
 
+def sms_text(service: str, code: str) -> str:
+    """The full text of an SMS carrying `code`, as the service would word it."""
+    return f"{code} is your {SERVICES.get(service, service)} code. Do not give it to anyone."
+
+
 def default_prices() -> dict[tuple[int, str], tuple[Decimal, int]]:
     """(country, service) -> (cost, count). Russia/Discord has no stock (`NO_NUMBERS`)."""
     table = {
@@ -139,6 +144,8 @@ class FakeActivation:
     bought_wall: dt.datetime
     state: State = State.WAIT_CODE
     codes: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # each SMS's full text, with `codes`
+    sms_at: list[dt.datetime] = field(default_factory=list)  # when each arrived (wall clock)
     code_due: float | None = None  # fake clock time when the next code arrives
 
 
@@ -277,12 +284,13 @@ class FakeGrizzly:
                 and (activation_id is None or call.params.get("id") == str(activation_id))
             )
 
-    def deliver_code(self, activation_id: int | str, code: str) -> None:
-        """An SMS arrives now for an open activation."""
+    def deliver_code(self, activation_id: int | str, code: str, text: str | None = None) -> None:
+        """An SMS arrives now for an open activation (`text`: its full text; by default
+        the service's usual wording around the code)."""
         with self._lock:
             activation = self.activations[int(activation_id)]
             self._refresh(activation)
-            self._receive(activation, code)
+            self._receive(activation, code, text)
 
     def advance(self, seconds: float) -> None:
         """Move the fake's clock forward (code arrival, early-cancel lock, expiry)."""
@@ -370,6 +378,23 @@ class FakeGrizzly:
             return Reply("STATUS_WAIT_CODE")
         return Reply("STATUS_CANCEL")
 
+    def _action_getStatusV2(self, params: dict[str, str]) -> Reply:
+        """The latest SMS with its full text (null before any); a cancelled activation
+        answers the plain token, as SMS-Activate does."""
+        activation = self._find(params.get("id", ""))
+        if isinstance(activation, Reply):
+            return activation
+        if activation.state is State.CANCELLED:
+            return Reply("STATUS_CANCEL")
+        sms = None
+        if activation.codes:
+            sms = {
+                "dateTime": _stamp(activation.sms_at[-1]),
+                "code": activation.codes[-1],
+                "text": activation.texts[-1],
+            }
+        return _json({"verificationType": 0, "sms": sms, "call": None})
+
     def _action_setStatus(self, params: dict[str, str]) -> Reply:
         activation = self._find(params.get("id", ""))
         if isinstance(activation, Reply):
@@ -408,7 +433,7 @@ class FakeGrizzly:
                 "activationCost": float(a.cost),
                 "activationStatus": _ACTIVATION_STATUS[a.state],
                 "smsCode": a.codes[-1] if a.codes else None,
-                "smsText": f"Your code: {a.codes[-1]}" if a.codes else None,
+                "smsText": a.texts[-1] if a.texts else None,
                 "activationTime": _stamp(a.bought_wall),
                 "countryCode": str(a.country),
                 "countryName": COUNTRIES.get(a.country, ""),
@@ -614,9 +639,11 @@ class FakeGrizzly:
             else:
                 self._cancel(activation)
 
-    def _receive(self, activation: FakeActivation, code: str) -> None:
+    def _receive(self, activation: FakeActivation, code: str, text: str | None = None) -> None:
         if activation.state in (State.WAIT_CODE, State.READY, State.WAIT_RETRY):
             activation.codes.append(code)
+            activation.texts.append(text or sms_text(activation.service, code))
+            activation.sms_at.append(dt.datetime.now(dt.UTC).replace(tzinfo=None))
             activation.state = State.CODE
         activation.code_due = None
 
@@ -643,7 +670,8 @@ class FakeGrizzly:
 
         GET /_fake/calls -> [[action, params], ...]; GET /_fake/state -> balance, activations;
         POST /_fake/script {"action", "answers": ["drop" | {"body", "status", "headers"}],
-        "process"}; POST /_fake/deliver {"id", "code"}; POST /_fake/advance {"seconds"}.
+        "process"}; POST /_fake/deliver {"id", "code", "text" (optional)};
+        POST /_fake/advance {"seconds"}.
         """
         name = path.removeprefix(CONTROL_PREFIX)
         if method == "GET" and name == "calls":
@@ -666,7 +694,7 @@ class FakeGrizzly:
             self.script(payload["action"], *answers, process=payload.get("process"))
             return _json({"ok": True})
         if method == "POST" and name == "deliver":
-            self.deliver_code(payload["id"], str(payload["code"]))
+            self.deliver_code(payload["id"], str(payload["code"]), payload.get("text"))
             return _json({"ok": True})
         if method == "POST" and name == "advance":
             self.advance(float(payload["seconds"]))

@@ -342,7 +342,7 @@ def test_an_id_beyond_the_id_column_is_no_activation_and_changes_nothing(api, ra
     not reach SQL (it answered ERROR_SQL there) but be what it is, no activation."""
     activation_id = api.json("getNumber", service="ot", country="12")["activationId"]
     balance = api.text("getBalance")
-    for action in ("getStatus", "getStatusV2", "setStatus"):
+    for action in ("getStatus", "getStatusV2", "getFullSms", "setStatus"):
         assert api.text(action, id=raw_id, status="8") == "NO_ACTIVATION", action
         assert api.json(action, id=raw_id, status="8") == {"error": "ACTIVATION_NOT_FOUND"}
     assert api.text("getBalance") == balance
@@ -362,6 +362,8 @@ def test_unknown_or_malformed_ids(api, raw_id):
     assert api.json("getStatus", id=raw_id) == {"error": "ACTIVATION_NOT_FOUND"}
     assert api.text("setStatus", id=raw_id, status="8") == "NO_ACTIVATION"
     assert api.text("getStatusV2", id=raw_id) == "NO_ACTIVATION"
+    assert api.text("getFullSms", id=raw_id) == "NO_ACTIVATION"
+    assert api.json("getFullSms", id=raw_id) == {"error": "ACTIVATION_NOT_FOUND"}
 
 
 def test_another_customers_activation_is_not_found(client, api, make_user, clock):
@@ -372,6 +374,7 @@ def test_another_customers_activation_is_not_found(client, api, make_user, clock
     for action, params in (
         ("getStatus", {"id": activation_id}),
         ("getStatusV2", {"id": activation_id}),
+        ("getFullSms", {"id": activation_id}),
         ("setStatus", {"id": activation_id, "status": "8"}),
         ("setStatus", {"id": activation_id, "status": "6"}),
     ):
@@ -625,6 +628,8 @@ WAITING = {
     ("getStatus", "json"): {"status": "STATUS_WAIT_CODE"},
     ("getStatusV2", "text"): {"verificationType": 0, "sms": None, "call": None},
     ("getStatusV2", "json"): {"verificationType": 0, "sms": None, "call": None},
+    ("getFullSms", "text"): "STATUS_WAIT_CODE",
+    ("getFullSms", "json"): {"status": "STATUS_WAIT_CODE"},
 }
 
 
@@ -699,7 +704,7 @@ def _expected_poll(key_name: str, id_name: str, action: str, fmt: str):
     return NOT_FOUND[fmt]
 
 
-@pytest.mark.parametrize("action", ["getStatus", "getStatusV2"])
+@pytest.mark.parametrize("action", ["getStatus", "getStatusV2", "getFullSms"])
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_get_status_error_precedence(client, poll_parties, action, fmt):
     """Every key against every id, both dialects: a bad key wins over everything, a
@@ -732,7 +737,7 @@ def test_a_poll_records_the_activity_only_when_it_answers(client, api, customer)
         db.session.expire_all()
         return db.session.get(User, customer.id).last_activity_at
 
-    for action in ("getStatus", "getStatusV2"):
+    for action in ("getStatus", "getStatusV2", "getFullSms"):
         for raw_id in ("999999", "abc", f"{own}\x00"):
             forget_activity()
             assert api(action, id=raw_id).get_data(as_text=True) in (
@@ -790,7 +795,7 @@ def statements_sent():
         event.remove(engine, "begin", on_begin)
 
 
-@pytest.mark.parametrize("action", ["getStatus", "getStatusV2"])
+@pytest.mark.parametrize("action", ["getStatus", "getStatusV2", "getFullSms"])
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_a_poll_that_is_not_due_is_one_statement(api, action, fmt):
     """A getStatus whose upstream poll is not due reads the key and the activation with one

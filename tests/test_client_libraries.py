@@ -9,8 +9,8 @@ Libraries (all on PyPI; pinned in setup.cfg's `test` extra):
 - `smsactivate` 1.5 (SMS-Activate's official module; MIT): synchronous, `requests`. Its rent
   methods (getRentServicesAndCountries, getRentNumber, getRentStatus, setRentStatus,
   getRentList, continueRentNumber, getContinueRentPriceNumber) and the other actions it
-  calls (getBalanceAndCashBack, getTopCountriesByService, getNumbersStatus, getOperators)
-  run too, the sandbox renting.
+  calls (getBalanceAndCashBack, getTopCountriesByService, getNumbersStatus, getOperators,
+  getFullSms) run too, the sandbox renting.
 - `grizzly-sms-client` 0.1.1 (ISC): synchronous, `httpx`. Its `get_active_activations()`
   parses only a bare JSON array, which SMS-Activate's answer is not and which
   `aiosmsactivate` crashes on; that call is pinned as a known failure below, and the rows
@@ -33,6 +33,7 @@ import smsactivate.api
 from werkzeug.serving import make_server
 
 from reseller.extensions import db
+from reseller.upstream.sandbox import sms_text
 from tests.conftest import api_key_of
 
 HANDLER = "/stubs/handler_api.php"
@@ -79,6 +80,8 @@ def test_smsactivate(live_server, clock):
     }
     assert rows[coded["activation_id"]]["smsCode"][0] == code  # it indexes the list
     assert rows[waiting["activationId"]]["smsCode"] is None
+    assert api.getFullSms(id=coded["activation_id"]) == f"FULL_SMS:{sms_text('tg', code)}"
+    assert api.getFullSms(id=waiting["activationId"]) == "STATUS_WAIT_CODE"
 
     assert api.setStatus(id=coded["activation_id"], status=3) == "ACCESS_RETRY_GET"
     assert api.getStatus(id=coded["activation_id"]) == f"STATUS_WAIT_RETRY:{code}"
@@ -90,6 +93,8 @@ def test_smsactivate(live_server, clock):
     clock.travel(PAST_EARLY_CANCEL)
     assert api.setStatus(id=waiting["activationId"], status=8) == "ACCESS_CANCEL"
     assert api.getStatus(id=waiting["activationId"])["error"] == "STATUS_CANCEL"  # its way
+    assert api.getFullSms(id=waiting["activationId"])["error"] == "STATUS_CANCEL"
+    assert api.getFullSms(id=999999)["error"] == "NO_ACTIVATION"
     assert api.getActiveActivations() == {"status": "error", "error": "NO_ACTIVATIONS"}
 
 

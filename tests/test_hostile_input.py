@@ -180,7 +180,7 @@ def errors_logged(caplog) -> list[str]:
 CLASSIC_ERRORS = {row.classic.split(":")[0] for row in ERROR_TABLE}
 JSON_ERRORS = {row.json for row in ERROR_TABLE}
 CLASSIC_ANSWER = re.compile(r"[A-Z][A-Z_]*(:[^\r\n]*)?")
-ID_ACTIONS = {"getStatus", "getStatusV2", "setStatus"}
+ID_ACTIONS = {"getStatus", "getStatusV2", "getFullSms", "setStatus"}
 PARAM_NAMES = [
     "id",
     "status",
@@ -408,6 +408,7 @@ def test_the_api_survives_anything(
     for _id, _status, code, _price in victim_before:
         if code:
             assert f"STATUS_OK:{code}" not in body and f'"{code}"' not in body
+            assert "FULL_SMS:" not in body or f"{code}" not in body.partition(":")[2]
     assert verify_ledger() == []
 
 

@@ -89,6 +89,8 @@ def test_docs_page_documents_the_new_actions_and_what_is_left(client, api):
         "getOperators",
         "getBalanceAndCashBack",
         "getHistory",
+        "getFullSms",
+        "FULL_SMS:",
         "getRentServicesAndCountries",
         "getRentNumber",
         "getRentStatus",
@@ -102,6 +104,7 @@ def test_docs_page_documents_the_new_actions_and_what_is_left(client, api):
     ):
         assert action in text, action
     assert "Not served" in text
+    assert "getFullSms" not in NOT_SERVED
     for action in NOT_SERVED:  # what the page calls unserved answers BAD_ACTION
         assert action in text
         assert api.text(action, id="1") == "BAD_ACTION", action

@@ -15,7 +15,7 @@ from reseller.services import catalog, worker
 from reseller.services.provider import use_upstream
 from reseller.upstream.sms_activate import SmsActivateClient as GrizzlyClient
 from tests.conftest import Api, api_key_of
-from tests.fake_grizzly import FakeGrizzly
+from tests.fake_grizzly import FakeGrizzly, Fault
 
 # Before the budget, each due poll waited 2 tries x 2 s on a hanging upstream: 12 s for the
 # three numbers below. The bounds asserted are far below that and far above the budget.
@@ -85,6 +85,23 @@ def test_a_healthy_upstream_is_still_polled_inline(client, fake, buyer):
     api, ids = buyer
     fake.deliver_code(db.session.get(Activation, ids[0]).upstream_id, "4321")
     assert api.text("getStatus", id=ids[0]) == "STATUS_OK:4321"
+
+
+def test_the_sms_text_call_counts_against_the_same_budget(app, fake, buyer):
+    """A new code's text is one more call (getStatusV2), inside the poll's budget: when it
+    hangs, the code is answered in time and kept without its text."""
+    api, ids = buyer
+    patient = GrizzlyClient("test-key", url=fake.url, read_timeout=10, retries=0, backoff=0)
+    use_upstream(app, patient)  # without the budget, the hanging text would take 10 s
+    fake.slow_seconds = 30
+    fake.script("getStatusV2", Fault.SLOW)
+    fake.deliver_code(db.session.get(Activation, ids[0]).upstream_id, "4321", "Code 4321")
+    answer, elapsed = timed(lambda: api.text("getStatus", id=ids[0]))
+    assert answer == "STATUS_OK:4321"
+    assert elapsed < SLOW_REQUEST, elapsed
+    assert fake.count("getStatusV2") == 1
+    db.session.expire_all()
+    assert db.session.get(Activation, ids[0]).sms_text is None
 
 
 def test_the_worker_bounds_its_polling_per_pass_and_releases_the_rest(app, fake, buyer, clock):

@@ -282,6 +282,68 @@ def test_unknown_status_answer_is_an_error(client, grizzly, body):
         client.get_status("635468024")
 
 
+def test_sms_text_of_the_code_a_poll_reported(client, grizzly):
+    """getStatus carries only the code; getStatusV2 carries the latest SMS's full text,
+    given for that code only."""
+    grizzly.code_delay = None
+    number = client.get_number("tg", 12)
+    assert client.get_sms_text(number.upstream_id, "11111") is None  # no SMS yet
+    grizzly.deliver_code(number.upstream_id, "011111", "Telegram code 011111, keep it")
+    assert client.get_status(number.upstream_id) == StatusAnswer(UpstreamState.CODE, "011111")
+    assert client.get_sms_text(number.upstream_id, "011111") == "Telegram code 011111, keep it"
+    assert client.get_sms_text(number.upstream_id, "11111") is None  # another code's text
+    assert grizzly.calls[-1].params == {"action": "getStatusV2", "id": number.upstream_id}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"verificationType": 0, "sms": {"code": "4217", "text": " Code 4217 \n"}}, "Code 4217"),
+        ({"verificationType": "0", "sms": {"code": 4217, "text": "Code 4217"}}, "Code 4217"),
+        ({"sms": {"dateTime": None, "code": " 4217 ", "text": "Code 4217"}}, "Code 4217"),
+        ({"verificationType": 0, "sms": None, "call": None}, None),
+        ({"verificationType": 0, "sms": {"code": "9999", "text": "Code 9999"}}, None),
+        ({"sms": {"code": "4217"}}, None),
+        ({"sms": {"code": "4217", "text": ""}}, None),
+        ({"sms": {"code": "4217", "text": ["Code 4217"]}}, None),
+        ({"sms": {"code": "4217", "text": 4217}}, None),
+        ({"sms": {"code": "4217", "text": "Code\u0000 4217"}}, None),
+        ({"sms": {"code": True, "text": "Code 4217"}}, None),
+        ({"sms": {"text": "Code 4217"}}, None),
+        ({"sms": "Code 4217"}, None),
+        ([{"code": "4217", "text": "Code 4217"}], None),
+        ({"status": "error", "error": "NO_ACTIVATION"}, None),
+    ],
+)
+def test_sms_text_answers_are_read_tolerantly(client, grizzly, body, expected):
+    grizzly.script("getStatusV2", raw_json(body))
+    assert client.get_sms_text("635468024", "4217") == expected
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "STATUS_CANCEL",
+        "BAD_ACTION",
+        PROHIBITED_TEXT,
+        '{"sms": {"code": "4217", "text": "Code',
+        Fault.GARBAGE,
+        Fault.TRUNCATED_JSON,
+        Fault.HTTP_500,
+        Fault.RATE_LIMIT,
+        Fault.DROP,
+        Fault.SLOW,
+        Reply("not found", status=404),
+    ],
+)
+def test_sms_text_is_none_for_any_failure_and_asked_once(client, grizzly, sleeps, answer):
+    """A text that cannot be had is no text: never an error, never retried (the code is
+    recorded without it rather than late)."""
+    grizzly.script("getStatusV2", answer)
+    assert client.get_sms_text("635468024", "4217") is None
+    assert grizzly.count("getStatusV2") == 1 and sleeps == []
+
+
 def test_get_active_activations(client, grizzly):
     number = client.get_number("go", 187)
     [row] = client.get_active_activations()

@@ -86,6 +86,14 @@ def status_v2(activation: Activation) -> dict:
     return {"verificationType": 0, "sms": sms, "call": None}
 
 
+def full_sms(activation: Activation) -> str | None:
+    """getFullSms: the latest SMS's full text (its code where no text was kept); None
+    before any SMS."""
+    if activation.code is None or S(activation.status) not in HAS_CODE_STATES:
+        return None
+    return activation.sms_text or activation.code
+
+
 def active_row(activation: Activation, names: dict[int, str], sms_code) -> dict:
     """One getActiveActivations row of the classic family; `sms_code` is the family's."""
     a = activation
@@ -190,6 +198,14 @@ class ClassicDialect:
         if S(activation.status) in (S.CANCELLED, S.EXPIRED, S.FAILED):
             return text("STATUS_CANCEL")
         return as_json(status_v2(activation))
+
+    def full_sms(self, activation: Activation) -> Response:
+        sms = full_sms(activation)
+        if sms is not None:
+            return text(f"FULL_SMS:{sms}")
+        if S(activation.status) in (S.CANCELLED, S.EXPIRED, S.FAILED):
+            return text("STATUS_CANCEL")
+        return text("STATUS_WAIT_CODE")
 
     def set_status(self, answer: SetStatusAnswer, activation: Activation) -> Response:
         return text(answer.value)
@@ -298,6 +314,14 @@ class JsonDialect(ClassicDialect):
         if S(activation.status) in (S.CANCELLED, S.EXPIRED, S.FAILED):
             data = {"status": "STATUS_CANCEL", **data}
         return as_json(data)
+
+    def full_sms(self, activation: Activation) -> Response:
+        sms = full_sms(activation)
+        if sms is not None:
+            return as_json({"status": "FULL_SMS", "text": sms})
+        if S(activation.status) in (S.CANCELLED, S.EXPIRED, S.FAILED):
+            return as_json({"status": "STATUS_CANCEL"})
+        return as_json({"status": "STATUS_WAIT_CODE"})
 
     def set_status(self, answer: SetStatusAnswer, activation: Activation) -> Response:
         return as_json({"status": answer.value, "activationStatus": SET_STATUS_WORDS[answer]})

@@ -139,13 +139,17 @@ def _one_read(read, activation_id: int) -> tuple[accounts.ApiCaller, object]:
     return _admit(caller), row
 
 
+# The actions that read an activation as getStatus does (polling it when due), and the
+# dialect's answer of each.
+POLL_ANSWERS = {"getStatus": "status", "getStatusV2": "status_v2", "getFullSms": "full_sms"}
+
+
 def _poll(activation_id: int, dialect, name: str):
-    """getStatus(V2) with one read: the key's account and its activation together; the
-    same answers, the same errors in the same order as `get_status`."""
+    """getStatus(V2) and getFullSms with one read: the key's account and its activation
+    together; the same answers, the same errors in the same order as `get_status`."""
     user, row = _one_read(activations.caller_and_status_row, activation_id)
     activation = activations.status_from_row(user, row, activations.web_poll_budget())
-    status = dialect.status if name == "getStatus" else dialect.status_v2
-    return user, status(activation)
+    return user, getattr(dialect, POLL_ANSWERS[name])(activation)
 
 
 def _set_status_in_one_read(activation_id: int, dialect, name: str):
@@ -162,6 +166,7 @@ def _set_status_in_one_read(activation_id: int, dialect, name: str):
 IN_ONE_READ = {
     "getStatus": _poll,
     "getStatusV2": _poll,
+    "getFullSms": _poll,
     "setStatus": _set_status_in_one_read,
 }
 
@@ -172,6 +177,10 @@ def get_status(user, dialect):
 
 def get_status_v2(user, dialect):
     return dialect.status_v2(_status(user))
+
+
+def get_full_sms(user, dialect):
+    return dialect.full_sms(_status(user))
 
 
 def set_status(user, dialect):
@@ -272,6 +281,7 @@ ACTIONS = {
     "getNumberV2": get_number_v2,
     "getStatus": get_status,
     "getStatusV2": get_status_v2,
+    "getFullSms": get_full_sms,
     "setStatus": set_status,
     "getActiveActivations": get_active_activations,
     "getPrices": get_prices,

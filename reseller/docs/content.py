@@ -137,6 +137,20 @@ MORE_ACTIONS = (
         '"code": "123456", "text": "Your code is 123456"}, "call": null}',
     ),
     ActionDoc(
+        "get-full-sms",
+        "Full SMS",
+        "getFullSms",
+        "The full text of the latest SMS (its code where the provider sent no text).",
+        params={"id": "the activationId"},
+        json_answer='{"status": "FULL_SMS", "text": "Your code is 123456"}',
+        classic_answer="FULL_SMS:Your code is 123456",
+        notes=(
+            "Before any SMS: STATUS_WAIT_CODE; a cancelled or expired activation: "
+            'STATUS_CANCEL (format=json: {"status": "STATUS_WAIT_CODE"} and '
+            '{"status": "STATUS_CANCEL"}).',
+        ),
+    ),
+    ActionDoc(
         "get-prices",
         "Prices",
         "getPrices",
@@ -292,7 +306,6 @@ RENT_ACTIONS = (
 
 # Actions of SMS-Activate's protocol we do not serve: they answer BAD_ACTION.
 NOT_SERVED = (
-    "getFullSms",
     "getMultiServiceNumber",
     "getAdditionalService",
     "getIncomingCallStatus",

@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import time
 from collections import namedtuple
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from flask import current_app
@@ -39,7 +39,7 @@ from ..models import ActivationStatus as S
 from ..money import to_decimal, to_units
 from ..upstream import deadline
 from ..upstream import errors as up
-from ..upstream.base import SetStatusAnswer, UpstreamState
+from ..upstream.base import SetStatusAnswer, StatusAnswer, UpstreamState
 from . import catalog, pricing, refusals, routing, settings, telegram, wallet, webhooks
 from . import errors as err
 from .accounts import CALLER_COLUMNS, ApiCaller
@@ -771,6 +771,7 @@ def refresh_status(
             log.info("poll %s: %s", activation_id, exc.token)
             answer = None
         if answer is not None:
+            answer = _with_sms_text(seller, upstream_id, answer)  # within the same budget
             _apply_status(activation_id, status, answer, actor=actor)
         still_waiting = answer is None or answer.state in (
             UpstreamState.WAIT_CODE,
@@ -779,6 +780,18 @@ def refresh_status(
         if still_waiting and status == S.ALLOCATED and expires_at and utcnow() >= expires_at:
             expire(activation_id, actor=actor)
     return reread()
+
+
+def _with_sms_text(seller: str, upstream_id: str, answer: StatusAnswer) -> StatusAnswer:
+    """A poll's answer with the SMS text of the code it reports, asked of the provider
+    when its answer carries only the code (the SMS-Activate protocol's getStatus). Called
+    only for polls of an activation waiting for a code, so a code reported is a new one;
+    outside any transaction, before the code is recorded (with its text, for the webhook
+    and the bot). Without a text the answer stays as it was."""
+    if answer.state != UpstreamState.CODE or answer.code is None or answer.text is not None:
+        return answer
+    text = upstream(seller).get_sms_text(upstream_id, answer.code)
+    return replace(answer, text=text) if text else answer
 
 
 def _record_code(
@@ -1084,7 +1097,7 @@ def expire(activation_id: int, *, actor: str = "worker") -> bool:
     except up.UpstreamError:
         return False
     if answer is not None and answer.state == UpstreamState.CODE:
-        _apply_status(activation_id, status, answer, actor)
+        _apply_status(activation_id, status, _with_sms_text(seller, upstream_id, answer), actor)
         return False
     if answer is None or answer.state != UpstreamState.CANCELLED:
         try:

@@ -182,6 +182,13 @@ class Upstream(abc.ABC):
     @abc.abstractmethod
     def get_status(self, upstream_id: str) -> StatusAnswer: ...
 
+    def get_sms_text(self, upstream_id: str, code: str) -> str | None:
+        """The full text of the SMS that brought `code`, for a provider whose status answer
+        carries only the code (one more call); None when it cannot tell. Never raises: a
+        missing text changes nothing else. Providers that send the text with the status
+        (`StatusAnswer.text`) are never asked."""
+        return None
+
     @abc.abstractmethod
     def set_status(self, upstream_id: str, status: int) -> SetStatusAnswer: ...
 

@@ -244,6 +244,17 @@ class SmsActivateClient(Upstream):
             return StatusAnswer(UpstreamState.CODE, rest)
         raise self._error(answer)
 
+    def get_sms_text(self, upstream_id: str, code: str) -> str | None:
+        """getStatusV2's latest SMS text, when that SMS carries `code` (asked once, no
+        retry: the code is recorded without its text rather than late). Ids and codes may
+        arrive as numbers or strings; any other answer, and any failure, is None."""
+        try:
+            answer = self._read("getStatusV2", {"id": str(upstream_id)}, retries=0)
+        except UpstreamError as exc:
+            log.info("%s getStatusV2 %s: %s (no SMS text)", self.name, upstream_id, exc.token)
+            return None
+        return _sms_text(_json_body(answer), code)
+
     def get_active_activations(self) -> list[ActiveActivation]:
         try:
             data = self._read_json("getActiveActivations")
@@ -329,7 +340,7 @@ class SmsActivateClient(Upstream):
 
     def get_rent_status(self, upstream_id: str) -> RentStatus:
         answer = self._read("getRentStatus", {"id": str(upstream_id)})
-        data = _rent_json(answer)
+        data = _json_body(answer)
         if not isinstance(data, dict):
             raise UpstreamRejected("getRentStatus: unexpected answer")
         if data.get("status") != "success":
@@ -355,14 +366,14 @@ class SmsActivateClient(Upstream):
             answer = self._once("setRentStatus", params)
         except _Lost as lost:
             raise UpstreamUnavailable(f"{self.name} setRentStatus: {lost}") from None
-        data = _rent_json(answer)
+        data = _json_body(answer)
         if isinstance(data, dict) and data.get("status") == "success":
             return
         raise self._rent_error(answer, data)
 
     def get_rent_list(self) -> list[RentedNumber]:
         answer = self._read("getRentList")
-        data = _rent_json(answer)
+        data = _json_body(answer)
         if not isinstance(data, dict):
             raise UpstreamRejected("getRentList: unexpected answer")
         if data.get("status") != "success":
@@ -388,7 +399,7 @@ class SmsActivateClient(Upstream):
             answer = self._once(action, params)
         except _Lost as lost:
             raise UnknownOutcome(f"{self.name} {action}: {lost}") from None
-        data = _rent_json(answer)
+        data = _json_body(answer)
         if isinstance(data, dict) and data.get("status") == "success":
             phone = data.get("phone")
             upstream_id = _id(phone.get("id")) if isinstance(phone, dict) else None
@@ -474,15 +485,19 @@ class SmsActivateClient(Upstream):
 
     # -- transport ----------------------------------------------------------------------
 
-    def _read(self, action: str, params: dict[str, str] | None = None) -> _Answer:
-        """GET a repeatable action, retrying transport failures, 5xx and 429."""
+    def _read(
+        self, action: str, params: dict[str, str] | None = None, retries: int | None = None
+    ) -> _Answer:
+        """GET a repeatable action, retrying transport failures, 5xx and 429 (`retries`
+        times; the client's setting by default)."""
+        retries = self.retries if retries is None else retries
         attempt = 0
         while True:
             failure, response = self._send(action, params)
             wait: float | None = None
             if response is not None and response.status_code == 429:
                 wait = retry_after(response)
-                if attempt >= self.retries or (wait is not None and wait > self.max_retry_after):
+                if attempt >= retries or (wait is not None and wait > self.max_retry_after):
                     raise RateLimited(wait)
                 failure = "rate limited"
             elif response is not None and response.status_code >= 500:
@@ -491,7 +506,7 @@ class SmsActivateClient(Upstream):
                 raise self._client_error(action, response)
             elif response is not None:
                 return _Answer(response.content)
-            if attempt >= self.retries:
+            if attempt >= retries:
                 raise UpstreamUnavailable(f"{self.name} {action}: {failure}")
             delay = wait if wait is not None else self.backoff * 2**attempt
             left = deadline.time_left()
@@ -623,8 +638,23 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _rent_json(answer: _Answer) -> Any:
-    """A rent answer's JSON; None for a plain token (BAD_KEY stays plain) or broken JSON."""
+def _sms_text(data: Any, code: str) -> str | None:
+    """The text of getStatusV2's `sms` when its code is `code`; None for anything else
+    (no SMS, another SMS's code, no text or a garbled one, a token, broken JSON)."""
+    sms = data.get("sms") if isinstance(data, dict) else None
+    if not isinstance(sms, dict) or isinstance(sms.get("code"), bool):
+        return None
+    if _text(sms.get("code")) != code.strip():
+        return None
+    text = sms.get("text")
+    if not isinstance(text, str) or "\x00" in text:  # (no database text holds a NUL)
+        return None
+    return text.strip() or None
+
+
+def _json_body(answer: _Answer) -> Any:
+    """A JSON answer (rent's, getStatusV2's); None for a plain token (BAD_KEY stays plain)
+    or broken JSON."""
     if not answer.is_json:
         return None
     try:
