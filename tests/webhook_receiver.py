@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def _hung_up(connection: socket.socket) -> bool:
-    """Whether the client closed its side (a read would see the end of the stream)."""
-    readable, _, _ = select.select([connection], [], [], 0)
+def _hung_up(connection: socket.socket, wait: float = 0) -> bool:
+    """Whether the client closed its side (a read would see the end of the stream), waiting
+    up to `wait` seconds for it."""
+    readable, _, _ = select.select([connection], [], [], wait)
     if not readable:
         return False
     try:
@@ -100,9 +101,12 @@ class Receiver:
                     self.wfile.flush()
                     end = time.monotonic() + receiver.trickle_seconds
                     while time.monotonic() < end:
-                        time.sleep(receiver.trickle_every)
-                        if _hung_up(self.connection):
-                            return  # the client gave up: no longer in flight
+                        # The pause between two bytes ends early when the client hangs up:
+                        # from then on the event is no longer in flight here.
+                        paused = time.monotonic()
+                        if _hung_up(self.connection, wait=receiver.trickle_every):
+                            return
+                        time.sleep(max(0.0, paused + receiver.trickle_every - time.monotonic()))
                         self.wfile.write(b"a")
                         self.wfile.flush()
                     self.wfile.write(b"\r\nContent-Length: 2\r\n\r\nok")
