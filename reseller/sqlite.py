@@ -52,5 +52,7 @@ def _sqlite_begin_immediate(conn):
 def _sqlite_end_query_only(conn):
     # Before the COMMIT or ROLLBACK: the connection goes back to the pool writable (a
     # HotRead's claim, the next request's transaction may write on it).
+    if conn.dialect.name != "sqlite" or conn.invalidated:
+        return  # (an invalidated connection is discarded, its setting with it)
     if conn.info.pop(_QUERY_ONLY, False):
         conn.connection.driver_connection.execute("PRAGMA query_only=OFF")
