@@ -12,6 +12,9 @@ then measures on SQLite and on a throwaway PostgreSQL (scripts/pg-temp.sh):
   overhead above the upstream (latency minus upstream calls x the fake's round trip);
 * getActiveActivations and /dashboard (logged in) before and after bulk-loading 1,000,000
   closed activations of the same customer: the ratio of their latencies;
+* /dashboard under 8 readers while 2 clients buy and cancel numbers (the writes page views
+  must not queue behind): its p50/p99 (`--only dashboard-beside-purchases` runs this alone,
+  without the history, and prints it instead of rewriting bench/latest.md);
 * the peak RSS (VmHWM) of each gunicorn worker.
 
 Prints a Markdown table and writes it to bench/latest.md; logs and raw numbers go to
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -60,6 +64,7 @@ TARGETS = {
     "balance_cpu_ms": 0.6,  # in one process
     "cycle_cpu_ms": 10.0,  # in one process
     "polling_factor": 2.0,  # × the hot-polling req/s when issue 15 was filed
+    "beside_purchases_p99_ms": 500.0,  # the dashboard while purchases write (issue 29)
 }
 # Hot polling's req/s in the run issue 15 was filed against (bench/latest.md, 2026-11-25),
 # and the bare-Flask baseline's req/s in that run: the machine's speed then.
@@ -603,6 +608,55 @@ def measure_views(ctx: Context, port: int, key: str, cookie: str, label: str) ->
     return results
 
 
+def measure_dashboard_beside_purchases(ctx: Context, port: int, key: str, cookie: str) -> dict:
+    """The dashboard under `--view-connections` readers (wrk) while `--light-clients`
+    clients buy and cancel numbers (getNumber, setStatus 8: the money path's writes)."""
+    seconds = ctx.args.seconds
+    with concurrent.futures.ThreadPoolExecutor(1) as background:
+        buying = background.submit(
+            asyncio.run, cycle_load(port, key, ctx.args.light_clients, seconds + 1.0)
+        )
+        time.sleep(0.5)  # the buyers have started
+        dashboard = wrk(
+            ctx,
+            port,
+            f"dashboard_beside_purchases_{port}",
+            [ctx.dashboard_path],
+            seconds=seconds,
+            connections=ctx.args.view_connections,
+            headers={"Cookie": f"session={cookie}"},
+        )
+        cycles = buying.result()
+    if dashboard.failures:
+        raise RuntimeError(f"dashboard beside purchases: {dashboard.failures} failed requests")
+    return {
+        "dashboard": dashboard,
+        "buys": len(cycles["buy_ms"]),
+        "cancels": len(cycles["cancel_ms"]),
+        "buy_p99": percentile(cycles["buy_ms"], 99),
+        "cancel_p99": percentile(cycles["cancel_ms"], 99),
+        "failures": cycles["failures"],
+    }
+
+
+def beside_purchases_cell(d: dict) -> str:
+    b = d["beside_purchases"]
+    p99 = b["dashboard"].p99
+    return (
+        f"{_ms(b['dashboard'].p50)} / {_ms(p99)} ({b['dashboard'].rps:.0f} req/s; "
+        f"{b['buys']} bought, {b['cancels']} cancelled) — "
+        + _verdict(p99 < TARGETS["beside_purchases_p99_ms"])
+    )
+
+
+def beside_purchases_label(ctx: Context) -> str:
+    a = ctx.args
+    return (
+        f"{ctx.dashboard_label}, {a.view_connections} readers while {a.light_clients} clients "
+        "buy and cancel: p50 / p99 ms"
+    )
+
+
 def measure_cycles(
     ctx: Context,
     port: int,
@@ -720,6 +774,13 @@ def bench_database(ctx: Context, kind: str, url: str) -> dict:
     process = ctx.procs.start(f"{kind}_gunicorn", gunicorn_argv(), env)
     try:
         wait_for_http(f"http://{HOST}:{port}/healthz", process)
+        if args.only == "dashboard-beside-purchases":
+            cookie = asyncio.run(login(port, "viewer@bench.example.com"))
+            measure_cycles(ctx, port, keys["poller"], args.light_clients, 2)  # warm-up
+            out["beside_purchases"] = measure_dashboard_beside_purchases(
+                ctx, port, keys["poller"], cookie
+            )
+            return out
 
         # getBalance
         answer = asyncio.run(_get(port, api_path(keys["poller"], "getBalance")))
@@ -849,6 +910,10 @@ def bench_database(ctx: Context, kind: str, url: str) -> dict:
         # getActiveActivations and the dashboard: without, then with, the history
         cookie = asyncio.run(login(port, "viewer@bench.example.com"))
         out["views_empty"] = measure_views(ctx, port, keys["viewer"], cookie, f"{kind}_empty")
+        out["beside_purchases"] = measure_dashboard_beside_purchases(
+            ctx, port, keys["poller"], cookie
+        )
+        log(f"{kind}: {beside_purchases_label(ctx)}: {beside_purchases_cell(out)}")
         log(f"{kind}: loading {args.history:,} historical activations")
         time.sleep(3)  # let requests still queued from the last measurement finish
         started = time.perf_counter()
@@ -1163,6 +1228,11 @@ def build_table(ctx: Context, runs: dict[str, dict | str]) -> str:
             ),
         )
     row(
+        beside_purchases_label(ctx),
+        f"p99 < {TARGETS['beside_purchases_p99_ms']:g}",
+        beside_purchases_cell,
+    )
+    row(
         "peak RSS of one gunicorn worker (MiB)",
         f"≤ {TARGETS['rss_mb']:g}",
         lambda d: f"{d['rss_mb']:.0f} — " + _verdict(d["rss_mb"] <= TARGETS["rss_mb"]),
@@ -1428,6 +1498,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--limiter", choices=("auto", "redis", "memory"), default="auto", help="rate-limit storage"
     )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "latest.md")
+    parser.add_argument(
+        "--only",
+        choices=("dashboard-beside-purchases",),
+        help="measure this row alone and print it (bench/latest.md is left as it is)",
+    )
     return parser.parse_args(argv)
 
 
@@ -1449,7 +1524,8 @@ def main(argv: list[str] | None = None) -> int:
         start_fake(ctx)
         ctx.fake_ms = fake_round_trip_ms(ctx)
         start_redis(ctx)
-        start_baseline(ctx)
+        if not args.only:
+            start_baseline(ctx)
         for kind in [k.strip() for k in args.databases.split(",") if k.strip()]:
             if kind == "sqlite":
                 url = f"sqlite:///{scratch / 'bench.sqlite'}"
@@ -1484,6 +1560,8 @@ def main(argv: list[str] | None = None) -> int:
 
     took = time.monotonic() - started
     ctx.load_end = _load_average()
+    if args.only:
+        return _report_only(ctx, runs, workdir, took)
     table = build_table(ctx, runs)
     details = build_details(ctx, runs)
     report = (
@@ -1506,6 +1584,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.output.write_text(report)
     log(f"table written to {args.output}")
+    return 0
+
+
+def _report_only(ctx: Context, runs: dict[str, dict | str], workdir: Path, took: float) -> int:
+    """One row measured alone: printed and kept in bench/results/, never in latest.md."""
+    lines = [f"| measurement | target | {' | '.join(runs)} |", "|---|---|" + "---|" * len(runs)]
+    cells = [beside_purchases_cell(d) if isinstance(d, dict) else d for d in runs.values()]
+    target = f"p99 < {TARGETS['beside_purchases_p99_ms']:g}"
+    lines.append(f"| {beside_purchases_label(ctx)} | {target} | {' | '.join(cells)} |")
+    report = (
+        "\n".join(lines)
+        + f"\n\n{took / 60:.1f} minutes; load average at the start and end: "
+        + f"{ctx.load_start} and {ctx.load_end}; {ctx.args.workers} gunicorn workers.\n"
+    )
+    print("\n" + report)
+    (workdir / "table.md").write_text(report)
+    (workdir / "results.json").write_text(json.dumps({"runs": to_json(runs)}, indent=2))
     return 0
 
 

@@ -37,6 +37,7 @@ from ..models import (
 )
 from ..models import ActivationStatus as S
 from ..money import to_decimal, to_units
+from ..transactions import writing
 from ..upstream import deadline
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer, StatusAnswer, UpstreamState
@@ -825,6 +826,7 @@ def _record_code(
     return won
 
 
+@writing()  # also from a page view's poll
 def _apply_status(activation_id: int, status: S, answer, actor: str) -> None:
     try:
         if answer.state == UpstreamState.CODE and answer.code is not None:
@@ -1071,6 +1073,7 @@ def _finish_upstream(seller: str, upstream_id: str | None) -> None:
 # --- expiry ---------------------------------------------------------------------------
 
 
+@writing()  # also from a page view's poll
 def expire(activation_id: int, *, actor: str = "worker") -> bool:
     """Close an overdue activation. Without a code: cancel upstream, refund once on the
     upstream's confirmation. With a code: complete. Returns True when it closed."""

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, case, or_, select, update
 from .. import db_reads
 from ..extensions import db
 from ..models import JobState, Provider, utcnow
+from ..transactions import writing
 from ..upstream import errors as up
 
 OFFERS_JOB = "offers"  # value: what the offers were last built from (services.catalog)
@@ -51,6 +52,7 @@ def counts_against(exc: BaseException) -> bool:
     return isinstance(exc, BREAKER_ERRORS)
 
 
+@writing()  # also from a page view's upstream call
 def record_failure(name: str, error: str) -> None:
     """Count one failure of `name`; open its breaker at the threshold. Commits."""
     config = current_app.config
@@ -83,6 +85,7 @@ _COUNTED = db_reads.HotRead(
 )
 
 
+@writing()
 def record_success(name: str) -> None:
     """Close `name`'s breaker if it counted failures and is not open (a success while it
     cools down, say a price read, does not cut the cooling short). Reads first; writes

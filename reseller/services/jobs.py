@@ -19,6 +19,7 @@ from sqlalchemy import or_, update
 
 from ..extensions import db
 from ..models import JobState, utcnow
+from ..transactions import writing
 
 BATCH = 200
 
@@ -82,6 +83,7 @@ def _job(name: str) -> JobState:
     return job
 
 
+@writing()  # also from a console page (a provider's balance)
 def claim_job(name: str, every: int, hold: int = 300) -> bool:
     """Take the named periodic job if it is due and nobody holds it."""
     _job(name)
@@ -103,6 +105,7 @@ def claim_job(name: str, every: int, hold: int = 300) -> bool:
     return result.rowcount == 1
 
 
+@writing()
 def finish_job(name: str, value: str | None = None, *, ran: bool = True) -> None:
     values: dict = {"locked_until": None}
     if ran:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import db_reads
 from ..extensions import db
 from ..models import JobState, Provider
+from ..transactions import writing
 from ..upstream import errors as up
 from ..upstream.base import Connection, Upstream
 from ..upstream.registry import client_class
@@ -98,24 +99,25 @@ def ensure_default() -> None:
     if db.session.get(JobState, SEEDED_JOB) is not None:
         return
     name = default_name()
-    try:
-        db.session.add(JobState(name=SEEDED_JOB))
-        exists = db.session.execute(select(Provider.id).where(Provider.name == name)).first()
-        if name in ENV_PROVIDERS and exists is None:
-            protocol, display_name = ENV_PROVIDERS[name]
-            db.session.add(
-                Provider(
-                    name=name,
-                    display_name=display_name,
-                    protocol=protocol,
-                    from_env=True,
-                    priority=1,
-                    notes="Created from the environment (UPSTREAM and its variables).",
+    with writing():  # also from a console page
+        try:
+            db.session.add(JobState(name=SEEDED_JOB))
+            exists = db.session.execute(select(Provider.id).where(Provider.name == name)).first()
+            if name in ENV_PROVIDERS and exists is None:
+                protocol, display_name = ENV_PROVIDERS[name]
+                db.session.add(
+                    Provider(
+                        name=name,
+                        display_name=display_name,
+                        protocol=protocol,
+                        from_env=True,
+                        priority=1,
+                        notes="Created from the environment (UPSTREAM and its variables).",
+                    )
                 )
-            )
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()  # another process created it first
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()  # another process created it first
 
 
 def all_providers() -> list[Provider]:

@@ -34,6 +34,7 @@ from ..models import (
 )
 from ..models import RentalStatus as R
 from ..money import to_units
+from ..transactions import writing
 from ..upstream import deadline
 from ..upstream import errors as up
 from ..upstream.base import RentState
@@ -389,6 +390,7 @@ def _claim_poll(rental_id: int) -> Rental | None:
     return db.session.get(Rental, rental_id)
 
 
+@writing()  # also from a page view's poll
 def refresh(rental_id: int, *, actor: str = "worker", force: bool = False) -> int:
     """Ask the rental's provider for its SMS (at most once per POLL_SECONDS anywhere, unless
     `force`) and keep the new ones. Never raises for upstream trouble. Returns how many SMS
