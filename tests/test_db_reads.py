@@ -166,7 +166,13 @@ def test_the_combined_poll_read_agrees_with_the_key_lookup_and_the_poll_read(api
             if user is None:
                 assert caller is None and row is None
                 continue
-            assert caller == (user.id, user.active, user.balance, user.last_activity_at)
+            assert caller == (
+                user.id,
+                user.active,
+                user.balance,
+                user.last_activity_at,
+                user.email_verified_at,
+            )
             two_step = activations._USERS_ACTIVATION.first(id=activation_id, user_id=user.id)
             orm = db.session.execute(
                 select(Activation).where(

@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, or_, select, update
 from .. import keyring
 from ..extensions import db
 from ..models import RecoveryCode, User, utcnow
+from ..transactions import writing
 from .accounts import fernet_for
 from .audit import audit
 
@@ -62,8 +63,9 @@ def pending_secret(user: User) -> str:
     secret = _secret(user)
     if secret is None:
         secret = pyotp.random_base32()
-        user.totp_secret_encrypted = _fernet().encrypt(secret.encode()).decode()
-        db.session.commit()
+        with writing():  # the set-up page is a GET (a read-only page view on SQLite)
+            user.totp_secret_encrypted = _fernet().encrypt(secret.encode()).decode()
+            db.session.commit()
     return secret
 
 
