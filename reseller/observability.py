@@ -212,6 +212,10 @@ def register_metrics(app: Flask) -> None:
     class; without the token, neither (404, and the hot path pays nothing)."""
     from .extensions import db
 
+    directory = os.environ.get(metrics.MULTIPROC_DIR)
+    if directory:  # a missing directory would fail every count, and what it counts with it
+        os.makedirs(directory, exist_ok=True)
+
     @app.get("/metrics")
     def prometheus_metrics():
         if not metrics.enabled(current_app):
