@@ -171,6 +171,7 @@ logger_class = RedactingLogger
 # --- metrics (docs/metrics.md) -------------------------------------------------------------
 
 _METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_metrics: dict = {}  # the master's: prometheus_client.multiprocess once on_starting set it up
 
 
 def on_starting(server) -> None:
@@ -186,6 +187,13 @@ def on_starting(server) -> None:
     os.makedirs(path, exist_ok=True)
     removed = clear_dead_processes_metrics(path)
     server.log.info("metrics in %s (%d files of stopped processes removed)", path, removed)
+    # Imported here, once the variable is set (prometheus_client picks its mode on import;
+    # the workers inherit the module), and not in child_exit: gunicorn runs that hook
+    # inside its SIGCHLD handler, which re-enters when several workers die at once, and a
+    # first import there, interrupted by itself, left the master hanging.
+    from prometheus_client import multiprocess
+
+    _metrics["multiprocess"] = multiprocess
 
 
 def clear_dead_processes_metrics(path: str) -> int:
@@ -216,7 +224,6 @@ def _running(pid: int) -> bool:
 def child_exit(server, worker) -> None:
     """A worker ended (replaced, killed, recycled): its live gauges go; its counts stay
     in the sums (a counter never goes down)."""
-    if os.environ.get(_METRICS_DIR):
-        from prometheus_client import multiprocess
-
+    multiprocess = _metrics.get("multiprocess")
+    if multiprocess is not None:
         multiprocess.mark_process_dead(worker.pid)
