@@ -266,6 +266,9 @@ class Config:
         # `Authorization: Bearer <HEALTHZ_TOKEN>` shows /healthz's private figures (the
         # upstream balance) to monitoring; unset, only logged-in admins see them.
         self.HEALTHZ_TOKEN = _env("HEALTHZ_TOKEN")
+        # `Authorization: Bearer <METRICS_TOKEN>` reads /metrics (docs/metrics.md); unset,
+        # /metrics answers 404 and nothing is counted per request.
+        self.METRICS_TOKEN = _env("METRICS_TOKEN")
 
         # Reverse proxies in front of the app (nginx, a load balancer): how many hops of
         # X-Forwarded-For/-Proto to believe, so rate limits see the client's address.
@@ -293,6 +296,8 @@ class Config:
             raise ConfigError("MAIL_DEFAULT_SENDER is required with MAIL_SERVER")
         if self.HEALTHZ_TOKEN is not None and len(self.HEALTHZ_TOKEN) < 16:
             raise ConfigError("HEALTHZ_TOKEN must be at least 16 characters (or unset)")
+        if self.METRICS_TOKEN is not None and len(self.METRICS_TOKEN) < 16:
+            raise ConfigError("METRICS_TOKEN must be at least 16 characters (or unset)")
         self.validate_telegram()
         from reseller.gateways import config_problem
 

@@ -14,6 +14,9 @@ This file must not import the application: the master process reads it before fo
     FORWARDED_ALLOW_IPS        proxies whose X-Forwarded-Proto is believed; 127.0.0.1,::1
     GUNICORN_ACCESS_LOG        access log file ("-": stdout, empty: off); -
     LOG_LEVEL                  gunicorn's log level (the app reads it too); info
+    PROMETHEUS_MULTIPROC_DIR   with METRICS_TOKEN set: the directory where every worker
+                               writes its metrics, summed by /metrics (docs/metrics.md);
+                               a new temporary directory
 
 Threads versus processes: a request that buys a number or polls a status waits 0.1–15 s on
 GrizzlySMS, during which a thread costs almost nothing, so each worker runs several threads
@@ -36,6 +39,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 
 from gunicorn.glogging import Logger as _GunicornLogger
 
@@ -162,3 +166,64 @@ def _headers_of(req) -> list:
 
 
 logger_class = RedactingLogger
+
+
+# --- metrics (docs/metrics.md) -------------------------------------------------------------
+
+_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_metrics: dict = {}  # the master's: prometheus_client.multiprocess once on_starting set it up
+
+
+def on_starting(server) -> None:
+    """With METRICS_TOKEN set, every worker counts into files of one directory
+    (prometheus-client's multiprocess mode) and /metrics, on whichever worker answers, sums
+    them: exact counts however requests are spread. The variable is set here, in the master
+    before it forks, so that each worker has it before it imports prometheus_client."""
+    path = os.environ.get(_METRICS_DIR, "").strip()
+    if not path and not os.environ.get("METRICS_TOKEN", "").strip():
+        return
+    if not path:
+        path = os.environ[_METRICS_DIR] = tempfile.mkdtemp(prefix="reseller-metrics-")
+    os.makedirs(path, exist_ok=True)
+    removed = clear_dead_processes_metrics(path)
+    server.log.info("metrics in %s (%d files of stopped processes removed)", path, removed)
+    # Imported here, once the variable is set (prometheus_client picks its mode on import;
+    # the workers inherit the module), and not in child_exit: gunicorn runs that hook
+    # inside its SIGCHLD handler, which re-enters when several workers die at once, and a
+    # first import there, interrupted by itself, left the master hanging.
+    from prometheus_client import multiprocess
+
+    _metrics["multiprocess"] = multiprocess
+
+
+def clear_dead_processes_metrics(path: str) -> int:
+    """Remove the metric files of processes that are gone (a previous run's workers): the
+    counts start again from zero, as a restarted process's would. A running process's
+    files stay: `flask worker` and the bot may share the directory, and a file removed under
+    a running process would lose its counts until it restarts."""
+    removed = 0
+    for name in os.listdir(path):
+        stem, dot, extension = name.rpartition(".")
+        pid = stem.rpartition("_")[2]
+        if extension == "db" and dot and pid.isdigit() and not _running(int(pid)):
+            os.unlink(os.path.join(path, name))
+            removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def child_exit(server, worker) -> None:
+    """A worker ended (replaced, killed, recycled): its live gauges go; its counts stay
+    in the sums (a counter never goes down)."""
+    multiprocess = _metrics.get("multiprocess")
+    if multiprocess is not None:
+        multiprocess.mark_process_dead(worker.pid)

@@ -44,6 +44,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import loadgen
+import metrics_cost
 import seed
 from loadgen import Client, Result, percentile, run_wrk
 
@@ -65,6 +66,7 @@ TARGETS = {
     "cycle_cpu_ms": 10.0,  # in one process
     "polling_factor": 2.0,  # × the hot-polling req/s when issue 15 was filed
     "beside_purchases_p99_ms": 500.0,  # the dashboard while purchases write (issue 29)
+    "metrics_cpu": 1.05,  # getBalance's CPU per request with the metrics on ÷ off
 }
 # Hot polling's req/s in the run issue 15 was filed against (bench/latest.md, 2026-11-25),
 # and the bare-Flask baseline's req/s in that run: the machine's speed then.
@@ -271,6 +273,7 @@ def app_env(ctx: Context, database_url: str, port: int) -> dict[str, str]:
         LOGIN_RATE_LIMIT="1000 per minute",
         MAX_ACTIVE_ACTIVATIONS="10000",
         FLASK_APP="wsgi",
+        METRICS_TOKEN="",  # off: measure_metrics_cost compares with a second app, on
     )
 
 
@@ -420,6 +423,43 @@ def measure_against_baseline(
         },
     )
     return app, baseline
+
+
+def measure_metrics_cost(
+    ctx: Context, kind: str, env: dict[str, str], path: str, port: int, groups: dict
+) -> dict:
+    """getBalance with the metrics off (the app on `port`, METRICS_TOKEN unset: nothing is
+    counted per request) and on (a second app started here, every worker counting into a
+    PROMETHEUS_MULTIPROC_DIR as in production), measured off, on, off, on so that the
+    machine's drift falls on both alike; then one scrape says how many were counted."""
+    on_port = free_port()
+    directory = ctx.scratch / f"{kind}_metrics"
+    directory.mkdir(exist_ok=True)
+    process = ctx.procs.start(
+        f"{kind}_metrics_gunicorn",
+        gunicorn_argv(),
+        metrics_cost.metrics_env(env, f"{HOST}:{on_port}", directory),
+    )
+    metrics_url = f"http://{HOST}:{on_port}/metrics"
+    try:
+        wait_for_http(f"http://{HOST}:{on_port}/healthz", process)
+        wrk(ctx, on_port, f"{kind}_metrics_on_warmup", [path], seconds=2)
+        on_groups = {**groups, "app": [process.pid]}
+        runs: dict[str, list[Result]] = {"off": [], "on": []}
+        for turn in (1, 2):
+            runs["off"].append(measured(ctx, port, f"{kind}_metrics_off_{turn}", [path], groups))
+            runs["on"].append(
+                measured(ctx, on_port, f"{kind}_metrics_on_{turn}", [path], on_groups)
+            )
+        # Exact across the workers: a known number of calls, each on a new connection.
+        before = metrics_cost.scrape_count(metrics_url)
+        metrics_cost.call(f"http://{HOST}:{on_port}{path}", metrics_cost.EXACT_CALLS)
+        counted = metrics_cost.scrape_count(metrics_url) - before
+    finally:
+        ctx.procs.stop(process)
+        shutil.rmtree(directory, ignore_errors=True)
+    pooled = {name: metrics_cost.pooled(*results) for name, results in runs.items()}
+    return {**pooled, "counted": counted, "sent": metrics_cost.EXACT_CALLS}
 
 
 # bench/floor_app.py less some of its parts (its `floor=` parameter): the HMAC alone, with
@@ -821,6 +861,8 @@ def bench_database(ctx: Context, kind: str, url: str) -> dict:
             f"({out['balance'].extra['cpu_ms']:.2f} ms CPU each), baseline "
             f"{out['baseline'].rps:.0f} req/s ({out['baseline'].extra['cpu_ms']:.2f} ms CPU each)"
         )
+        out["metrics"] = measure_metrics_cost(ctx, kind, env, balance_path, port, groups)
+        log(f"{kind}: getBalance with metrics on / off: {metrics_cost.cell(out)}")
 
         # getStatus hot polling, with the background worker polling too
         ids = asyncio.run(buy_many(port, keys["poller"], args.activations))
@@ -967,12 +1009,17 @@ def in_one_process(ctx: Context, kind: str, url: str) -> dict[str, float]:
         # The experiment: what the rate limit's Redis counter costs (the limit must stay).
         ("no_limits", ["-n", "400", "--rounds", "4", "--set", "RATELIMIT_ENABLED=False"]),
         ("cycle", ["--action", "cycle", "-n", "100", "--rounds", "4"]),
+        # getBalance with the metrics on (`hot` has them off), counting into a directory.
+        ("metrics_on", ["-n", "400", "--rounds", "4", "--set", metrics_cost.TOKEN_SETTING]),
     ):
         argv = [sys.executable, str(ROOT / "bench" / "profile_api.py"), *extra]
         argv += ["--ratelimit", ctx.ratelimit_uri]
         if database:
             argv += ["--database", database]
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+        env = None
+        if label == "metrics_on":
+            env = metrics_cost.metrics_env(dict(os.environ), "", ctx.scratch / f"{kind}_in_one")
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
         found = re.search(r"([\d.]+) ms CPU per", done.stdout)
         if found is None:
             ctx.notes.append(f"{kind}: profile_api.py failed: {done.stderr.strip()[-300:]}")
@@ -1081,6 +1128,20 @@ def build_table(ctx: Context, runs: dict[str, dict | str]) -> str:
         ),
     )
 
+    row(
+        "getBalance with metrics on (METRICS_TOKEN set, gunicorn's workers counting into "
+        "PROMETHEUS_MULTIPROC_DIR) ÷ off: req/s and CPU ms per request in the servers, CPU ms "
+        "in one process (the verdict: one process when measured, steadier)",
+        f"CPU ≤ {TARGETS['metrics_cpu']} × off",
+        lambda d: (
+            metrics_cost.cell(d)
+            + (
+                " — " + _verdict(ratio <= TARGETS["metrics_cpu"])
+                if (ratio := metrics_cost.cpu_ratio(d)) is not None
+                else ""
+            )
+        ),
+    )
     row(
         "the floor (bench/floor_app.py: a bare Flask view doing only the key's HMAC, the "
         "rate-limit counter and one read of the account) ÷ baseline (req/s); its CPU ms per "

@@ -54,7 +54,12 @@ def check_setting_defaults(config) -> None:
 
 
 def register_operations(app: Flask) -> None:
-    from .observability import configure_logging, register_health, register_request_id
+    from .observability import (
+        configure_logging,
+        register_health,
+        register_metrics,
+        register_request_id,
+    )
     from .security import (
         register_input_guard,
         register_private_pages,
@@ -68,6 +73,7 @@ def register_operations(app: Flask) -> None:
     register_private_pages(app)
     register_input_guard(app)
     register_health(app)
+    register_metrics(app)
 
 
 def register_proxy_fix(app: Flask) -> None:

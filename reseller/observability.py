@@ -1,4 +1,5 @@
-"""Logs and health: structured logs with a request id, and `/healthz` for load balancers.
+"""Logs, health and metrics: structured logs with a request id, `/healthz` for load
+balancers, `/metrics` for Prometheus (the counters themselves are in reseller.metrics).
 
 Log lines never carry API keys, passwords, cookies or the tokens of mailed links: query
 strings are not logged by us, and a filter blanks `api_key=…`, `password=…`, session cookies
@@ -15,7 +16,12 @@ import re
 import sys
 import time
 
-from flask import Flask, current_app, g, has_request_context, jsonify, request
+from flask import Flask, Response, abort, current_app, g, has_request_context, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from . import metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[\w\-]{8,64}", re.ASCII)  # ASCII: \w alone takes é
@@ -119,12 +125,18 @@ def sees_private_health() -> bool:
     The one rule for every health answer."""
     from flask_login import current_user
 
-    token = current_app.config.get("HEALTHZ_TOKEN") or ""
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    bearer = scheme.lower() == "bearer"
-    if token and bearer and hmac.compare_digest(given.strip().encode(), token.encode()):
+    if bearer_is(current_app.config.get("HEALTHZ_TOKEN")):
         return True
     return bool(current_user.is_authenticated and current_user.is_admin)
+
+
+def bearer_is(token: str | None) -> bool:
+    """Whether the request says `Authorization: Bearer <token>`, compared in constant time
+    (no token configured: never)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if not token or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def register_health(app: Flask) -> None:
@@ -139,3 +151,97 @@ def register_health(app: Flask) -> None:
         response.status_code = 200 if report["database"] == "ok" else 503
         response.headers["Cache-Control"] = "no-store"  # private answers must not be cached
         return response
+
+
+# -- /metrics -------------------------------------------------------------------------------
+
+
+class DatabaseCollector(Collector):
+    """The figures `services.health.scrape_figures` reads, as gauges: read at each scrape,
+    so every worker and host answers the same."""
+
+    def collect(self):
+        from .services.health import scrape_figures
+
+        figures = scrape_figures()
+        help_of = metrics.FIGURES
+        yield GaugeMetricFamily(
+            "reseller_activations_open",
+            help_of["reseller_activations_open"],
+            value=figures.activations_open,
+        )
+        outbox = GaugeMetricFamily(
+            "reseller_outbox_pending", help_of["reseller_outbox_pending"], labels=["kind"]
+        )
+        for kind, count in figures.outbox_pending.items():
+            outbox.add_metric([kind], count)
+        yield outbox
+        yield GaugeMetricFamily(
+            "reseller_worker_last_pass_timestamp_seconds",
+            help_of["reseller_worker_last_pass_timestamp_seconds"],
+            value=figures.worker_last_pass,
+        )
+        balances = GaugeMetricFamily(
+            "reseller_provider_balance", help_of["reseller_provider_balance"], labels=["provider"]
+        )
+        for name, balance in figures.provider_balances.items():
+            balances.add_metric([name], balance)
+        yield balances
+        breakers = GaugeMetricFamily(
+            "reseller_breaker_open", help_of["reseller_breaker_open"], labels=["provider"]
+        )
+        for name, is_open in figures.breakers_open.items():
+            breakers.add_metric([name], 1 if is_open else 0)
+        yield breakers
+        yield GaugeMetricFamily(
+            "reseller_customer_wallets_total",
+            help_of["reseller_customer_wallets_total"],
+            value=figures.customer_wallets,
+        )
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this host: the counts of every process that writes to the
+    shared directory (without one, of this process alone), then the database's figures."""
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get(metrics.MULTIPROC_DIR):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        for metric in metrics.COUNTED:
+            registry.register(metric)
+    registry.register(DatabaseCollector())
+    return generate_latest(registry)
+
+
+def register_metrics(app: Flask) -> None:
+    """`GET /metrics` for the METRICS_TOKEN bearer, and every response counted by status
+    class; without the token, neither (404, and the hot path pays nothing)."""
+    from .extensions import db
+
+    directory = os.environ.get(metrics.MULTIPROC_DIR)
+    if directory:  # a missing directory would fail every count, and what it counts with it
+        os.makedirs(directory, exist_ok=True)
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        if not metrics.enabled(current_app):
+            abort(404)
+        if not bearer_is(current_app.config.get("METRICS_TOKEN")):
+            return Response(
+                "Authorization: Bearer <METRICS_TOKEN> required\n",
+                401,
+                mimetype="text/plain",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+        try:
+            body = exposition()
+        finally:
+            db.session.rollback()  # only read: hand the connection back
+        return Response(body, mimetype=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
+    if metrics.enabled(app):
+
+        @app.after_request
+        def count_response(response):
+            metrics.count_response(response.status_code)
+            return response

@@ -9,9 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 
 from flask import Response, current_app, g, request
 
+from .. import metrics
 from ..extensions import csrf, db, limiter
 from ..models import utcnow
 from ..services import accounts, activations, catalog, history, pricing, settings
@@ -320,11 +322,17 @@ def handler() -> Response:
         return answer
     except err.ServiceError as exc:
         db.session.rollback()
-        return dialect.error(BY_KIND[exc.kind], exc)
+        return _error(dialect, BY_KIND[exc.kind], exc)
     except Exception:
         db.session.rollback()
         log.exception("API action %s failed", request.values.get("action", "")[:40])
-        return dialect.error(BY_KIND["SERVICE_UNAVAILABLE"], err.ServiceUnavailable())
+        return _error(dialect, BY_KIND["SERVICE_UNAVAILABLE"], err.ServiceUnavailable())
+
+
+def _error(dialect, row, exc: err.ServiceError) -> Response:
+    # The metrics' answer: the classic token in either dialect (one series per outcome).
+    request.environ[_ANSWER] = row.classic.partition(":")[0]
+    return dialect.error(row, exc)
 
 
 def _record_activity(user) -> None:
@@ -340,6 +348,41 @@ def _record_activity(user) -> None:
 @bp.errorhandler(429)
 def rate_limited(error):
     """HTTP 429 in the caller's dialect (`Retry-After` is set by reseller.rate_limits)."""
+    request.environ[_ANSWER] = "RATE_LIMITED"
     if (request.values.get("format") or "").lower() == "json":
         return Response(json.dumps({"error": "RATE_LIMITED"}), 429, mimetype="application/json")
     return Response("RATE_LIMITED", 429, mimetype="text/plain")
+
+
+# --- metrics --------------------------------------------------------------------------
+
+_ANSWER = "reseller.api_answer"
+KNOWN_ACTIONS = frozenset(ACTIONS) | frozenset(rent.ACTIONS)
+_TOKEN = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
+
+
+def answer_token(response: Response) -> str:
+    """What a call answered, for the metrics: the error's classic token, else the plain
+    answer's token before ':' ("ACCESS_NUMBER", "STATUS_OK"), else "OK" for a data answer
+    (JSON). Never the rest of an answer: it carries phone numbers and codes."""
+    token = request.environ.get(_ANSWER)
+    if token is not None:
+        return token
+    if response.mimetype != "text/plain":
+        return "OK"
+    head = response.get_data(as_text=True)[:48].partition(":")[0]
+    return head if _TOKEN.fullmatch(head) else "other"
+
+
+def _count_call(response: Response) -> Response:
+    if request.blueprint == "api":
+        name = (request.values.get("action") or "").strip()
+        action = name if name in KNOWN_ACTIONS else "other"
+        metrics.observe_api_call(action, answer_token(response), g.get("request_started"))
+    return response
+
+
+@bp.record_once
+def _count_calls_when_metrics_are_on(state) -> None:
+    if metrics.enabled(state.app):
+        state.app.after_request(_count_call)

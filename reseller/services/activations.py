@@ -22,7 +22,7 @@ from flask import current_app
 from sqlalchemy import and_, bindparam, exists, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import db_reads
+from .. import db_reads, metrics
 from ..extensions import db
 from ..models import (
     Activation,
@@ -523,6 +523,7 @@ def _purchase_upstream(
         except up.WrongMaxPrice as exc:
             # The provider's cost rose above what we charge: learn it, try the next.
             log.info("purchase %s: %s dearer now (%s)", activation_id, candidate.name, exc)
+            metrics.PURCHASES.labels(candidate.name, "price_refused").inc()
             routing.learn_cost(candidate.name, service, country_id, exc.min_price)
             catalog.rebuild_offer(service, country_id)
             refused.append(err.WrongMaxPrice(price))
@@ -530,6 +531,7 @@ def _purchase_upstream(
         except up.UpstreamError as exc:
             mapped = _definite_error(exc)
             if mapped is None:  # perhaps sold: settled with this provider, never failed over
+                metrics.PURCHASES.labels(candidate.name, "unknown").inc()
                 log.warning(
                     "purchase %s: unknown outcome at %s (%s)", activation_id, candidate.name, exc
                 )
@@ -537,14 +539,17 @@ def _purchase_upstream(
                     _commit()
                 raise err.ServiceUnavailable() from None
             log.info("purchase %s refused by %s: %s", activation_id, candidate.name, exc.token)
+            metrics.PURCHASES.labels(candidate.name, "refused").inc()
             refused.append(mapped())
             continue
         except Exception:
+            metrics.PURCHASES.labels(candidate.name, "unknown").inc()
             log.exception("purchase %s: unexpected failure; keeping the hold", activation_id)
             db.session.rollback()
             if _transition(activation_id, S.UNKNOWN, actor="system", note="unexpected error"):
                 _commit()
             raise err.ServiceUnavailable() from None
+        metrics.PURCHASES.labels(candidate.name, "sold").inc()
         return _allocate(activation_id, provider, number, candidate.rate)
 
     _fail(activation_id, "refused by " + ", ".join(f"{c.name}" for c in route))

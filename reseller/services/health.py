@@ -8,13 +8,15 @@ sees whether the parts are healthy; only a privileged caller sees the operator's
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from ..clock import utcnow
 from ..extensions import db
-from ..money import format_cost
+from ..money import SCALE, format_cost
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +122,79 @@ def check(*, private: bool = False) -> dict:
         db.session.commit()  # hand the connection back: a health check holds nothing open
     report["status"] = "ok" if report["database"] == "ok" else "degraded"
     return report
+
+
+# -- figures for /metrics ------------------------------------------------------------------
+
+WORKER_PASS_JOB = "worker_pass"  # JobState: last_run_at is when a worker last ended a pass
+
+
+@dataclass
+class ScrapeFigures:
+    """What /metrics reads from the database at each scrape (amounts in currency)."""
+
+    activations_open: int
+    outbox_pending: dict[str, int]  # "webhook", "telegram" → queued rows
+    worker_last_pass: float  # unix seconds; 0 when no worker ever ended a pass
+    provider_balances: dict[str, float]  # providers with a reading only
+    breakers_open: dict[str, bool]
+    customer_wallets: float
+
+
+def scrape_figures() -> ScrapeFigures:
+    """Read the figures for one scrape (a handful of indexed counts and sums; no provider
+    is asked: balances are the worker's shared readings)."""
+    from ..models import (
+        Activation,
+        JobState,
+        TelegramMessage,
+        TelegramMessageStatus,
+        User,
+        WebhookEvent,
+        WebhookEventStatus,
+    )
+    from . import provider
+    from .activations import ACTIVE_STATES
+    from .breaker import breaker_state
+    from .stats import stored_provider_balances
+
+    def count(stmt) -> int:
+        return int(db.session.execute(stmt).scalar_one() or 0)
+
+    activations_open = count(
+        select(func.count())
+        .select_from(Activation)
+        .where(Activation.status.in_([s.value for s in ACTIVE_STATES]))
+    )
+    outbox = {
+        "webhook": count(
+            select(func.count())
+            .select_from(WebhookEvent)
+            .where(WebhookEvent.status == WebhookEventStatus.QUEUED.value)
+        ),
+        "telegram": count(
+            select(func.count())
+            .select_from(TelegramMessage)
+            .where(TelegramMessage.status == TelegramMessageStatus.QUEUED.value)
+        ),
+    }
+    last_pass = db.session.execute(
+        select(JobState.last_run_at).where(JobState.name == WORKER_PASS_JOB)
+    ).scalar_one_or_none()
+    wallets = count(select(func.coalesce(func.sum(User.balance), 0)))
+    now = utcnow()
+    readings = stored_provider_balances()
+    return ScrapeFigures(
+        activations_open=activations_open,
+        outbox_pending=outbox,
+        worker_last_pass=last_pass.replace(tzinfo=dt.UTC).timestamp() if last_pass else 0.0,
+        provider_balances={
+            name: reading.balance / SCALE
+            for name, reading in readings.items()
+            if reading.balance is not None
+        },
+        breakers_open={
+            row.name: breaker_state(row, now).state == "open" for row in provider.all_providers()
+        },
+        customer_wallets=wallets / SCALE,
+    )

@@ -114,3 +114,9 @@ def finish_job(name: str, value: str | None = None, *, ran: bool = True) -> None
         values["value"] = value
     db.session.execute(update(JobState).where(JobState.name == name).values(**values))
     db.session.commit()
+
+
+def mark_ran(name: str) -> None:
+    """Record that the job `name` ran now, creating its row: a heartbeat. Commits."""
+    _job(name)
+    finish_job(name)

@@ -24,6 +24,7 @@ from flask import Flask, current_app
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .. import metrics
 from ..extensions import db
 from ..gateways import configured
 from ..gateways.base import (
@@ -257,6 +258,7 @@ def start_topup(
     db.session.flush()
     _record(payment.id, None, P.PENDING, source="customer", note="top-up started")
     db.session.commit()
+    metrics.TOPUPS.labels(gateway.name, P.PENDING.value).inc()
     payment_id = payment.id
 
     request = InvoiceRequest(
@@ -636,9 +638,9 @@ def _transition(
 ) -> bool:
     """Move the payment from one of `allowed` to `target` with a guarded UPDATE; True when
     this caller made the change (and recorded it). No commit."""
-    current = db.session.execute(
-        select(Payment.status).where(Payment.id == payment_id)
-    ).scalar_one()
+    current, gateway = db.session.execute(
+        select(Payment.status, Payment.gateway).where(Payment.id == payment_id)
+    ).one()
     if event is not None:
         values["gateway_status"] = event.gateway_status
     result = db.session.execute(
@@ -650,6 +652,7 @@ def _transition(
     if result.rowcount != 1:
         return False
     _record(payment_id, P(current), target, source=source, note=note, event=event)
+    metrics.count_when_committed(metrics.TOPUPS, gateway, target.value)
     return True
 
 

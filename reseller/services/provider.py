@@ -14,13 +14,14 @@ cache only saves connection set-up, never decides anything.
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from cryptography.fernet import InvalidToken
 from flask import Flask, current_app
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from .. import db_reads
+from .. import db_reads, metrics
 from ..extensions import db
 from ..models import JobState, Provider
 from ..transactions import writing
@@ -201,12 +202,18 @@ class OutsideTransaction:
             # (nothing to end, and nothing to flush, is the common case: skip the commit)
             if session_holds_work():
                 db.session.commit()
+            started = time.perf_counter()
             try:
                 result = target(*args, **kwargs)
             except up.UpstreamError as exc:
+                metrics.observe_upstream_call(self.name, attribute, started, exc.token)
                 if breaker.counts_against(exc):
                     breaker.record_failure(self.name, failure_reason(exc))
                 raise
+            except Exception:
+                metrics.observe_upstream_call(self.name, attribute, started, "EXCEPTION")
+                raise
+            metrics.observe_upstream_call(self.name, attribute, started)
             # Not judged from the row this client was built from: another process may
             # have counted a failure since.
             breaker.record_success(self.name)

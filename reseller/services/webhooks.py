@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy import bindparam, delete, func, or_, select, update
 
-from .. import safe_http
+from .. import metrics, safe_http
 from ..extensions import db
 from ..models import (
     Activation,
@@ -701,10 +701,13 @@ def _record(prepared: _Prepared, outcome: safe_http.Outcome) -> None:
     values: dict = {"attempts": prepared.attempt, "claimed_until": None}
     next_retry = None
     if outcome.delivered:
+        result = "delivered"
         values.update(status=E.DELIVERED.value, finished_at=now, last_error=None)
     elif prepared.attempt >= prepared.max_attempts:
+        result = "failed"
         values.update(status=E.FAILED.value, finished_at=now, last_error=outcome.error)
     else:
+        result = "retry"
         next_retry = now + dt.timedelta(seconds=retry_delay(prepared.attempt))
         values.update(next_attempt_at=next_retry, last_error=outcome.error)
     db.session.execute(
@@ -755,6 +758,7 @@ def _record(prepared: _Prepared, outcome: safe_http.Outcome) -> None:
             .execution_options(synchronize_session=False)
         )
     db.session.commit()
+    metrics.WEBHOOK_DELIVERIES.labels(result).inc()
 
 
 def _pause(endpoint_id: int, reason: str) -> None:

@@ -20,8 +20,19 @@ from ..models import Activation, JobState, utcnow
 from ..models import ActivationStatus as S
 from ..upstream import errors as up
 from ..upstream.base import SetStatusAnswer
-from . import activations, catalog, mail, payments, provider, rentals, settings, telegram, webhooks
-from .jobs import claim_job, claim_rows, finish_job, release
+from . import (
+    activations,
+    catalog,
+    health,
+    mail,
+    payments,
+    provider,
+    rentals,
+    settings,
+    telegram,
+    webhooks,
+)
+from .jobs import claim_job, claim_rows, finish_job, mark_ran, release
 from .provider import upstream
 
 log = logging.getLogger(__name__)
@@ -553,6 +564,7 @@ def run_once() -> PassReport:
     # out the worker's sleep; on PostgreSQL the session sat idle in a transaction.
     try:
         db.session.commit()
+        mark_ran(health.WORKER_PASS_JOB)  # /metrics: a stalled worker is seen by its age
     except Exception as exc:
         db.session.rollback()
         report.fail(f"end of pass: {type(exc).__name__}", exc)

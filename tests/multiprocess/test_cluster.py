@@ -36,6 +36,7 @@ PURCHASES_EACH = 25  # attempts; the balance allows exactly ALLOWED
 ALLOWED = 10
 PRICE = "0.39"  # tg in country 12: 0.30 upstream + 30 %
 POLL_INTERVAL = 1
+METRICS_TOKEN = "cluster-metrics-token-0123456789"
 
 
 def free_port() -> int:
@@ -144,6 +145,7 @@ class Cluster:
             "SETTLE_AFTER": "3",
             "LOG_LEVEL": "WARNING",
             "PAYMENT_GATEWAYS": "sandbox",  # production runs the sandbox gateway when named
+            "METRICS_TOKEN": METRICS_TOKEN,
         }
         self.flask("db", "upgrade")
         self.flask("prices", "sync")
@@ -157,6 +159,8 @@ class Cluster:
                 "WEB_CONCURRENCY": "4",
                 "GUNICORN_THREADS": "4",
                 "GUNICORN_GRACEFUL_TIMEOUT": "5",
+                # Each instance stands for a host: its own metrics directory.
+                "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir(name)),
             }
             master = self.spawn(name, [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"], env=env)
             url = f"http://127.0.0.1:{port}"
@@ -168,11 +172,16 @@ class Cluster:
                 what=url,
             )
 
-    def flask(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def metrics_dir(self, name: str) -> Path:
+        return self.tmp / f"metrics-{name}"
+
+    def flask(
+        self, *args: str, check: bool = True, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [str(BIN / "flask"), "--app", "wsgi", *args],
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=120,
